@@ -1,0 +1,36 @@
+# Two entry points (README.md): `make run` and `make test`. Both set up .venv first.
+PY      ?= python3
+VENV    ?= .venv
+PIP     := $(VENV)/bin/pip
+PYBIN   := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+NODE_STAMP := contracts/node_modules/.installed
+
+.PHONY: setup run test test-fast bench clean
+
+setup: $(STAMP) $(NODE_STAMP)
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[test,data]'
+	touch $(STAMP)
+
+$(NODE_STAMP): contracts/package.json
+	cd contracts && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+run: setup
+	$(VENV)/bin/ecjax
+
+test: setup
+	$(PYBIN) -m pytest -q
+
+test-fast: setup
+	$(PYBIN) -m pytest -q -m "not slow"
+
+bench: setup
+	$(PYBIN) experiments/benchmarks/qp_batch.py --quick
+
+clean:
+	rm -rf $(VENV) contracts/node_modules

@@ -1,0 +1,1 @@
+"""ecjax: vectorized chance-constrained distributed MPC for peer-to-peer energy communities."""
