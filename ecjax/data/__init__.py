@@ -388,10 +388,11 @@ def read_omie_marginalpdbc(path: str | os.PathLike, country: str = "ES", *,
         try:
             d = date(int(fields[0]), int(fields[1]), int(fields[2]))
             p = int(fields[3])
-            v = float(fields[col].replace(",", "."))
+            both = [float(fields[c].replace(",", ".")) for c in (4, 5)]
         except ValueError:
             raise bad(i, f"bad date, period or price in {ln[:60]!r}") from None
-        if not math.isfinite(v):
+        v = both[col - 4]
+        if not all(math.isfinite(x) for x in both):
             raise bad(i, f"price is not finite in {ln[:60]!r}")
         if day is None:
             day = d
