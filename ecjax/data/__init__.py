@@ -47,6 +47,7 @@ __all__ = [
     "month_group", "irradiance_stats", "irradiance_stats_all", "clearsky_ghi",
     "household_types", "load_stats", "agent_assignment", "agent_loads",
     "price_profile", "consumer_price", "read_price_csv", "read_omie_marginalpdbc",
+    "hours_in_day",
     "metadata",
 ]
 
