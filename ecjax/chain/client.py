@@ -106,7 +106,9 @@ def decode_error(exc: BaseException) -> CoordinatorError | None:
     if data is None or len(data) < 4 or data[:4] not in _error_table():
         return None
     name, types = _error_table()[data[:4]]
-    return CoordinatorError(name, abi_decode(types, data[4:]))
+    values = abi_decode(types, data[4:])
+    values = tuple(to_checksum_address(v) if ty == "address" else v for ty, v in zip(types, values))
+    return CoordinatorError(name, values)
 
 
 # ------------------------------------------------------------------ chains
