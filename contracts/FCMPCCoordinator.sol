@@ -51,13 +51,14 @@ contract FCMPCCoordinator {
         uint32 bt;
     }
 
-    /// @notice State of the current iteration.
+    /// @notice State of the current iteration (one storage slot).
     struct Round {
         uint32 t; // MPC step
-        uint32 p; // FC-MPC iteration
-        uint64 deadline; // last timestamp at which uploads are accepted
+        uint16 p; // FC-MPC iteration
+        uint40 deadline; // last timestamp at which uploads are accepted
         uint64 mask; // bit i set: prosumer i uploaded in this iteration
-        uint16 count; // number of uploads in this iteration
+        uint8 count; // number of uploads in this iteration
+        uint96 maxTheta2; // max_i theta_i^2 over the uploads of this iteration
     }
 
     // ---------------------------------------------------------------- errors
@@ -68,9 +69,9 @@ contract FCMPCCoordinator {
     /// @notice The prosumer already uploaded in this iteration.
     error AlreadyUploaded(uint256 agent);
     /// @notice The iteration's deadline has passed; it can only be closed.
-    error DeadlinePassed(uint64 deadline, uint256 timestamp);
+    error DeadlinePassed(uint256 deadline, uint256 timestamp);
     /// @notice `closeIteration` before the deadline (the last upload closes it anyway).
-    error DeadlineNotReached(uint64 deadline, uint256 timestamp);
+    error DeadlineNotReached(uint256 deadline, uint256 timestamp);
     /// @notice A vector has not exactly 4 * nu bytes.
     error BadLength(uint256 length, uint256 expected);
     /// @notice Value `index` of the vector is outside [0, bound] (bound 0 for trades at p = 0).
@@ -78,7 +79,7 @@ contract FCMPCCoordinator {
     /// @notice The re-supplied previous iterate does not hash to the committed one.
     error PreviousIterateMismatch(bytes32 supplied, bytes32 committed);
     /// @notice Invalid deployment parameter (code: 1 agents, 2 ids, 3 w, 4 horizon/n, 5 period,
-    /// 6 bounds, 7 duplicate agent).
+    /// 6 bounds, 7 duplicate agent, 8 pMax).
     error InvalidConfig(uint256 code);
 
     // ---------------------------------------------------------------- events
@@ -127,8 +128,6 @@ contract FCMPCCoordinator {
     bytes32[] public committedHash;
 
     Round public round;
-    /// @notice max_i theta_i^2 over the uploads of the open iteration.
-    uint256 public maxTheta2;
     /// @notice Head of the hash chain over every upload since deployment.
     bytes32 public head;
 
@@ -141,7 +140,8 @@ contract FCMPCCoordinator {
         if (ids_.length != np || bounds_.length != np) revert InvalidConfig(2);
         if (c.wDen == 0 || c.wNum == 0 || c.wNum > c.wDen) revert InvalidConfig(3);
         if (c.horizon == 0 || c.nAgents < np || c.nAgents > 4096 || c.horizon > 4096) revert InvalidConfig(4);
-        if (c.period == 0) revert InvalidConfig(5);
+        if (c.period == 0 || c.period > type(uint32).max) revert InvalidConfig(5);
+        if (c.pMax > type(uint16).max) revert InvalidConfig(8);
         configHash = c.configHash;
         nAgents = c.nAgents;
         horizon = c.horizon;
@@ -178,7 +178,7 @@ contract FCMPCCoordinator {
             );
             committedHash.push(z);
         }
-        round = Round({t: 0, p: 0, deadline: uint64(block.timestamp) + c.period, mask: 0, count: 0});
+        round = Round({t: 0, p: 0, deadline: uint40(block.timestamp + c.period), mask: 0, count: 0, maxTheta2: 0});
     }
 
     // ---------------------------------------------------------------- uploads
@@ -262,10 +262,10 @@ contract FCMPCCoordinator {
     function roundState()
         external
         view
-        returns (uint32 t, uint32 p, uint64 deadline, uint64 mask, uint16 count, uint256 maxTheta2_, bytes32 head_)
+        returns (uint32 t, uint32 p, uint64 deadline, uint64 mask, uint16 count, uint256 maxTheta2, bytes32 head_)
     {
         Round memory r = round;
-        return (r.t, r.p, r.deadline, r.mask, r.count, maxTheta2, head);
+        return (r.t, r.p, r.deadline, r.mask, r.count, r.maxTheta2, head);
     }
 
     /// @notice Prosumer index of an address (reverts NotAgent).
@@ -311,23 +311,17 @@ contract FCMPCCoordinator {
         unchecked {
             r.count += 1;
         }
-        uint256 m2 = maxTheta2;
-        if (th2 > m2) {
-            maxTheta2 = th2;
-            m2 = th2;
-        }
+        // th2 < nu * 2^62 < 2^96 (nu < 2^25 by the constructor checks): the cast is exact
+        if (th2 > r.maxTheta2) r.maxTheta2 = uint96(th2);
         if (r.count == nProsumers) {
-            _closeWith(r, m2);
+            _close(r);
         } else {
             round = r;
         }
     }
 
     function _close(Round memory r) internal {
-        _closeWith(r, maxTheta2);
-    }
-
-    function _closeWith(Round memory r, uint256 m2) internal {
+        uint256 m2 = r.maxTheta2;
         bool done = r.p == pMax || (r.p != 0 && m2 <= kappa2);
         emit IterationClosed(r.t, r.p, r.mask, m2, done);
         if (r.p == 0 && r.count < nProsumers) {
@@ -345,9 +339,9 @@ contract FCMPCCoordinator {
         }
         r.mask = 0;
         r.count = 0;
-        r.deadline = uint64(block.timestamp) + period;
+        r.maxTheta2 = 0;
+        r.deadline = uint40(block.timestamp + period);
         round = r;
-        if (m2 != 0) maxTheta2 = 0;
     }
 
     /// @dev Revert OutOfBounds unless every lane of u is <= its block's bound (unsigned compare:
