@@ -58,3 +58,26 @@ def test_basic_flow_on_anvil(anvil):
     assert h.head == coord.head() == mirror.head
     run_initial(coord, config, rng, t=1)
     assert coord.round().p == 1
+
+
+def test_rpc_chain_with_key_from_environment(anvil, monkeypatch):
+    """`Chain.rpc`: deployer key from ECJAX_CHAIN_KEY (a fresh in-memory key), gas estimated and
+    reverts decoded before sending."""
+    from eth_account import Account
+
+    deployer = Account.create()
+    anvil.w3.provider.make_request("anvil_setBalance", [deployer.address, hex(10**21)])
+    monkeypatch.setenv("ECJAX_CHAIN_KEY", deployer.key.hex())
+    chain = Chain.rpc(anvil.w3.provider.endpoint_uri)
+    assert chain.funder_address == deployer.address and chain.gas is None
+    config = small_config()
+    coord = Coordinator.deploy(chain, config)
+    rng = np.random.default_rng(3)
+    u0 = random_iterate(rng, config, 0, 0)
+    coord.upload_state(0, 0, 1, 2, u0)
+    with pytest.raises(CoordinatorError) as e:
+        coord.upload_state(0, 0, 1, 2, u0)
+    assert e.value.name == "AlreadyUploaded"
+    monkeypatch.delenv("ECJAX_CHAIN_KEY")
+    with pytest.raises(KeyError):
+        Chain.rpc(anvil.w3.provider.endpoint_uri)
