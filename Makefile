@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[test,data]'
+	# IWEC Sevilla weather file (source of the irradiance tables); its `accim` dependency is not needed
+	$(PIP) install -q --no-deps accim-samples==0.8.2
 	touch $(STAMP)
 
 $(NODE_STAMP): contracts/package.json

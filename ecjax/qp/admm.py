@@ -113,8 +113,10 @@ def prepare(P, A, settings: ADMM = ADMM(), dtype=jnp.float64, lo=None, hi=None) 
     - `A`: (m, n), concrete.
     - `settings`: `ADMM` settings.
     - `dtype`: float64 or float32; the dtype of every solve with this operator.
-    - `lo`, `hi`: optional template bounds (m,). They only classify rows:
-      equality rows (lo == hi) get ρ × `eq_rho_scale`. Samples may use other
+    - `lo`, `hi`: optional template bounds, (m,) or a batch (B, m). They only
+      classify rows: rows with lo == hi in every template sample get
+      ρ × `eq_rho_scale`. A row that is an equality in the template but not in a
+      sample converges slowly, so pass a representative batch. Samples may use other
       bounds; only speed changes. (OSQP's ρ_min for free rows is not used: a
       row free in the template may be bounded in a sample, and a tiny ρ there
       would stall it.)
@@ -147,7 +149,10 @@ def prepare(P, A, settings: ADMM = ADMM(), dtype=jnp.float64, lo=None, hi=None) 
     if lo is not None or hi is not None:
         lo_t = np.full(m, -np.inf) if lo is None else np.asarray(lo, np.float64)
         hi_t = np.full(m, np.inf) if hi is None else np.asarray(hi, np.float64)
+        if lo_t.shape[-1:] != (m,) or hi_t.shape[-1:] != (m,):
+            raise ValueError(f"template `lo`, `hi` must have shape ({m},) or (B, {m}).")
         eq = np.isfinite(lo_t) & (lo_t == hi_t)
+        eq = eq.reshape(-1, m).all(axis=0)  # equality in every template sample
         w = np.where(eq, s.eq_rho_scale, 1.0)
 
     perm, m_s = _ls.split_rows(Ab)

@@ -1,0 +1,275 @@
+"""FC-MPC: the feasible-cooperation iteration of one MPC step (MODEL §6, paper Algorithm 1).
+
+    p = 0:  every prosumer solves its own problem with all trades fixed at 0 (islanded).
+    p >= 1: every prosumer i solves, in parallel, the GLOBAL cost over its own variables with
+            every other agent fixed at iterate p−1, then
+                x_i^p = w·x_i* + (1 − w)·x_i^{p−1},     θ_i^p = ‖u_i^p − u_i^{p−1}‖₂
+    stop at max_i θ_i^p <= ϰ or p = p_max.
+
+With w <= 1/|P| each iterate is a convex combination of jointly feasible points, so it is
+feasible (up to the QP tolerance) and may be applied whenever the loop stops. Written for one
+instance; the prosumers are a batch that shares the QP operator (vmap inside), and samples and
+risk levels are vmapped outside (`ecjax.simulate`).
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+
+from . import evaluate, ocp
+from .community import Community
+from .layout import AgentLayout
+from .plan import Plan, Stage, plan_from_vectors
+from .qp import ADMM, Operator, Solution, prepare, solve
+from .weights import CostWeights
+
+
+class FCMPCSettings(eqx.Module):
+    """`w` None means 1/|P| (MODEL §6). `kappa` is ϰ in kW; `p_max` caps the iterations."""
+
+    kappa: float = 1e-3
+    p_max: int = eqx.field(static=True, default=30)
+    w: float | None = eqx.field(static=True, default=None)
+
+    def weight(self, c: Community) -> float:
+        return 1.0 / len(c.prosumers) if self.w is None else float(self.w)
+
+    def check(self, c: Community) -> None:
+        if not (isinstance(self.p_max, (int, np.integer)) and self.p_max >= 1):
+            raise ValueError(f"`fcmpc.p_max` must be an integer >= 1, got {self.p_max}.")
+        if not (np.isfinite(self.kappa) and self.kappa > 0):
+            raise ValueError(f"`fcmpc.kappa` must be > 0, got {self.kappa}.")
+        wmax = 1.0 / len(c.prosumers)
+        if self.w is not None and not (0 < self.w <= wmax + 1e-12):
+            raise ValueError(
+                f"`fcmpc.w` must be in (0, 1/|P|] = (0, {wmax:.6g}] so that every iterate is "
+                f"feasible, got {self.w}."
+            )
+
+
+class Controller(eqx.Module):
+    """What the controllers of one community share: structure, weights, QP operators."""
+
+    community: Community
+    weights: CostWeights
+    agent_op: Operator
+    central_op: Operator | None
+    N: int = eqx.field(static=True)
+
+
+def make_controller(
+    c: Community,
+    w: CostWeights,
+    N: int,
+    solver: ADMM = ADMM(),
+    dtype=jnp.float64,
+    centralized: bool = False,
+) -> Controller:
+    """Build (on the host, once) the shared QP operators of a community."""
+    S = ocp.agent_structure(c, N, w)
+    lo_t, hi_t = _template_bounds(c, N, ocp.AgentRows(AgentLayout(c.n, N)))
+    agent_op = prepare(S.P.toarray(), S.A.toarray(), solver, dtype=dtype, lo=lo_t, hi=hi_t)
+    central_op = None
+    if centralized:
+        SC = ocp.centralized_structure(c, N, w)
+        nP = len(c.prosumers)
+        cr = ocp.CentralRows(AgentLayout(c.n, N), nP, len(c.consumers))
+        lo_c, hi_c = _template_bounds(c, N, ocp.AgentRows(AgentLayout(c.n, N), with_recv=False))
+        lo_c = np.concatenate([np.tile(lo_c, nP), np.full(cr.cons.stop - cr.cons.start, -np.inf)])
+        hi_c = np.concatenate([np.tile(hi_c, nP), np.zeros(cr.cons.stop - cr.cons.start)])
+        central_op = prepare(SC.P.toarray(), SC.A.toarray(), solver, dtype=dtype, lo=lo_c, hi=hi_c)
+    return Controller(community=c, weights=w, agent_op=agent_op, central_op=central_op, N=N)
+
+
+def _template_bounds(c: Community, N: int, rows: ocp.AgentRows):
+    """Row classes for the solver: equality rows are the dynamics (1) and (6)."""
+    lo = np.full(rows.m, -np.inf)
+    hi = np.full(rows.m, np.inf)
+    lo[: rows.n_box] = 0.0
+    for s in (rows.dyn_b, rows.dyn_ev):
+        lo[s] = 0.0
+        hi[s] = 0.0
+    return lo, hi
+
+
+class FCMPCResult(eqx.Module):
+    """Outcome of FC-MPC at one MPC step."""
+
+    xs: Float[Array, "P nx"]  # final iterate of every prosumer
+    plan: Plan
+    iters: Int[Array, ""]  # iterations p used after the islanded iterate
+    theta: Float[Array, "p_max P"]  # θ_i^p for p = 1..p_max (0 past the stop)
+    cost: Float[Array, " p_max+1"]  # Φ of iterates 0..p_max (held after the stop)
+    qp_status: Int[Array, " P"]  # worst QP status of each prosumer over the iterations
+    qp_steps: Int[Array, ""]  # ADMM iterations, summed over prosumers and FC-MPC iterations
+    island: Solution  # iterate 0 (islanded) solves, per prosumer: warm start of the next step
+    last: Solution  # last subproblem solves, per prosumer: warm start of the next step
+    u_iter: Float[Array, "p_max+1 P nu"]  # inputs of iterates 0..p_max (held after the stop)
+    u_star: Float[Array, "p_max P nu"]  # subproblem optima u_i^{p,*} of iterations 1..p_max
+
+
+def _prosumer_ids(c: Community):
+    return jnp.asarray(np.asarray(c.prosumers, dtype=np.int32))
+
+
+def _solve_agents(ctl: Controller, stage: Stage, others: Plan, trades_on, warm):
+    c = ctl.community
+
+    def one(i, wm):
+        q, lo, hi = ocp.agent_qp(c, ctl.weights, stage, i, others, trades_on)
+        return solve(ctl.agent_op, q, lo, hi, wm)
+
+    return jax.vmap(one)(_prosumer_ids(c), warm)
+
+
+def islanded(ctl: Controller, stage: Stage, warm: Solution | None = None) -> Solution:
+    """Iterate 0: every prosumer alone, trades fixed at 0."""
+    c = ctl.community
+    return _solve_agents(ctl, stage, _zero_plan_like(c, ctl.N, stage), False, warm)
+
+
+def _zero_plan_like(c, N, stage):
+    z = jnp.zeros((c.n, N), stage.win.price.dtype)
+    return Plan(bc=z, bd=z, ugb=z, ev=z, bt=jnp.zeros((c.n, c.n, N), z.dtype), eb=z, eev=z, s_lo=z, s_hi=z)
+
+
+def worse_status(a, b):
+    """Keep the worse of two status codes (0 = solved is best)."""
+    return jnp.maximum(a, b)
+
+
+class _Loop(eqx.Module):
+    p: Int[Array, ""]
+    xs: Float[Array, "P nx"]
+    sol: Solution
+    theta: Float[Array, "p_max P"]
+    cost: Float[Array, " p_max+1"]
+    status: Int[Array, " P"]
+    steps: Int[Array, ""]
+    done: Array
+    u_iter: Float[Array, "p_max+1 P nu"]
+    u_star: Float[Array, "p_max P nu"]
+
+
+def cold_start(op: Operator, P: int) -> Solution:
+    """A 'warm start' that is the solver's cold start, for P prosumers (scan carries)."""
+    dt = op.dtype
+    z = lambda *s: jnp.zeros((P,) + s, dt)  # noqa: E731
+    return Solution(
+        x=z(op.n), y=z(op.m), z=z(op.m), rho=jnp.full((P,), op.host.rho, dt),
+        status=jnp.zeros((P,), jnp.int32), num_steps=jnp.zeros((P,), jnp.int32),
+        prim_res=z(), dual_res=z(), obj=z(),
+    )  # fmt: skip
+
+
+def shift(sol: Solution, N: int) -> Solution:
+    """Shift a solution by one MPC step: every vector is made of N-blocks (ecjax.layout,
+    ecjax.ocp rows), each moved one step ahead with its last value repeated."""
+
+    def sh(v):
+        b = v.reshape(v.shape[:-1] + (-1, N))
+        return jnp.concatenate([b[..., 1:], b[..., -1:]], axis=-1).reshape(v.shape)
+
+    return eqx.tree_at(lambda s: (s.x, s.y, s.z), sol, (sh(sol.x), sh(sol.y), sh(sol.z)))
+
+
+def fcmpc(
+    ctl: Controller,
+    settings: FCMPCSettings,
+    stage: Stage,
+    warm_island: Solution | None = None,
+    warm_coop: Solution | None = None,
+    record: bool = False,
+) -> FCMPCResult:
+    """Run FC-MPC at one stage.
+
+    `warm_island` seeds the islanded solves (iterate 0), `warm_coop` the first cooperative
+    solves (then each iteration starts from the previous one). With `record`, the inputs of
+    every iterate and every subproblem optimum are kept (the on-chain audit replays them).
+    """
+    c = ctl.community
+    N = ctl.N
+    lay = AgentLayout(c.n, N)
+    w = settings.weight(c)
+    sol0 = islanded(ctl, stage, warm_island)
+    xs0 = sol0.x
+    cost0 = evaluate.cost(c, ctl.weights, stage, plan_from_vectors(xs0, c, N))
+    p_max = settings.p_max
+    dtype = xs0.dtype
+    nP = len(c.prosumers)
+    hist = (p_max + 1, nP, lay.nu) if record else (0, nP, lay.nu)
+    hist_star = (p_max, nP, lay.nu) if record else (0, nP, lay.nu)
+    u_iter = jnp.zeros(hist, dtype)
+    if record:
+        u_iter = jnp.broadcast_to(xs0[:, : lay.nu], hist)
+    init = _Loop(
+        p=jnp.asarray(0, jnp.int32),
+        xs=xs0,
+        sol=sol0 if warm_coop is None else warm_coop,
+        theta=jnp.zeros((p_max, nP), dtype),
+        cost=jnp.full((p_max + 1,), cost0, dtype),
+        status=sol0.status,
+        steps=jnp.sum(sol0.num_steps),
+        done=jnp.asarray(False),
+        u_iter=u_iter,
+        u_star=jnp.zeros(hist_star, dtype),
+    )
+
+    def body(s: _Loop) -> _Loop:
+        prev = plan_from_vectors(s.xs, c, N)
+        # warm start each subproblem from the agent's previous iterate and duals
+        warm_p = eqx.tree_at(lambda t: t.x, s.sol, s.xs)
+        sol = _solve_agents(ctl, stage, prev, True, warm_p)
+        xs = w * sol.x + (1.0 - w) * s.xs
+        du = xs[:, : lay.nu] - s.xs[:, : lay.nu]
+        theta = jnp.sqrt(jnp.sum(du * du, axis=1))
+        phi = evaluate.cost(c, ctl.weights, stage, plan_from_vectors(xs, c, N))
+        p = s.p + 1
+        cost = jnp.where(jnp.arange(p_max + 1) >= p, phi, s.cost)
+        u_iter, u_star = s.u_iter, s.u_star
+        if record:
+            held = (jnp.arange(p_max + 1) >= p)[:, None, None]
+            u_iter = jnp.where(held, xs[None, :, : lay.nu], u_iter)
+            u_star = u_star.at[p - 1].set(sol.x[:, : lay.nu])
+        return _Loop(
+            p=p,
+            xs=xs,
+            sol=sol,
+            theta=s.theta.at[p - 1].set(theta),
+            cost=cost,
+            status=worse_status(s.status, sol.status),
+            steps=s.steps + jnp.sum(sol.num_steps),
+            done=jnp.max(theta) <= settings.kappa,
+            u_iter=u_iter,
+            u_star=u_star,
+        )
+
+    def cond(s: _Loop):
+        return (~s.done) & (s.p < p_max)
+
+    out = jax.lax.while_loop(cond, body, init)
+    return FCMPCResult(
+        xs=out.xs,
+        plan=plan_from_vectors(out.xs, c, N),
+        iters=out.p,
+        theta=out.theta,
+        cost=out.cost,
+        qp_status=out.status,
+        qp_steps=out.steps,
+        island=sol0,
+        last=out.sol,
+        u_iter=out.u_iter,
+        u_star=out.u_star,
+    )
+
+
+def centralized(ctl: Controller, stage: Stage, warm: Solution | None = None) -> Solution:
+    """The joint problem over all prosumers (the optimum FC-MPC approaches)."""
+    if ctl.central_op is None:
+        raise ValueError("make_controller(..., centralized=True) is needed for the centralized problem.")
+    q, lo, hi = ocp.centralized_qp(ctl.community, ctl.weights, stage)
+    return solve(ctl.central_op, q, lo, hi, warm)

@@ -1,0 +1,230 @@
+"""The closed loop (MODEL §7) of one sample at one risk level: a `lax.scan` over T steps.
+
+At step t the controllers know the measured states and the forecast means; they plan with the
+chosen scenario (MODEL §8) and apply the plan's first step. Then the step's disturbances are
+drawn and the plant moves:
+- prosumer: ug = scheduled; eb[t+1] = planned eb[1] + Δt(pv_real − pv_fc) − Δt η_c (ul_real − ul_fc);
+- consumer: ug_j = ul_real_j − Σ_i bt_{i->j}; a negative value is spilled to the grid unpaid;
+- eb is clipped to [0, capacity]: energy clipped at the top is curtailed PV, energy missing at
+  the bottom is bought from the grid at c_t.
+Written for one instance; `ecjax.experiment` vmaps it over samples and risk levels.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int
+
+from . import ccmpc, evaluate, fcmpc
+from .community import HOURS
+from .disturbance import Draw, Profiles
+from .fcmpc import Controller, FCMPCSettings
+from .layout import AgentLayout
+from .plan import Plan, make_stage, plan_from_vectors
+
+Scenario = Literal["islanded", "ccdmpc", "dmpc", "centralized"]
+SCENARIOS = ("islanded", "ccdmpc", "dmpc", "centralized")
+
+
+def check_scenario(name: str) -> None:
+    if name not in SCENARIOS:
+        raise ValueError(f"`scenario` must be one of {SCENARIOS}, got {name!r}.")
+
+
+class Options(eqx.Module):
+    """Static choices of a closed-loop run."""
+
+    scenario: str = eqx.field(static=True, default="ccdmpc")
+    T: int = eqx.field(static=True, default=HOURS)
+    tightening: str = eqx.field(static=True, default="cumulative")
+    tighten_consumers: bool = eqx.field(static=True, default=False)
+    gap: bool = eqx.field(static=True, default=False)  # centralized solve each step for the gap
+    record_plans: bool = eqx.field(static=True, default=False)  # every FC-MPC iterate's inputs
+
+    def check(self, N: int) -> None:
+        check_scenario(self.scenario)
+        ccmpc.check_tightening(self.tightening)
+        if not 1 <= self.T <= HOURS:
+            raise ValueError(f"`sim.T` must be in [1, {HOURS}] (one day from midnight), got {self.T}.")
+        if N < 1:
+            raise ValueError(f"`sim.N` must be >= 1, got {N}.")
+
+
+class StepRecord(eqx.Module):
+    """What one closed-loop step records (stacked over t by the scan)."""
+
+    eb: Float[Array, " n"]  # battery energy after the step (after clipping)
+    eb_raw: Float[Array, " n"]  # before clipping
+    eev: Float[Array, " n"]
+    u_bc: Float[Array, " n"]
+    u_bd: Float[Array, " n"]
+    u_ugb: Float[Array, " n"]
+    u_ev: Float[Array, " n"]
+    u_bt: Float[Array, "n n"]
+    ug: Float[Array, " n"]  # power bought from the grid (kW), deficit purchase included
+    spill: Float[Array, " n"]  # consumers' unpaid export (kW)
+    curtail: Float[Array, " n"]  # PV energy clipped at the top (kWh)
+    deficit: Float[Array, " n"]  # energy bought to refill below 0 (kWh)
+    pv: Float[Array, " n"]  # realized PV (kW)
+    load: Float[Array, " n"]  # realized load (kW)
+    price: Float[Array, ""]
+    viol_lo: Bool[Array, " n"]  # eb below eb_lo (chance constraint (16), lower side)
+    viol_hi: Bool[Array, " n"]
+    empty: Int[Array, " n"]  # empty-band steps of the plan
+    slack: Float[Array, " n"]  # Σ_k (s_lo + s_hi) of the plan
+    iters: Int[Array, ""]
+    theta: Float[Array, ""]  # final max θ
+    cost_trace: Float[Array, " p"]  # Φ per FC-MPC iterate
+    theta_trace: Float[Array, " p"]  # max θ per iteration
+    phi: Float[Array, ""]  # Φ of the applied plan
+    phi_central: Float[Array, ""]  # Φ of the centralized plan (NaN-free: = phi when not asked)
+    qp_status: Int[Array, ""]
+    qp_steps: Int[Array, ""]
+    u_iter: Float[Array, "p1 P nu"]  # inputs of FC-MPC iterates 0..p_max (record_plans; else empty)
+    u_star: Float[Array, "p P nu"]  # subproblem optima of iterations 1..p_max (record_plans)
+
+
+def _single_plan_result(ctl: Controller, fc: FCMPCSettings, stage, xs, sol, status, steps, record):
+    """FCMPCResult-shaped record of a plan made without iterating (islanded, centralized)."""
+    c = ctl.community
+    plan = plan_from_vectors(xs, c, ctl.N)
+    phi = evaluate.cost(c, ctl.weights, stage, plan)
+    nP, nu = xs.shape[0], AgentLayout(c.n, ctl.N).nu
+    return fcmpc.FCMPCResult(
+        xs=xs,
+        plan=plan,
+        iters=jnp.asarray(0, jnp.int32),
+        theta=jnp.zeros((fc.p_max, nP), xs.dtype),
+        cost=jnp.full((fc.p_max + 1,), phi),
+        qp_status=status,
+        qp_steps=steps,
+        island=sol,
+        last=sol,
+        u_iter=jnp.broadcast_to(xs[:, :nu], (fc.p_max + 1 if record else 0, nP, nu)),
+        u_star=jnp.zeros((fc.p_max if record else 0, nP, nu), xs.dtype),
+    )
+
+
+def plan_step(ctl: Controller, fc: FCMPCSettings, opt: Options, stage, warm):
+    """Plan at one stage with the scenario (MODEL §8). `warm` is the previous step's
+    (island, last) pair of solver solutions, already shifted; returns the FCMPCResult."""
+    c = ctl.community
+    nP = len(c.prosumers)
+    if opt.scenario == "islanded":
+        sol = fcmpc.islanded(ctl, stage, warm[0])
+        return _single_plan_result(
+            ctl, fc, stage, sol.x, sol, sol.status, jnp.sum(sol.num_steps), opt.record_plans
+        )
+    if opt.scenario == "centralized":
+        sol = fcmpc.centralized(ctl, stage, warm[0])
+        return _single_plan_result(
+            ctl, fc, stage, sol.x.reshape(nP, -1), sol, jnp.full((nP,), sol.status), sol.num_steps,
+            opt.record_plans,
+        )  # fmt: skip
+    return fcmpc.fcmpc(ctl, fc, stage, warm[0], warm[1], record=opt.record_plans)
+
+
+def initial_warm(ctl: Controller, opt: Options):
+    """Cold starts shaped like the solutions the scenario carries between steps."""
+    nP = len(ctl.community.prosumers)
+    if opt.scenario == "centralized":
+        cold = fcmpc.cold_start(ctl.central_op, 1)
+        cold = jax.tree_util.tree_map(lambda a: a[0], cold)
+    else:
+        cold = fcmpc.cold_start(ctl.agent_op, nP)
+    return (cold, cold)
+
+
+def closed_loop(
+    ctl: Controller,
+    fc: FCMPCSettings,
+    opt: Options,
+    profiles: Profiles,
+    draw: Draw,
+    delta,
+) -> StepRecord:
+    """One day of closed-loop operation for one disturbance draw at risk level δ."""
+    c = ctl.community
+    N = ctl.N
+    if opt.scenario == "dmpc":
+        delta = 0.5  # the standard (deterministic) MPC: z = 0
+    pro = jnp.asarray(c.is_prosumer)
+    cap = jnp.asarray(c.capacity)
+    pv_coef = jnp.asarray(c.pv_coef())
+    dt = c.dt
+
+    def step(carry, t):
+        eb, eev, warm = carry
+        stage = make_stage(c, profiles, t, eb, eev, delta, N, opt.tightening, opt.tighten_consumers)
+        res = plan_step(ctl, fc, opt, stage, warm)
+        warm = (fcmpc.shift(res.island, N), fcmpc.shift(res.last, N))
+        plan: Plan = res.plan
+        u = jax.tree_util.tree_map(lambda a: a[..., 0], plan)  # first input step
+        irr_real = draw.irr[t]
+        ul_real = draw.ul[:, t]
+        ul_fc = stage.win.ul_mu[:, 0]
+        pv_fc = pv_coef * stage.win.irr_mu[0]
+        pv_real = pv_coef * irr_real
+        into = u.bt.sum(axis=0)
+        # prosumer: scheduled import; battery absorbs PV and load errors
+        ug_sched = u.bc - u.bd - into + ul_fc + u.ev
+        eb_raw = plan.eb[:, 0] + dt * (pv_real - pv_fc) - dt * c.eta_c * (ul_real - ul_fc)
+        eb_raw = jnp.where(pro, eb_raw, 0.0)
+        eb_new = jnp.clip(eb_raw, 0.0, cap)
+        curtail = jnp.maximum(eb_raw - cap, 0.0)
+        deficit = jnp.maximum(-eb_raw, 0.0)
+        # consumer: grid absorbs the load error; a negative import is spilled
+        ug_con = ul_real - into
+        ug = jnp.where(pro, ug_sched + deficit / dt, jnp.maximum(ug_con, 0.0))
+        spill = jnp.where(pro, 0.0, jnp.maximum(-ug_con, 0.0))
+        eev_new = eev + dt * c.eta_ev * u.ev
+        lo = jnp.asarray(c.eb_lo)
+        hi = jnp.asarray(c.eb_hi)
+        phi = res.cost[res.iters]
+        if opt.gap:
+            cs = fcmpc.centralized(ctl, stage)
+            phi_c = evaluate.cost(c, ctl.weights, stage, plan_from_vectors(cs.x.reshape(len(c.prosumers), -1), c, N))
+        else:
+            phi_c = phi
+        theta_max = res.theta.max(axis=1)
+        rec = StepRecord(
+            eb=eb_new,
+            eb_raw=eb_raw,
+            eev=eev_new,
+            u_bc=u.bc,
+            u_bd=u.bd,
+            u_ugb=u.ugb,
+            u_ev=u.ev,
+            u_bt=u.bt,
+            ug=ug,
+            spill=spill,
+            curtail=curtail,
+            deficit=deficit,
+            pv=jnp.where(pro, pv_real, 0.0),
+            load=ul_real,
+            price=stage.win.price[0],
+            viol_lo=pro & (eb_new < lo),
+            viol_hi=pro & (eb_new > hi),
+            empty=jnp.sum(stage.band.empty & pro[:, None], axis=1),
+            slack=jnp.sum(plan.s_lo + plan.s_hi, axis=1),
+            iters=res.iters,
+            theta=jnp.where(res.iters > 0, theta_max[jnp.maximum(res.iters - 1, 0)], 0.0),
+            cost_trace=res.cost,
+            theta_trace=theta_max,
+            phi=phi,
+            phi_central=phi_c,
+            qp_status=jnp.max(res.qp_status),
+            qp_steps=res.qp_steps,
+            u_iter=res.u_iter,
+            u_star=res.u_star,
+        )
+        return (eb_new, eev_new, warm), rec
+
+    eb0 = jnp.asarray(c.eb0)
+    eev0 = jnp.zeros_like(eb0)
+    _, recs = jax.lax.scan(step, (eb0, eev0, initial_warm(ctl, opt)), jnp.arange(opt.T))
+    return recs
