@@ -1,0 +1,335 @@
+"""Sweeps: expand a configuration into cells and compute them on dask.
+
+A cell is one combination of the swept settings (scenario, community size, tightening, ...);
+risk levels and samples stay vectorized inside it. The swept settings come from the config's
+`sweep.params` (override key -> Hydra sweep values, e.g. ``scenario: islanded,ccdmpc,dmpc``)
+and from sweep overrides on the command line (``community.n=5,10,20``, ``range(..)``,
+``choice(..)``, as Hydra's --multirun). Each combination is composed by Hydra and validated
+before anything is compiled.
+
+Cells run in this process (`sweep.cluster=none`: one after another, or `sweep.workers`
+threads), on a dask.distributed LocalCluster of `sweep.workers` processes on 127.0.0.1
+(`sweep.cluster=local`), or on a running cluster (`sweep.scheduler=tcp://host:port`). Every
+cell is written to the store atomically (`ecjax.store.CellWriter`), so an interrupted sweep
+resumes where it stopped: finished cells are skipped, an unfinished one continues from its
+last finished block.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import re
+import time
+import traceback
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from . import store as _store
+from .config import ConfigError, compose, config_hash, default_config_dir, to_dict, validate
+
+
+@dataclasses.dataclass
+class CellSpec:
+    id: str
+    params: dict  # swept key -> value (as written in the override)
+    overrides: list  # the overrides that compose this cell
+    config: dict  # resolved
+
+
+@dataclasses.dataclass
+class Plan:
+    argv: list  # the overrides as given
+    overrides: list  # plain (non-sweep) overrides
+    axes: dict  # swept key -> list of values
+    base: dict  # resolved config without the sweep expanded
+    cells: list  # CellSpec
+    config_dir: str
+
+    @property
+    def store(self) -> str:
+        return self.base["out"]["store"]
+
+    @property
+    def report(self) -> str | None:
+        return self.base["out"].get("report")
+
+    def description(self) -> dict:
+        return {
+            "argv": list(self.argv),
+            "axes": self.axes,
+            "cells": [c.id for c in self.cells],
+            "config_dir": self.config_dir,
+            "out": dict(self.base["out"]),
+            "title": self.base.get("title"),
+        }
+
+
+@dataclasses.dataclass
+class SweepResult:
+    store: str
+    computed: list  # cell ids computed (fully or partly) by this run
+    skipped: list  # cell ids already finished before this run
+    failed: dict  # cell id -> error text
+    seconds: float
+
+
+# ----------------------------------------------------------------------------- planning
+def _parser():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create()
+
+
+def _parse(lines: Sequence[str]):
+    from hydra.errors import HydraException
+
+    try:
+        return _parser().parse_overrides(list(lines))
+    except HydraException as e:
+        raise ConfigError(f"bad override: {e}") from None
+
+
+def _values(override) -> list[str]:
+    if override.is_sweep_override():
+        return [str(v) for v in override.sweep_string_iterator()]
+    return [override.get_value_element_as_str()]
+
+
+def _param_line(key: str, value) -> str:
+    if isinstance(value, (list, tuple)):
+        value = ",".join(str(v) for v in value)
+    return f"{key}={value}"
+
+
+def _quote(s: str) -> str:
+    return "'" + str(s).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.=,+-]")
+
+
+def cell_id(params: Mapping, config: Mapping) -> str:
+    """Readable id of a cell from its swept settings (`key=value+key=value`)."""
+    if not params:
+        return f"scenario={config['scenario']['name']}"
+    text = "+".join(f"{k}={v}" for k, v in params.items())
+    text = _SAFE.sub("_", text).lstrip("._") or "cell"
+    return text
+
+
+def plan(argv: Sequence[str] = (), config_dir=None) -> Plan:
+    """Compose, expand and validate every cell of a run; nothing is computed or compiled.
+
+    **Arguments:** `argv` Hydra overrides (sweep overrides like ``community.n=5,10`` expand
+    into cells); `config_dir` the config directory (default: `default_config_dir()`).
+
+    **Returns:** a `Plan` whose cells hold their resolved, validated configs. Raises
+    `ConfigError` naming the key (and the cell) of the first bad value.
+    """
+    argv = [a for a in argv if a not in ("-m", "--multirun")]
+    cdir = str(config_dir) if config_dir is not None else None
+    parsed = _parse(argv)
+    plain = [o.input_line for o in parsed if not o.is_sweep_override()]
+    cli_sweeps = [o for o in parsed if o.is_sweep_override()]
+    base_cfg = compose(plain, cdir)
+    base = to_dict(base_cfg)
+    given = {o.key_or_group for o in parsed}
+    axes: dict[str, list[str]] = {}
+    params = ((base.get("sweep") or {}).get("params")) or {}
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"sweep.params must be a mapping, got {params!r}.")
+    for key, value in params.items():
+        if key in given or value is None:
+            continue
+        (o,) = _parse([_param_line(key, value)])
+        axes[o.key_or_group] = _values(o)
+    for o in cli_sweeps:
+        axes[o.key_or_group] = _values(o)
+    out = base.get("out") or {}
+    pinned = [f"out.{k}={_quote(v)}" if v is not None else f"out.{k}=null" for k, v in out.items()]
+    cells = []
+    seen = {}
+    keys = list(axes)
+    for combo in itertools.product(*(axes[k] for k in keys)) if keys else [()]:
+        params_c = dict(zip(keys, combo))
+        ovr = plain + [f"{k}={v}" for k, v in params_c.items()] + pinned
+        cfg = to_dict(compose(ovr, cdir)) if keys else base
+        cid = cell_id(params_c, cfg)
+        try:
+            validate(cfg)
+        except ConfigError as e:
+            raise ConfigError(f"{e} (cell {cid})" if keys else str(e)) from None
+        if cid in seen:
+            raise ConfigError(f"two cells have the id {cid!r}: {seen[cid]} and {params_c}.")
+        seen[cid] = params_c
+        cells.append(CellSpec(id=cid, params=params_c, overrides=ovr, config=cfg))
+    if not keys:
+        validate(base)
+    return Plan(argv=list(argv), overrides=plain, axes=axes, base=base, cells=cells,
+                config_dir=cdir or str(default_config_dir()))
+
+
+def check_store(p: Plan) -> None:
+    """Refuse a store whose finished cells were computed with other configs."""
+    if not Path(p.store).exists():
+        return
+    for c in p.cells:
+        a = _store.cell_attrs(p.store, c.id)
+        if a is not None and a.get("complete") is True and a.get("config_hash") != config_hash(c.config):
+            raise _store.StoreError(
+                f"{p.store} already holds a finished cell {c.id!r} computed with another config; "
+                "choose another out.dir (or out.store) for this run."
+            )
+
+
+# ---------------------------------------------------------------------------- one cell
+def _jax_setup(config: Mapping) -> None:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    cache = config.get("cache_dir")
+    if cache:
+        jax.config.update("jax_compilation_cache_dir", str(Path(cache).expanduser()))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def run_cell(store_path: str, cell_id: str, config: Mapping, params: Mapping,
+             progress: bool = False) -> dict:
+    """Compute one cell into the store (the task a dask worker runs); resumable.
+
+    **Returns:** ``{"id", "blocks": [computed block indices], "seconds"}``; a cell that was
+    already finished computes nothing.
+    """
+    _jax_setup(config)
+    from .config import cell_inputs
+    from .experiment import run_batch
+
+    t0 = time.perf_counter()
+    w = _store.CellWriter(store_path, cell_id, config, params)
+    if w.finished:
+        return {"id": cell_id, "blocks": [], "seconds": 0.0}
+    inp = cell_inputs(config)
+    pending = w.pending_blocks()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=sum(n for _, _, n in pending), desc=cell_id, unit="sample", leave=False)
+    done = []
+    for k, lo, n in pending:
+        base = bar.n if bar is not None else 0
+        cb = (lambda d, tot, b=base: (bar.update(b + d - bar.n))) if bar is not None else None
+        res = run_batch(inp.community, inp.profiles, inp.deltas, n, keep=min(inp.keep, n) if k == 0 else 0,
+                        sample_offset=lo, progress=cb, **inp.run_kwargs())
+        w.write_block(k, res.summary, res.trajectories if k == 0 else None, res.seconds,
+                      res.compile_seconds)
+        done.append(k)
+    if bar is not None:
+        bar.close()
+    w.finish(wall_seconds=time.perf_counter() - t0)
+    return {"id": cell_id, "blocks": done, "seconds": time.perf_counter() - t0}
+
+
+def _safe(store_path, cell_id, config, params, progress=False) -> dict:
+    try:
+        return {"ok": True, **run_cell(store_path, cell_id, config, params, progress)}
+    except Exception as e:  # a failed cell is reported; the other cells go on
+        return {"ok": False, "id": cell_id, "error": f"{type(e).__name__}: {e}",
+                "traceback": traceback.format_exc()}
+
+
+# --------------------------------------------------------------------------- execution
+def run(p: Plan, progress: bool | None = None, on_cell: Callable[[dict], None] | None = None) -> SweepResult:
+    """Compute the unfinished cells of a plan on dask and return what happened.
+
+    Where cells run follows `sweep` of the base config (see the module docstring).
+    """
+    t0 = time.perf_counter()
+    progress = bool(p.base.get("progress", True)) if progress is None else progress
+    check_store(p)
+    _store.init_store(p.store, p.description())
+    skipped = [c.id for c in p.cells if _store.cell_state(p.store, c.id) == "complete"]
+    pending = [c for c in p.cells if c.id not in skipped]
+    sw = p.base.get("sweep") or {}
+    results: list[dict] = []
+
+    def record(r: dict) -> None:
+        results.append(r)
+        if on_cell is not None:
+            on_cell(r)
+
+    if pending:
+        if sw.get("scheduler") or sw.get("cluster", "none") == "local":
+            _run_distributed(p, pending, sw, progress, record)
+        else:
+            _run_local(p, pending, int(sw.get("workers", 1)), progress, record)
+    failed = {r["id"]: r["error"] for r in results if not r["ok"]}
+    computed = [r["id"] for r in results if r["ok"] and r["blocks"]]
+    return SweepResult(store=p.store, computed=computed, skipped=skipped, failed=failed,
+                       seconds=time.perf_counter() - t0)
+
+
+def _bar(total: int, progress: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="cells", unit="cell", disable=not progress)
+
+
+def _run_local(p: Plan, pending, workers: int, progress: bool, record) -> None:
+    import dask
+    from dask.callbacks import Callback
+
+    bar = _bar(len(pending), progress)
+    inner = progress and workers == 1
+    tasks = [dask.delayed(_safe, pure=False)(p.store, c.id, c.config, c.params, inner,
+                                               dask_key_name=f"cell-{i}")
+             for i, c in enumerate(pending)]
+
+    class _Progress(Callback):
+        def _posttask(self, key, result, dsk, state, worker_id):
+            if isinstance(key, str) and key.startswith("cell-"):
+                bar.update(1)
+                record(result)
+
+    scheduler = "synchronous" if workers == 1 else "threads"
+    with _Progress():
+        dask.compute(*tasks, scheduler=scheduler, num_workers=workers)
+    bar.close()
+
+
+def _run_distributed(p: Plan, pending, sw: Mapping, progress: bool, record) -> None:
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if sw.get("scheduler"):
+        client = Client(sw["scheduler"])
+    else:
+        cluster = LocalCluster(
+            n_workers=int(sw.get("workers", 1)), threads_per_worker=1, processes=True,
+            host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
+        )  # fmt: skip
+        client = Client(cluster)
+    bar = _bar(len(pending), progress)
+    try:
+        futures = {client.submit(_safe, p.store, c.id, c.config, c.params, False,
+                                 key=f"ecjax-cell-{c.id}-{config_hash(c.config)[:8]}", pure=False): c.id
+                   for c in pending}
+        for fut in as_completed(list(futures)):
+            try:
+                r = fut.result()
+            except Exception as e:  # the worker died
+                r = {"ok": False, "id": futures[fut], "error": f"{type(e).__name__}: {e}"}
+            bar.update(1)
+            record(r)
+    finally:
+        bar.close()
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def run_config(argv: Sequence[str] = (), config_dir=None, progress: bool | None = None) -> SweepResult:
+    """`plan` then `run`: what `ecjax [overrides]` does before its report."""
+    return run(plan(argv, config_dir), progress=progress)
