@@ -129,14 +129,14 @@ def _num(lo: float | None = None, hi: float | None = None, lo_open=False, hi_ope
             return
         left = "(" if lo_open else "["
         right = ")" if hi_open else "]"
-        rng = f"in {left}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}{right}"
+        rng = f"in {left}{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}{right}"
         ok = _is_num(v)
         if ok and lo is not None:
             ok = v > lo if lo_open else v >= lo
         if ok and hi is not None:
             ok = v < hi if hi_open else v <= hi
         if not ok:
-            _fail(key, f"a number {rng}" + (" or null" if null else ""), v)
+            _fail(key, rng + (" or null" if null else ""), v)
     return check
 
 

@@ -1,0 +1,118 @@
+"""What a report needs from a store: per-cell reductions over samples (dask, lazily read)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .. import store as _store
+from ..metrics import INDEX_NAMES, clopper_pearson
+
+LEVEL = 0.95  # confidence level of the reported Clopper-Pearson intervals
+
+
+@dataclasses.dataclass
+class Rate:
+    """Violations k out of n trials per risk level, with a Clopper-Pearson interval."""
+
+    k: np.ndarray
+    n: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    worst: np.ndarray  # largest rate of a single (prosumer, step) over the samples
+
+    @property
+    def rate(self) -> np.ndarray:
+        return self.k / np.maximum(self.n, 1)
+
+
+@dataclasses.dataclass
+class CellView:
+    id: str
+    params: dict
+    config: dict
+    attrs: dict
+    scenario: str
+    tightening: str
+    n: int
+    n_prosumers: int
+    S: int
+    T: int
+    N: int
+    deltas: np.ndarray  # (R,)
+    mean: dict  # index name -> (R,) mean over samples
+    sd: dict  # index name -> (R,) standard deviation over samples
+    viol: dict  # "lo" | "hi" | "any" -> Rate
+    iters: np.ndarray  # (R,) mean FC-MPC iterations per step
+    theta: np.ndarray  # (R,) mean final max θ per step
+    qp_fail: np.ndarray  # (R,) fraction of steps with a QP status other than solved
+    has_trajectories: bool
+
+    @property
+    def label(self) -> str:
+        if not self.params:
+            return self.scenario
+        return ", ".join(f"{k.split('.')[-1]}={v}" for k, v in self.params.items())
+
+    def nearest(self, delta: float) -> int:
+        return int(np.argmin(np.abs(self.deltas - delta)))
+
+
+EXTRA = ("curtailed", "deficit", "spilled", "slack", "empty_steps")
+
+
+def _rate(v, pro, S: int, T: int) -> Rate:
+    """v: (risk, sample, agent, time) booleans; pooled over samples, prosumers and steps."""
+    vp = v.isel(agent=np.flatnonzero(pro))
+    k = vp.sum(("sample", "agent", "time")).values.astype(np.int64)
+    n = np.full_like(k, S * int(pro.sum()) * T)
+    lo, hi = clopper_pearson(k, n, LEVEL)
+    worst = vp.mean("sample").max(("agent", "time")).values if pro.any() else np.zeros(len(k))
+    return Rate(k=k, n=n, lo=np.asarray(lo), hi=np.asarray(hi), worst=np.asarray(worst, float))
+
+
+def view(path, cell_id: str) -> CellView:
+    """Reduce one finished cell of the store to what the report shows."""
+    cell = _store.open_cell(path, cell_id)
+    s = cell.summary
+    cfg = cell.config
+    S, T = int(s.sizes["sample"]), int(s.sizes["time"])
+    pro = np.asarray(s["is_prosumer"].values, bool)
+    names = [k for k in (*INDEX_NAMES, *EXTRA) if k in s]
+    red = s[names].mean("sample").compute()
+    sd = s[names].std("sample").compute()
+    viol = {
+        "lo": _rate(s["viol_lo"], pro, S, T),
+        "hi": _rate(s["viol_hi"], pro, S, T),
+        "any": _rate(s["viol_lo"] | s["viol_hi"], pro, S, T),
+    }
+    return CellView(
+        id=cell_id,
+        params=dict(cell.attrs.get("params") or {}),
+        config=cfg,
+        attrs=cell.attrs,
+        scenario=cfg["scenario"]["name"],
+        tightening=cfg["ccmpc"]["tightening"],
+        n=int(s.sizes["agent"]),
+        n_prosumers=int(pro.sum()),
+        S=S,
+        T=T,
+        N=int(cfg["sim"]["N"]),
+        deltas=np.asarray(s["risk"].values, float),
+        mean={k: np.asarray(red[k].values, float) for k in names},
+        sd={k: np.asarray(sd[k].values, float) for k in names},
+        viol=viol,
+        iters=np.asarray(s["iters"].mean(("sample", "time")).values, float),
+        theta=np.asarray(s["theta"].mean(("sample", "time")).values, float),
+        qp_fail=np.asarray((s["qp_status"] != 0).mean(("sample", "time")).values, float),
+        has_trajectories=cell.trajectories is not None,
+    )
+
+
+def collect(path) -> list[CellView]:
+    """Views of every finished cell of a store, in the order the run planned them."""
+    done = _store.list_cells(path)
+    planned = ((_store.store_attrs(path).get("sweep") or {}).get("cells")) or []
+    order = [c for c in planned if c in done] + [c for c in done if c not in planned]
+    return [view(path, c) for c in order]

@@ -1,0 +1,36 @@
+"""The engine under `@hydra.main`: Hydra's own launcher runs the jobs of a --multirun.
+
+    python experiments/run.py experiment=risk_sweep sim.S=16
+    python experiments/run.py -m community=generated community.n=5,10,20
+
+Each Hydra job composes its cells (its overrides plus `sweep.params` of the config), computes
+them into the shared store `out.store` (the same for every job of the run) and refreshes the
+report. The `ecjax` command does the same from one process and dispatches the cells to dask
+instead; both write the same store layout, and either resumes the other.
+"""
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base=None)
+def main(cfg: DictConfig) -> int:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from ecjax import sweep
+    from ecjax.report import make_report
+
+    plan = sweep.plan(list(HydraConfig.get().overrides.task))
+    res = sweep.run(plan)
+    for cid, msg in res.failed.items():
+        print(f"cell {cid} failed: {msg}")
+    print(f"store:  {plan.store}")
+    if plan.report:
+        print(f"report: {make_report(plan.store, plan.report).html}")
+    return 1 if res.failed else 0
+
+
+if __name__ == "__main__":
+    main()

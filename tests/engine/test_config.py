@@ -1,0 +1,188 @@
+"""Config composition and validation: every experiment composes; bad values fail before any
+compilation with the key named; the typed cell inputs match the config and the data tables."""
+
+from __future__ import annotations
+
+import subprocess
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ecjax.data as D
+from ecjax import sweep
+from ecjax.cli import main
+from ecjax.config import ConfigError, cell_inputs, config_hash, validate
+
+from .conftest import CONF, ECJAX, TINY, subprocess_env
+
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+def test_experiment_files_exist():
+    assert {"paper_table1", "risk_sweep", "community_size", "mc_validation"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_composes_full_size(name, tmp_path):
+    plan = sweep.plan([f"experiment={name}", f"out.dir={tmp_path}"], CONF)
+    assert plan.cells
+    for c in plan.cells:
+        validate(c.config)
+        assert c.config["out"]["store"] == str(tmp_path / "results.zarr")
+    assert len({c.id for c in plan.cells}) == len(plan.cells)
+
+
+def test_default_run_is_the_paper_case_three_scenarios(tmp_path):
+    plan = sweep.plan([f"out.dir={tmp_path}"], CONF)
+    assert [c.config["scenario"]["name"] for c in plan.cells] == ["islanded", "ccdmpc", "dmpc"]
+    for c in plan.cells:
+        assert c.config["community"]["kind"] == "paper"
+        assert c.config["data"]["kind"] == "real"
+        assert c.config["sweep"]["cluster"] == "none"
+    inp = cell_inputs(plan.cells[1].config)
+    assert inp.community.n == 15 and len(inp.community.prosumers) == 7
+    assert inp.options.scenario == "ccdmpc" and inp.options.T == 24 and inp.N == 24
+
+
+def test_sweep_expansion_rules(tmp_path):
+    base = [f"out.dir={tmp_path}", *TINY]
+    # a key given on the command line leaves the configured sweep
+    assert [c.id for c in sweep.plan([*base, "scenario=dmpc"], CONF).cells] == ["scenario=dmpc"]
+    # command-line sweeps add axes (Hydra multirun syntax), crossed with the configured ones
+    p = sweep.plan([*base, "-m", "sim.seed=range(0,2)"], CONF)
+    assert len(p.cells) == 6
+    assert p.cells[0].params == {"scenario": "islanded", "sim.seed": "0"}
+    assert {c.config["sim"]["seed"] for c in p.cells} == {0, 1}
+    # every cell of a run shares one resolved output location
+    assert len({c.config["out"]["store"] for c in p.cells}) == 1
+
+
+BAD = [
+    (["ccmpc.deltas=[0.05,0.1,0.7]"], "ccmpc.deltas[2] must be in (0, 0.5]"),
+    (["ccmpc.deltas=[]"], "ccmpc.deltas"),
+    (["ccmpc.tightening=both"], "ccmpc.tightening"),
+    (["sim.S=0"], "sim.S"),
+    (["sim.T=25"], "sim.T"),
+    (["sim.N=0"], "sim.N"),
+    (["sim.dtype=float16"], "sim.dtype"),
+    (["sim.keep=3"], "sim.keep"),
+    (["sim.block=5"], "sim.block"),
+    (["scenario.name=decentral"], "scenario.name"),
+    (["fcmpc.p_max=0"], "fcmpc.p_max"),
+    (["fcmpc.kappa=-1"], "fcmpc.kappa"),
+    (["fcmpc.w=0.9"], "fcmpc.w"),
+    (["solver.alpha=2.5"], "solver.alpha"),
+    (["solver.max_iter=0"], "solver.max_iter"),
+    (["weights.gamma=1.5"], "weights.gamma"),
+    (["community.n=1"], "community.n"),
+    (["community.prosumer_share=0"], "community.prosumer_share"),
+    (["+community.params.bt_max=-1"], "bt_max"),
+    (["+community.params.wings=2"], "community.params.wings"),
+    (["+sim.SS=3"], "sim.SS"),
+    (["data.price.unit=USD"], "data.price.unit"),
+    (["data=paper", "data.month=3"], "data.month"),
+    (["data=price_csv"], "data.price.path"),
+    (["data=omie", "data.price.path=/nonexistent/marginalpdbc_20230910.1"], "data.price.path"),
+    (["sweep.scheduler=localhost"], "sweep.scheduler"),
+    (["sweep.workers=0"], "sweep.workers"),
+    (["chain=rpc"], "chain.url"),
+    (["chain=rpc", "chain.url=http://127.0.0.1:8545", "chain.key_env=0x" + "ab" * 32], "chain.key_env"),
+    (["community.n=4,1"], "community.n"),
+]
+
+
+@pytest.mark.parametrize("overrides,key", BAD, ids=[b[1] for b in BAD])
+def test_bad_value_names_the_key_before_compiling(overrides, key, tmp_path, capsys):
+    compiles = []
+
+    def listen(event, duration, **kw):
+        if "compile" in event:
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        with pytest.raises(ConfigError) as e:
+            sweep.plan([f"out.dir={tmp_path}", *TINY, "scenario=ccdmpc", *overrides], CONF)
+        assert key in str(e.value)
+        # the command reports it as an error, exit status 2, and computes nothing
+        rc = main(["--config-dir", str(CONF), f"out.dir={tmp_path}", *TINY, "scenario=ccdmpc", *overrides])
+        assert rc == 2
+        assert key in capsys.readouterr().err
+    finally:
+        jax._src.monitoring.unregister_event_duration_listener(listen)
+    assert compiles == []
+    assert not (tmp_path / "results.zarr").exists()
+
+
+def test_private_key_anywhere_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="title looks like a private key"):
+        sweep.plan([f"out.dir={tmp_path}", *TINY, "+title=0x" + "1f" * 32], CONF)
+
+
+def test_console_script_reports_bad_value(tmp_path):
+    r = subprocess.run([*ECJAX, f"out.dir={tmp_path}", "sim.T=0"], capture_output=True, text=True,
+                       env=subprocess_env(), timeout=120)
+    assert r.returncode == 2
+    assert "sim.T must be an integer [1, 24], got 0" in r.stderr
+    assert not (tmp_path / "results.zarr").exists()
+
+
+def _cfg(tmp_path, *extra):
+    (c,) = sweep.plan([f"out.dir={tmp_path}", *TINY, "scenario=ccdmpc", *extra], CONF).cells
+    return c.config
+
+
+def test_cell_inputs_match_the_config(tmp_path):
+    cfg = _cfg(tmp_path, "ccmpc.deltas=[0.02,0.1]", "ccmpc.tightening=per_step", "solver.eps_abs=1e-5",
+               "fcmpc.kappa=0.01", "weights.r_t=0.02", "sim.dtype=float32", "sim.seed=7")
+    inp = cell_inputs(cfg)
+    assert inp.community.n == 3 and inp.community.prosumers == (0, 1)
+    np.testing.assert_array_equal(inp.deltas, [0.02, 0.1])
+    assert inp.options.tightening == "per_step" and inp.options.scenario == "ccdmpc"
+    assert inp.solver.eps_abs == 1e-5 and inp.fc.kappa == 0.01 and inp.fc.p_max == 3
+    assert inp.weights.r_t == 0.02 and inp.dtype == jnp.float32 and inp.seed == 7
+    assert inp.chain["kind"] == "tester"
+    dm = cell_inputs(_cfg(tmp_path, "scenario=dmpc"))
+    np.testing.assert_array_equal(dm.deltas, [0.5])  # the standard DMPC: no tightening
+
+
+def test_hash_ignores_execution_settings(tmp_path):
+    a = _cfg(tmp_path)
+    b = _cfg(tmp_path, "sweep.cluster=local", "progress=true", "chain=anvil")
+    c = _cfg(tmp_path, "sim.seed=1")
+    assert config_hash(a) == config_hash(b) != config_hash(c)
+
+
+def test_real_data_wiring(tmp_path):
+    """Profiles of data=paper are the ecjax.data tables; price_csv and omie files are read."""
+    cfg = _cfg(tmp_path, "data=paper", "community.n=4", "community.seed=3")
+    p = cell_inputs(cfg).profiles
+    mu, sd = D.irradiance_stats(month=9)
+    lm, ls, _ = D.agent_loads(4, month=9, seed=3)
+    np.testing.assert_array_equal(p.irr_mu, mu)
+    np.testing.assert_array_equal(p.irr_sd, sd)
+    np.testing.assert_array_equal(p.ul_mu, lm)
+    np.testing.assert_array_equal(p.ul_sd, ls)
+    np.testing.assert_array_equal(p.price, D.price_profile())
+
+    prices = np.round(np.linspace(50.0, 150.0, 24), 2)  # EUR/MWh
+    csv = tmp_path / "prices.csv"
+    csv.write_text("hour,price\n" + "".join(f"{h},{v}\n" for h, v in enumerate(prices)))
+    p = cell_inputs(_cfg(tmp_path, "data=price_csv", f"data.price.path={csv}", "data.price.unit=EUR/MWh")).profiles
+    np.testing.assert_allclose(p.price, prices / 1000.0, rtol=0, atol=1e-15)
+
+    omie = tmp_path / "marginalpdbc_20230912.1"
+    omie.write_text("MARGINALPDBC;\n" + "".join(
+        f"2023;09;12;{h + 1};{v + 1:.2f};{v:.2f};\n" for h, v in enumerate(prices)) + "*\n")
+    p = cell_inputs(_cfg(tmp_path, "data=omie", f"data.price.path={omie}")).profiles
+    np.testing.assert_allclose(p.price, D.consumer_price(prices / 1000.0), rtol=1e-12)
+    p = cell_inputs(_cfg(tmp_path, "data=omie", f"data.price.path={omie}", "data.price.country=PT",
+                         "data.price.consumer=false")).profiles
+    np.testing.assert_allclose(p.price, (prices + 1) / 1000.0, rtol=1e-12)
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("hour,price\n0,1\n")
+    with pytest.raises(ConfigError, match="data.price"):
+        _cfg(tmp_path, "data=price_csv", f"data.price.path={bad}")
