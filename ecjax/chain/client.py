@@ -114,6 +114,12 @@ def decode_error(exc: BaseException) -> CoordinatorError | None:
 # ------------------------------------------------------------------ chains
 
 
+def _hex(h) -> str:
+    """A transaction hash as a 0x-prefixed hex string (web3 returns HexBytes)."""
+    x = bytes(h).hex()
+    return "0x" + x
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -323,6 +329,8 @@ class UploadResult:
     gas_used: int
     closed: bool  # this upload closed the iteration
     terminated: bool  # ... and terminated the step
+    tx_hash: str = ""  # 0x-prefixed transaction hash
+    block: int = -1  # block number of the transaction
 
 
 @dataclasses.dataclass
@@ -434,6 +442,7 @@ class Coordinator:
             t=a["t"], p=a.get("p", 0), agent=i, theta2=a.get("theta2", 0),
             committed_hash=bytes(a["committedHash"]), head=bytes(a["head"]), gas_used=receipt["gasUsed"],
             closed=bool(closed), terminated=bool(closed and closed[0]["args"]["terminated"]),
+            tx_hash=_hex(receipt["transactionHash"]), block=int(receipt["blockNumber"]),
         )  # fmt: skip
 
     def upload_state(self, i: int, t: int, eb: int, eev: int, u0, *, sender=None) -> UploadResult:

@@ -1,13 +1,24 @@
-"""Fixtures of the chain tests: small and paper-size coordinator configs, synthetic iterates."""
+"""Fixtures of the chain tests: small and paper-size coordinator configs, synthetic iterates, and a
+real stored batch run for the audit."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
+import xarray as xr
 
 from ecjax.chain import fixedpoint as fp
 from ecjax.chain.client import Chain, Coordinator
 from ecjax.chain.config import CoordinatorConfig
+from ecjax.chain.sample import Inputs
+from ecjax.community import generate_community
+from ecjax.disturbance import synthetic_profiles
+from ecjax.experiment import run_batch
+from ecjax.fcmpc import FCMPCSettings
+from ecjax.qp import ADMM
+from ecjax.simulate import Options
 
 # eth-tester / web3 warnings that are not DeprecationWarnings would fail under filterwarnings=error;
 # none is known today. Narrow ignores go here if one appears.
@@ -85,3 +96,42 @@ def run_initial(coord: Coordinator, config: CoordinatorConfig, rng, t: int = 0, 
         u0[i] = random_iterate(rng, config, i, 0)
         coord.upload_state(i, t, int(rng.integers(0, 4 * fp.SCALE)), int(rng.integers(0, 8 * fp.SCALE)), u0[i])
     return u0
+
+
+# ---------------------------------------------------------------- a real stored run (audit tests)
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredRun:
+    """A batch run with one kept sample and its FC-MPC iterates, and the inputs that made it."""
+
+    inputs: Inputs
+    trajectories: xr.Dataset
+    summary: xr.Dataset
+    delta: float
+
+
+def make_stored_run(T: int = 3, N: int = 5, p_max: int = 4, seed: int = 3) -> StoredRun:
+    """n = 4 agents (2 prosumers), N = 5, T = 3 steps, p_max = 4, ADMM at 1e-6, δ = 0.05.
+
+    With these settings step 0 stops at the tolerance ϰ and steps 1-2 at p_max."""
+    c = generate_community(4, prosumer_share=0.5, seed=1)
+    prof = synthetic_profiles(4, seed=1)
+    inputs = Inputs(
+        community=c,
+        profiles=prof,
+        options=Options(T=T, record_plans=True),
+        N=N,
+        fc=FCMPCSettings(kappa=1e-3, p_max=p_max),
+        solver=ADMM(eps_abs=1e-6, eps_rel=1e-6),
+        seed=seed,
+    )
+    res = run_batch(
+        c, prof, [0.05], 1, seed=seed, options=inputs.options, N=N, fc=inputs.fc, solver=inputs.solver, keep=1
+    )
+    return StoredRun(inputs=inputs, trajectories=res.trajectories, summary=res.summary, delta=0.05)
+
+
+@pytest.fixture(scope="session")
+def stored_run() -> StoredRun:
+    return make_stored_run()

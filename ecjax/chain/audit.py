@@ -1,0 +1,446 @@
+"""Audit of a stored run on chain: replay one sample through the coordinator, compare the chain's
+record with the stored batch run, write the report.
+
+Compared, for every MPC step (tolerances from `ecjax.chain.tolerance`):
+- the measured states uploaded at p = 0 with the stored plant's states;
+- every iteration both made: the uploaded subproblem optima u_i^{p,*} and the committed iterates
+  u_i^p (rebuilt from the contract's events and checked against its hashes) with the stored
+  `u_star`, `u_iter`; the contract's max θ with the stored `theta_trace`;
+- the iteration at which the step stopped (the contract's decision) with the stored `iters`;
+- the applied controls (first input step of the last committed iterates) with the stored `u_*`;
+- the plant driven by those controls and the stored draw (battery energy, grid purchases);
+and E1..E8 recomputed from the applied controls with `ecjax.metrics` against the stored indices.
+
+    ecjax audit STORE --cell ID --sample S --risk DELTA [--chain tester|anvil|rpc] [--url URL]
+                [--key-env NAME] [--keystore PATH] [--mode solve|stored] [--out DIR]
+
+Exit status: 0 verified, 1 not verified (the first difference is printed), 2 bad arguments or
+data that cannot be audited, 3 the chain could not be used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import xarray as xr
+
+from ecjax.chain import fixedpoint as fp
+from ecjax.chain.client import Chain
+from ecjax.chain.plant import APPLIED, applied_controls, bounds, run_plant
+from ecjax.chain.replay import CHAINS, MODES, Replay, open_chain, replay
+from ecjax.chain.report import AuditReport, CheckStats, Difference
+from ecjax.chain.sample import RunInputs, SampleError, StoredSample, select, stored_sample
+from ecjax.chain.tolerance import FLOAT_SLACK, MEANING, AuditTolerance, derive
+from ecjax.layout import AgentLayout
+from ecjax.metrics import INDEX_NAMES, indices
+
+__all__ = ["audit_run", "audit_store", "compare", "main"]
+
+
+# ------------------------------------------------------------------ comparisons
+
+
+class _Checker:
+    """Collects comparisons: statistics per quantity and every value beyond its tolerance."""
+
+    def __init__(self):
+        self.stats: dict[str, CheckStats] = {}
+        self.diffs: list[Difference] = []
+
+    def values(self, quantity, chain, stored, tol, *, locate: Callable[[tuple], dict], note: str = ""):
+        chain = np.asarray(chain, dtype=np.float64)
+        stored = np.asarray(stored, dtype=np.float64)
+        tol = np.broadcast_to(np.asarray(tol, dtype=np.float64), chain.shape)
+        d = np.abs(chain - stored)
+        bad = ~(d <= tol)  # NaN counts as a difference
+        s = self.stats.setdefault(quantity, CheckStats())
+        s.count += int(chain.size)
+        if chain.size:
+            s.max_abs = max(s.max_abs, float(np.nanmax(np.where(np.isfinite(d), d, np.inf))))
+            s.max_ratio = max(s.max_ratio, float(np.nanmax(np.where(np.isfinite(d), d / tol, np.inf))))
+        s.failed += int(bad.sum())
+        for idx in zip(*np.nonzero(bad)) if chain.ndim else ([()] if bad else []):
+            self.diffs.append(
+                Difference(
+                    quantity=quantity, chain=float(chain[idx]), stored=float(stored[idx]),
+                    tolerance=float(tol[idx]), note=note, **locate(tuple(int(i) for i in idx)),
+                )
+            )  # fmt: skip
+
+    def exact(self, quantity, chain, stored, note: str = "", **where):
+        s = self.stats.setdefault(quantity, CheckStats())
+        s.count += 1
+        if chain != stored:
+            s.failed += 1
+            s.max_abs = max(s.max_abs, abs(float(chain) - float(stored)))
+            self.diffs.append(Difference(quantity=quantity, chain=chain, stored=stored, note=note, **where))
+
+
+def lane_name(lay: AgentLayout, i: int, lane: int) -> str:
+    """Name of value `lane` of agent i's input vector: bc[k], bd[k], ugb[k], ev[k], bt[i->j][k]."""
+    b, k = divmod(lane, lay.N)
+    if b < 4:
+        return f"{('bc', 'bd', 'ugb', 'ev')[b]}[{k}]"
+    return f"bt[{i}->{int(lay.partners(i)[b - 4])}][{k}]"
+
+
+def compare(sample: StoredSample, rep: Replay, inputs: RunInputs, tol: AuditTolerance) -> tuple[_Checker, dict]:
+    """Compare the chain's record (`rep.history`) with the stored sample. Returns the checker and
+    per-step / per-index details for the report."""
+    chk = _Checker()
+    c, N = inputs.community, int(inputs.N)
+    lay = AgentLayout(c.n, N)
+    ids = list(c.prosumers)
+    scale = tol.scale
+    detail: dict[str, Any] = {"iterations": [], "indices": {}, "notes": []}
+    if rep.history is None:
+        chk.diffs.append(Difference("chain", note=f"the contract's events do not rebuild: {rep.mismatch}"))
+        return chk, detail
+    steps = rep.history.steps
+    if len(steps) < sample.T or any(not s.iterations or not s.iterations[-1].terminated for s in steps[: sample.T]):
+        chk.diffs.append(Difference("chain", note=f"the chain holds {len(steps)} steps, not {sample.T} terminated ones"))
+        return chk, detail
+    applied = {k: np.zeros((sample.T, c.n)) for k in APPLIED}
+    applied["u_bt"] = np.zeros((sample.T, c.n, c.n))
+    e_applied = np.zeros(sample.T)
+    kappa = float(inputs.fc.kappa)
+    for t in range(sample.T):
+        st = steps[t]
+        its = st.iterations
+        # measured state uploaded at p = 0
+        eb, eev = sample.measured_state(t, c)
+        for name, stored in (("state_eb", eb), ("state_eev", eev)):
+            got = np.array([fp.from_fixed(st.states.get(k, (0, 0))[name == "state_eev"], scale) for k in range(len(ids))])
+            chk.values(name, got, stored[ids], tol.state(), locate=lambda ix, t=t: dict(step=t, iteration=0, agent=ids[ix[0]]))
+        stop_chain, stop_stored = its[-1].p, int(sample.iters[t])
+        for p in range(min(stop_chain, stop_stored) + 1):
+            it = its[p]
+            loc = lambda ix, t=t, p=p: dict(step=t, iteration=p, agent=ids[ix[0]], where=lane_name(lay, ids[ix[0]], ix[1]))  # noqa: E731
+            if p >= 1:
+                ustar = np.stack([fp.from_fixed(it.uploads[k], scale) if k in it.uploads else np.full(lay.nu, np.nan) for k in range(len(ids))])
+                chk.values("u_star", ustar, sample.u_star[t, p - 1], tol.u_star(p), locate=loc)
+            chk.values("u_iter", fp.from_fixed(it.committed, scale), sample.u_iter[t, p], tol.u_iter(p), locate=loc)
+            if p >= 1:
+                chk.values(
+                    "theta", fp.theta(it.max_theta2, scale), sample.theta_trace[t, p - 1], tol.theta(p),
+                    locate=lambda ix, t=t, p=p: dict(step=t, iteration=p, where="max_i θ_i"),
+                )  # fmt: skip
+        note = ""
+        if stop_chain != stop_stored:
+            q = min(stop_chain, stop_stored)
+            th = sample.theta_trace[t, q - 1] if q >= 1 else np.inf
+            if q >= 1 and abs(th - kappa) <= tol.theta(q):
+                note = f"θ = {th:.9g} at iteration {q} lies within the θ tolerance of ϰ = {kappa:g}: borderline decision"
+        chk.exact("iterations", stop_chain, stop_stored, note=note, step=t, iteration=stop_chain)
+        detail["iterations"].append({"step": t, "chain": stop_chain, "stored": stop_stored})
+        u_final = fp.from_fixed(its[-1].committed, scale)
+        a = applied_controls(u_final, c, N)
+        e_applied[t] = tol.u_iter(max(stop_chain, stop_stored))
+        for k in APPLIED:
+            applied[k][t] = a[k]
+            chk.values(
+                f"applied_{k}", a[k], sample.applied[k][t], e_applied[t],
+                locate=lambda ix, t=t: dict(step=t, agent=ix[0], where="k=0"),
+            )  # fmt: skip
+        applied["u_bt"][t] = a["u_bt"]
+        chk.values(
+            "applied_u_bt", a["u_bt"], sample.applied["u_bt"][t], e_applied[t],
+            locate=lambda ix, t=t: dict(step=t, agent=ix[0], where=f"bt[{ix[0]}->{ix[1]}][0]"),
+        )  # fmt: skip
+        if sample.qp_status[t] != 0:
+            detail["notes"].append(f"step {t}: a stored QP ended with status {int(sample.qp_status[t])} (not solved to tolerance)")
+        if rep.mode == "solve" and rep.qp_status[t] != 0:
+            detail["notes"].append(f"step {t}: a replayed QP ended with status {int(rep.qp_status[t])} (not solved to tolerance)")
+    # the plant under the chain's controls, and the indices
+    plant = run_plant(c, inputs.profiles, sample, applied)
+    pb = bounds(c, plant.price, e_applied, tol.eps_pri, float(inputs.weights.gamma))
+    for t in range(sample.T):
+        loc = lambda ix, t=t: dict(step=t, agent=ix[0])  # noqa: E731
+        chk.values("price", plant.price[t], sample.price[t], FLOAT_SLACK, locate=lambda ix, t=t: dict(step=t))
+        chk.values("eb", plant.eb[t], sample.eb[t], pb.eb[t] + FLOAT_SLACK, locate=loc)
+        chk.values("eev", plant.eev[t], sample.eev[t], pb.eev[t] + FLOAT_SLACK, locate=loc)
+        chk.values("ug", plant.ug[t], sample.ug[t], pb.ug[t] + FLOAT_SLACK, locate=loc)
+    e_chain = plant.indices(c, float(inputs.weights.gamma))
+    if sample.indices:
+        e_stored, source = sample.indices, "summary"
+    else:
+        e_stored, source = _stored_indices(sample, c, float(inputs.weights.gamma)), "trajectory"
+    for k in INDEX_NAMES:
+        if k not in e_stored:
+            continue
+        tk = pb.indices[k] + FLOAT_SLACK * (1 + abs(e_stored[k]))
+        chk.values(k, e_chain[k], e_stored[k], tk, locate=lambda ix: {}, note=f"recomputed from the chain's controls vs the stored {source}")
+        detail["indices"][k] = {"chain": e_chain[k], "stored": e_stored[k], "tolerance": tk}
+    for u in rep.uploads:
+        if u.outside > tol.eps_pri:
+            detail["notes"].append(
+                f"step {u.t} iteration {u.p} prosumer {u.agent}: the {u.source} plan left the contract's bounds by "
+                f"{u.outside:.3g} kW (> ε_pri); it was clipped before upload"
+            )
+        if u.source == "held":
+            detail["notes"].append(f"step {u.t} iteration {u.p} prosumer {u.agent}: the stored run had stopped; its final iterate was uploaded again")
+    return chk, detail
+
+
+def _stored_indices(sample: StoredSample, c, gamma: float) -> dict[str, float]:
+    import types
+
+    import jax.numpy as jnp
+
+    rec = types.SimpleNamespace(
+        price=jnp.asarray(sample.price), ug=jnp.asarray(sample.ug), u_ugb=jnp.asarray(sample.applied["u_ugb"]),
+        u_bt=jnp.asarray(sample.applied["u_bt"]),
+    )  # fmt: skip
+    return {k: float(v) for k, v in indices(c, gamma, rec).items()}
+
+
+# ------------------------------------------------------------------ report
+
+
+def _gas(rep: Replay) -> tuple[dict, dict]:
+    by_kind: dict[str, list[int]] = {}
+    for tx in rep.txs:
+        by_kind.setdefault(tx.kind, []).append(tx.gas_used)
+    gas = {
+        "by_kind": {
+            k: {"count": len(v), "min": min(v), "mean": float(np.mean(v)), "max": max(v)} for k, v in by_kind.items()
+        },
+        "total": int(sum(sum(v) for v in by_kind.values())),
+        "per_upload_max": max((tx.gas_used for tx in rep.txs if tx.kind in ("initial", "upload")), default=0),
+    }
+    steps = sorted({tx.t for tx in rep.txs if tx.t is not None})
+    per_step = [sum(1 for tx in rep.txs if tx.t == t) for t in steps]
+    count = {
+        "total": len(rep.txs),
+        "by_kind": {k: len(v) for k, v in by_kind.items()},
+        "uploads_per_step": per_step,
+        "uploads_per_step_mean": float(np.mean(per_step)) if per_step else 0.0,
+    }
+    return gas, count
+
+
+def build_report(sample, rep: Replay, inputs, tol: AuditTolerance, chk: _Checker, detail: dict, seconds: dict, label=None) -> AuditReport:
+    coord = rep.coordinator
+    c = inputs.community
+    cfg = rep.config
+    gas, count = _gas(rep)
+    chain = {
+        "kind": coord.chain.kind,
+        "chain_id": int(coord.chain.w3.eth.chain_id),
+        "address": coord.address,
+        "config_hash": "0x" + cfg.config_hash().hex(),
+        "config_hash_on_chain": "0x" + coord.params["config_hash"].hex(),
+        "head": "0x" + coord.head().hex(),
+        "deploy_block": coord.from_block,
+        "agents": [a.address for a in coord.agents],
+    }
+    run = {
+        "cell": label,
+        "sample": sample.sample,
+        "risk": sample.risk,
+        "scenario": inputs.options.scenario,
+        "n": c.n,
+        "prosumers": len(c.prosumers),
+        "N": int(inputs.N),
+        "T": sample.T,
+        "p_max": int(inputs.fc.p_max),
+        "kappa": float(inputs.fc.kappa),
+        "w": f"{cfg.w.numerator}/{cfg.w.denominator}",
+        "scale": cfg.scale,
+        "solver": {"eps_abs": inputs.solver.eps_abs, "eps_rel": inputs.solver.eps_rel},
+    }
+    diffs = list(chk.diffs)
+    if chain["config_hash"] != chain["config_hash_on_chain"]:
+        diffs.insert(0, Difference("config_hash", note="the deployed configHash differs from the run's configuration"))
+    return AuditReport(
+        verified=not diffs,
+        mode=rep.mode,
+        run=run,
+        chain=chain,
+        tolerance=tol.as_dict(),
+        meaning=MEANING,
+        checks=chk.stats,
+        differences=diffs,
+        iterations=detail["iterations"],
+        indices=detail["indices"],
+        transactions=[dataclasses.asdict(tx) for tx in rep.txs],
+        gas=gas,
+        tx_count=count,
+        seconds=seconds,
+        notes=detail["notes"],
+        replay=rep,
+    )
+
+
+# ------------------------------------------------------------------ entry points
+
+
+def _chain_scale(inputs) -> int:
+    spec = getattr(inputs, "chain", None) or {}
+    return int(spec.get("scale", fp.SCALE)) if isinstance(spec, dict) else fp.SCALE
+
+
+def audit_run(
+    trajectories: xr.Dataset,
+    inputs: RunInputs,
+    chain: Chain | str = "tester",
+    mode: str = "solve",
+    *,
+    summary: xr.Dataset | None = None,
+    scale: int | None = None,
+    period_s: int = 600,
+    progress: bool = False,
+    label: str | None = None,
+) -> AuditReport:
+    """Audit one stored sample on chain, without a store.
+
+    **Arguments:**
+    - `trajectories`: the stored trajectories at one risk level and one sample (dims `risk`,
+      `sample` selected or of length one), with the FC-MPC iterates (`record_plans`).
+    - `inputs`: the run's typed inputs (`ecjax.config.CellInputs` or `ecjax.chain.sample.Inputs`).
+    - `chain`: a `Chain`, or "tester" / "anvil" (started and stopped here).
+    - `mode`: "solve" (agents solve again from the chain) or "stored" (upload the stored iterates).
+    - `summary`: the same selection of the stored summary, for E1..E8 (else recomputed from
+      the stored trajectory).
+    - `scale`: fixed-point scale (default: `inputs.chain["scale"]` or 10⁶).
+    **Returns:** the `AuditReport` (`report.verified`, `report.first_difference`, `report.write(dir)`).
+    """
+    if mode not in MODES:
+        raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}.")
+    t0 = time.perf_counter()
+    sample = stored_sample(trajectories, summary)
+    scale = int(scale if scale is not None else _chain_scale(inputs))
+    ctx = open_chain(chain) if isinstance(chain, str) else contextlib.nullcontext(chain)
+    with ctx as ch:
+        rep = replay(sample, inputs, ch, mode, scale=scale, period_s=period_s, progress=progress)
+        t1 = time.perf_counter()
+        tol = derive(inputs, mode, scale, float(rep.config.w))
+        chk, detail = compare(sample, rep, inputs, tol)
+        seconds = {**rep.seconds, "audit": time.perf_counter() - t1}
+        seconds["total"] = time.perf_counter() - t0
+        return build_report(sample, rep, inputs, tol, chk, detail, seconds, label)
+
+
+def audit_store(
+    store: str | Path,
+    cell: str,
+    sample: int,
+    risk: float,
+    *,
+    chain: str | None = None,
+    url: str | None = None,
+    key_env: str | None = None,
+    keystore: str | None = None,
+    password_env: str | None = None,
+    mode: str = "solve",
+    progress: bool = False,
+) -> AuditReport:
+    """Audit sample `sample` at risk level `risk` of cell `cell` of a results store. Chain
+    settings default to the cell's `chain` config (kind, url, key_env, keystore, scale)."""
+    traj, summ, inputs = load_sample(store, cell, sample, risk)
+    spec = dict(getattr(inputs, "chain", None) or {})
+    kind = chain or spec.get("kind", "tester")
+    with open_chain(
+        kind, url=url or spec.get("url"), key_env=key_env or spec.get("key_env"),
+        keystore=keystore or spec.get("keystore"), password_env=password_env or spec.get("password_env"),
+    ) as ch:  # fmt: skip
+        return audit_run(traj, inputs, ch, mode, summary=summ, progress=progress, label=cell)
+
+
+def load_sample(store, cell: str, sample: int, risk: float):
+    """(trajectories, summary, inputs) of one stored sample, loaded into memory."""
+    from ecjax import store as store_mod
+    from ecjax.config import cell_inputs
+
+    path = Path(store)
+    if not path.exists():
+        raise SampleError(f"store {str(path)!r} does not exist.")
+    cells = store_mod.list_cells(path)
+    if cell not in cells:
+        raise SampleError(f"cell {cell!r} is not a finished cell of {str(path)!r}; finished cells: {cells}.")
+    c = store_mod.open_cell(path, cell)
+    if c.trajectories is None:
+        raise SampleError(f"cell {cell!r} kept no trajectories (sim.keep = 0): nothing to audit.")
+    traj = select(c.trajectories, risk, sample).load()
+    summ = select(c.summary, risk, sample).load()
+    return traj, summ, cell_inputs(c.config)
+
+
+# ------------------------------------------------------------------ CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="ecjax audit",
+        description="Replay a stored sample through the FC-MPC coordinator contract and audit it.",
+    )
+    ap.add_argument("store", help="results store (zarr directory)")
+    ap.add_argument("--cell", required=True, help="cell id (see the store's finished cells)")
+    ap.add_argument("--sample", required=True, type=int, help="sample id (one of the kept samples)")
+    ap.add_argument("--risk", required=True, type=float, help="risk level δ in (0, 0.5]")
+    ap.add_argument("--chain", choices=CHAINS, default=None, help="default: the cell's chain.kind, else tester")
+    ap.add_argument("--url", help="JSON-RPC URL (chain rpc)")
+    ap.add_argument("--key-env", help="environment variable holding the deployer key (chain rpc)")
+    ap.add_argument("--keystore", help="encrypted keystore file of the deployer (chain rpc)")
+    ap.add_argument("--password-env", help="environment variable holding the keystore password (ECJAX_CHAIN_PASSWORD)")
+    ap.add_argument("--mode", choices=MODES, default="solve")
+    ap.add_argument("--out", help="report directory (default: audit-<cell>-s<sample>-r<risk>-<mode>)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`ecjax audit`: 0 verified, 1 not verified, 2 bad input, 3 chain failure."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["audit"]:
+        argv = argv[1:]
+    ap = _parser()
+    try:
+        args = ap.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0) if e.code in (0, None) else 2
+    err = _check_args(args)
+    if err:
+        print(f"ecjax audit: error: {err}", file=sys.stderr)
+        return 2
+    try:
+        report = audit_store(
+            args.store, args.cell, args.sample, args.risk, chain=args.chain, url=args.url, key_env=args.key_env,
+            keystore=args.keystore, password_env=args.password_env, mode=args.mode, progress=not args.quiet,
+        )  # fmt: skip
+    except (SampleError, ValueError, FileNotFoundError) as e:
+        print(f"ecjax audit: error: {e}", file=sys.stderr)
+        return 2
+    except (KeyError, ConnectionError, TimeoutError, RuntimeError, OSError) as e:
+        print(f"ecjax audit: chain error: {e}", file=sys.stderr)
+        return 3
+    out = Path(args.out or f"audit-{args.cell}-s{args.sample}-r{args.risk:g}-{args.mode}")
+    pj, pm = report.write(out)
+    print(report.summary_line())
+    print(f"report: {pj} {pm}")
+    return 0 if report.verified else 1
+
+
+def _check_args(args) -> str | None:
+    if not 0.0 < args.risk <= 0.5:
+        return f"--risk must be in (0, 0.5], got {args.risk}."
+    if args.sample < 0:
+        return f"--sample must be >= 0, got {args.sample}."
+    if args.chain == "rpc" and not args.url:
+        return "--url is required with --chain rpc."
+    if args.keystore and not Path(args.keystore).is_file():
+        return f"--keystore {args.keystore!r} is not a file."
+    if args.chain not in (None, "rpc") and (args.url or args.key_env or args.keystore):
+        return f"--url/--key-env/--keystore apply to --chain rpc only, not {args.chain}."
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

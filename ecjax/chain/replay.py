@@ -1,0 +1,371 @@
+"""Replay of a stored sample through the FC-MPC coordinator contract (paper Algorithm 2).
+
+For one risk level and one sample, all T steps: deploy `FCMPCCoordinator` with a commitment to
+the run's configuration (`coordinator_config`), make one account per prosumer (keys in memory
+only), then for every MPC step t
+
+- p = 0: each prosumer uploads its measured state (eb, eev) and its islanded plan u_i^0;
+- p >= 1: each prosumer reads the committed iterates of iteration p − 1 on chain (rebuilt from
+  the contract's events and checked against the hashes it stores, `ChainView`), computes its
+  subproblem optimum u_i^{p,*} and uploads it; the contract commits the iterate, computes θ and
+  decides whether the step terminates; the agents follow that decision.
+
+`mode="solve"`: each prosumer solves its QP with ecjax from what it read on chain
+(`ecjax.chain.agents`). `mode="stored"`: the stored iterates are uploaded instead (checks the
+protocol and the data alone); if the contract asks for an iteration the stored run did not make,
+the stored final iterate is uploaded again (its θ is 0 up to rounding, so the step ends).
+
+The MPC state of every step is the stored plant's measured state (the stored disturbance draw
+moved the plant; MODEL §7).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from fractions import Fraction
+from typing import Any, Iterator
+
+import numpy as np
+from eth_account import Account
+from eth_utils import keccak
+from tqdm.auto import tqdm
+
+from ecjax.chain import fixedpoint as fp
+from ecjax.chain.agents import ProsumerSolvers, encode
+from ecjax.chain.client import KEY_ENV, KEYSTORE_PASSWORD_ENV, Chain, ChainMismatch, Coordinator, History, _hex
+from ecjax.chain.config import CoordinatorConfig
+from ecjax.chain.mirror import Mirror
+from ecjax.chain.sample import RunInputs, StoredSample, check_compatible
+
+CHAINS = ("tester", "anvil", "rpc")
+MODES = ("solve", "stored")
+
+
+# ------------------------------------------------------------------ chains
+
+
+@contextlib.contextmanager
+def open_chain(
+    kind: str = "tester",
+    *,
+    url: str | None = None,
+    key_env: str | None = None,
+    keystore: str | None = None,
+    password_env: str | None = None,
+) -> Iterator[Chain]:
+    """The chain of an audit: `tester` (embedded, default), `anvil` (started on 127.0.0.1 and
+    stopped afterwards) or `rpc` (`url`; the deployer key from the environment variable
+    `key_env` or the encrypted `keystore`, whose password is in `password_env`)."""
+    if kind == "tester":
+        yield Chain.tester()
+    elif kind == "anvil":
+        with Chain.anvil() as chain:
+            yield chain
+    elif kind == "rpc":
+        if not url:
+            raise ValueError("`chain.url` (--url) is required with chain=rpc.")
+        yield Chain.rpc(
+            url, key_env=key_env or KEY_ENV, keystore=keystore, password_env=password_env or KEYSTORE_PASSWORD_ENV
+        )
+    else:
+        raise ValueError(f"`chain.kind` must be one of {CHAINS}, got {kind!r}.")
+
+
+# ------------------------------------------------------------------ configuration commitment
+
+
+def _plain(x) -> Any:
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return {f.name: _plain(getattr(x, f.name)) for f in dataclasses.fields(x)}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        return np.asarray(x).tolist()
+    if isinstance(x, (np.generic,)):
+        return x.item()
+    if x is None or isinstance(x, (bool, int, float, str)):
+        return x
+    return str(x)
+
+
+def weight(inputs: RunInputs) -> Fraction:
+    """The FC-MPC weight w as an exact fraction (MODEL §6: 1/|P| unless configured)."""
+    P = len(inputs.community.prosumers)
+    w = inputs.fc.w
+    return Fraction(1, P) if w is None else Fraction(float(w)).limit_denominator(10**6)
+
+
+def coordinator_config(
+    inputs: RunInputs, delta: float, T: int, *, sample: int | None = None, scale: int = fp.SCALE, period_s: int = 600
+) -> CoordinatorConfig:
+    """Deployment parameters of a replay; `model` (hashed into `configHash`) holds the community,
+    profiles, cost weights, chance-constraint and solver settings, tolerance and p_max."""
+    c = inputs.community
+    scenario = inputs.options.scenario
+    model = {
+        "community": _plain(c),
+        "profiles": _plain(inputs.profiles),
+        "weights": _plain(inputs.weights),
+        "solver": _plain(inputs.solver),
+        "fcmpc": {"kappa": float(inputs.fc.kappa), "p_max": int(inputs.fc.p_max), "w": _plain(inputs.fc.w)},
+        "options": _plain(inputs.options),
+        "N": int(inputs.N),
+        "T": int(T),
+        "delta": float(delta),
+        "dtype": str(np.dtype(inputs.dtype)),
+        "seed": _plain(getattr(inputs, "seed", None)),
+        "sample": sample,
+    }
+    ids = tuple(c.prosumers)
+    bounds = [
+        tuple(float(np.asarray(getattr(c, f))[i]) for f in ("bc_max", "bd_max", "ugb_max", "ev_max", "bt_max"))
+        for i in ids
+    ]
+    return CoordinatorConfig(
+        n=c.n,
+        N=int(inputs.N),
+        prosumer_ids=ids,
+        bounds=bounds,
+        w=weight(inputs),
+        kappa=float(inputs.fc.kappa),
+        p_max=0 if scenario == "islanded" else int(inputs.fc.p_max),
+        period_s=int(period_s),
+        scale=int(scale),
+        model=model,
+    )
+
+
+# ------------------------------------------------------------------ reading the chain
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainIteration:
+    """An iteration as every agent reads it on chain."""
+
+    t: int
+    p: int
+    committed: np.ndarray  # [P, nu] fixed point, after the iteration
+    states: dict[int, tuple[int, int]]  # p = 0: prosumer -> (eb, eev) fixed point
+    terminated: bool
+
+
+class ChainView:
+    """What every agent reads: the committed iterates of the last closed iteration, rebuilt from
+    the contract's events and checked against the hashes the contract stores."""
+
+    def __init__(self, coord: Coordinator):
+        self.coord = coord
+        q = coord.params
+        self.P, self.nu = q["n_prosumers"], q["nu"]
+        self.w_num, self.w_den = q["w_num"], q["w_den"]
+        self.committed = np.zeros((self.P, self.nu), dtype=np.int64)
+
+    def read(self, t: int, p: int, from_block: int) -> ChainIteration:
+        ev = self.coord.contract.events
+        args = dict(from_block=from_block, to_block="latest")
+        new = self.committed.copy()
+        states = {}
+        if p == 0:
+            new[:] = 0  # who did not upload gets the zero plan
+            logs = ev.InitialUploaded().get_logs(argument_filters={"t": t}, **args)
+            for e in logs:
+                a = e["args"]
+                new[a["agent"]] = fp.unpack(a["u"], self.nu)
+                states[a["agent"]] = (int(a["eb"]), int(a["eev"]))
+        else:
+            logs = ev.Uploaded().get_logs(argument_filters={"t": t, "p": p}, **args)
+            for e in logs:
+                a = e["args"]
+                k = a["agent"]
+                new[k] = fp.combine(fp.unpack(a["uStar"], self.nu), self.committed[k], self.w_num, self.w_den)
+        for e in logs:
+            a = e["args"]
+            if keccak(fp.pack(new[a["agent"]])) != bytes(a["committedHash"]):
+                raise ChainMismatch(f"step {t} iteration {p}: prosumer {a['agent']}'s rebuilt iterate differs from its event.")
+        for k in range(self.P):
+            if keccak(fp.pack(new[k])) != self.coord.committed_hash(k):
+                raise ChainMismatch(f"step {t} iteration {p}: prosumer {k}'s rebuilt iterate differs from the stored hash.")
+        closed = ev.IterationClosed().get_logs(argument_filters={"t": t, "p": p}, **args)
+        if len(closed) != 1:
+            raise ChainMismatch(f"step {t} iteration {p}: expected one IterationClosed event, found {len(closed)}.")
+        self.committed = new
+        return ChainIteration(t=t, p=p, committed=new, states=states, terminated=bool(closed[0]["args"]["terminated"]))
+
+
+# ------------------------------------------------------------------ replay
+
+
+@dataclasses.dataclass(frozen=True)
+class TxRecord:
+    kind: str  # deploy | fund | initial | upload | close
+    tx_hash: str
+    gas_used: int
+    block: int
+    t: int | None = None
+    p: int | None = None
+    agent: int | None = None  # prosumer index
+
+
+@dataclasses.dataclass
+class Upload:
+    """One agent's upload: where its plan came from and what went on chain."""
+
+    t: int
+    p: int
+    agent: int  # prosumer index k (community agent `prosumer_ids[k]`)
+    source: str  # solved | stored | held (stored final iterate, uploaded past the stored stop)
+    plan: np.ndarray  # the real plan before encoding
+    outside: float  # kW clipped away to enter the contract's bounds
+    tx: TxRecord
+
+
+@dataclasses.dataclass
+class Replay:
+    """Outcome of a replay. `coordinator` holds the agents' accounts in memory and is never
+    serialized."""
+
+    mode: str
+    config: CoordinatorConfig
+    coordinator: Coordinator
+    history: History | None  # None when the events did not rebuild (see `mismatch`)
+    mismatch: str | None
+    txs: list[TxRecord]
+    uploads: list[Upload]
+    qp_status: np.ndarray  # [T] worst subproblem status of the replay's own solves (solve mode)
+    seconds: dict[str, float]
+
+    @property
+    def chain(self) -> Chain:
+        return self.coordinator.chain
+
+
+def _fund(chain: Chain, n: int, fund_wei: int | None, per_agent_txs: int) -> tuple[list, list[TxRecord]]:
+    if fund_wei is None:
+        if chain.kind == "rpc":
+            price = int(chain.w3.eth.gas_price)
+            fund_wei = 2 * price * 400_000 * per_agent_txs
+        else:
+            fund_wei = 10**19
+    agents = [Account.create() for _ in range(n)]
+    txs = []
+    for a in agents:
+        r = chain.send_value(a.address, fund_wei)
+        txs.append(TxRecord("fund", _hex(r["transactionHash"]), int(r["gasUsed"]), int(r["blockNumber"])))
+    return agents, txs
+
+
+def replay(
+    sample: StoredSample,
+    inputs: RunInputs,
+    chain: Chain,
+    mode: str = "solve",
+    *,
+    scale: int = fp.SCALE,
+    period_s: int = 600,
+    fund_wei: int | None = None,
+    progress: bool = False,
+) -> Replay:
+    """Replay `sample` (made with `inputs`) through a fresh coordinator on `chain`.
+
+    **Arguments:** `mode` "solve" (agents solve their QPs from the chain) or "stored" (upload
+    the stored iterates); `scale` the fixed-point scale; `period_s` the iteration deadline;
+    `fund_wei` per agent (default: enough for the replay); `progress` a tqdm bar on stderr.
+    **Returns:** a `Replay` (transactions, uploads, the negotiation rebuilt from the events).
+    """
+    if mode not in MODES:
+        raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}.")
+    check_compatible(sample, inputs)
+    t_start = time.perf_counter()
+    c = inputs.community
+    scenario = inputs.options.scenario
+    delta = 0.5 if scenario == "dmpc" else sample.risk  # dmpc plans without tightening (MODEL §8)
+    T, P = sample.T, len(c.prosumers)
+    ids = np.asarray(c.prosumers)
+    config = coordinator_config(inputs, sample.risk, T, sample=sample.sample, scale=scale, period_s=period_s)
+    bounds = Mirror.from_config(config)
+    agents, txs = _fund(chain, P, fund_wei, T * (config.p_max + 1))
+    coord = Coordinator.deploy(chain, config, agents)
+    r = coord.deploy_receipt
+    txs.insert(0, TxRecord("deploy", _hex(r["transactionHash"]), int(r["gasUsed"]), int(r["blockNumber"])))
+    view = ChainView(coord)
+    solvers = None
+    if mode == "solve":
+        solvers = ProsumerSolvers(
+            c, inputs.profiles, inputs.weights, inputs.N, inputs.solver, inputs.dtype, inputs.options, delta,
+            float(config.w),
+        )  # fmt: skip
+    uploads: list[Upload] = []
+    qp_status = np.zeros(T, dtype=np.int64)
+    t_solve = 0.0
+    bar = tqdm(total=T, desc=f"replay ({mode}, {chain.kind})", unit="step", disable=not progress, leave=False)
+
+    def send(t, p, k, plan, source, state=None) -> int:
+        enc = encode(plan, bounds.block_bounds(k, p), scale)
+        if p == 0:
+            res = coord.upload_state(k, t, state[0], state[1], enc.q)
+        else:
+            res = coord.upload(k, t, p, enc.q, view.committed[k])
+        tx = TxRecord("initial" if p == 0 else "upload", res.tx_hash, res.gas_used, res.block, t, p, k)
+        txs.append(tx)
+        uploads.append(Upload(t, p, k, source, np.asarray(plan), enc.outside, tx))
+        bar.set_postfix(t=t, p=p, tx=len(txs))
+        return res.block
+
+    for t in range(T):
+        eb, eev = sample.measured_state(t, c)
+        eb_q, eev_q = fp.to_fixed(eb[ids], scale), fp.to_fixed(eev[ids], scale)
+        if solvers is not None:
+            eb0 = np.zeros(c.n)
+            eev0 = np.zeros(c.n)
+            eb0[ids], eev0[ids] = fp.from_fixed(eb_q, scale), fp.from_fixed(eev_q, scale)
+            solvers.begin_step(t, eb0, eev0)
+        stop = int(sample.iters[t])
+        first = None
+        for k in range(P):
+            if solvers is not None:
+                t0 = time.perf_counter()
+                plan, source = solvers.islanded(k), "solved"
+                t_solve += time.perf_counter() - t0
+            else:
+                plan, source = sample.u_iter[t, 0, k], "stored"
+            b = send(t, 0, k, plan, source, (int(eb_q[k]), int(eev_q[k])))
+            first = b if first is None else first
+        it = view.read(t, 0, first)
+        p = 0
+        while not it.terminated:
+            p += 1
+            shared = fp.from_fixed(it.committed, scale)  # what every agent reads on chain
+            first = None
+            for k in range(P):
+                if solvers is not None:
+                    t0 = time.perf_counter()
+                    plan, source = solvers.cooperative(k, shared), "solved"
+                    t_solve += time.perf_counter() - t0
+                elif p <= stop:
+                    plan, source = sample.u_star[t, p - 1, k], "stored"
+                else:
+                    plan, source = sample.u_iter[t, stop, k], "held"
+                b = send(t, p, k, plan, source)
+                first = b if first is None else first
+            it = view.read(t, p, first)
+        if solvers is not None:
+            qp_status[t] = int(solvers.qp_status.max())
+            solvers.end_step()
+        bar.update(1)
+    bar.close()
+    t_chain_end = time.perf_counter()
+    history, mismatch = None, None
+    try:
+        history = coord.history()
+    except ChainMismatch as e:
+        mismatch = str(e)
+    t_end = time.perf_counter()
+    seconds = dict(
+        replay=t_chain_end - t_start, solve=t_solve, chain=t_chain_end - t_start - t_solve, history=t_end - t_chain_end
+    )
+    return Replay(
+        mode=mode, config=config, coordinator=coord, history=history, mismatch=mismatch, txs=txs,
+        uploads=uploads, qp_status=qp_status, seconds=seconds,
+    )  # fmt: skip

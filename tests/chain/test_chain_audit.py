@@ -1,0 +1,239 @@
+"""Replay and audit of a real stored sample on the embedded chain: both modes verify, a changed
+value fails and is named, the report holds hashes and gas but no keys, and the agents' QPs
+match an independent CVXPY reference built from what they read on chain."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from ecjax.chain import fixedpoint as fp
+from ecjax.chain.audit import audit_run, lane_name
+from ecjax.chain.plant import applied_controls, run_plant
+from ecjax.chain.sample import SampleError, stored_sample
+from ecjax.layout import AgentLayout
+from ecjax.evaluate import grid_import
+from ecjax.plan import make_stage, plan_from_vectors
+
+pytestmark = [pytest.mark.chain, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def stored_report(stored_run):
+    return audit_run(stored_run.trajectories, stored_run.inputs, "tester", "stored", summary=stored_run.summary)
+
+
+@pytest.fixture(scope="module")
+def solve_report(stored_run):
+    return audit_run(stored_run.trajectories, stored_run.inputs, "tester", "solve", summary=stored_run.summary)
+
+
+def keys_of(report) -> list[str]:
+    return [a.key.hex().removeprefix("0x") for a in report.replay.coordinator.agents]
+
+
+def test_stored_run_exercises_both_stopping_rules(stored_run):
+    iters = stored_run.trajectories.iters.values.ravel()
+    p_max = stored_run.inputs.fc.p_max
+    assert (iters < p_max).any() and (iters == p_max).any(), iters
+
+
+def test_stored_mode_verifies(stored_report, stored_run, tmp_path):
+    r = stored_report
+    assert r.verified, r.summary_line()
+    s = stored_sample(stored_run.trajectories, stored_run.summary)
+    assert [it["chain"] for it in r.iterations] == s.iters.tolist()
+    for q in ("state_eb", "u_iter", "u_star", "theta", "iterations", "applied_u_bt", "eb", "ug", "E1", "E8"):
+        assert r.checks[q].count > 0 and r.checks[q].failed == 0, q
+    # what went on chain is the stored data, rounded (not the stored data itself)
+    assert 0 < r.checks["u_iter"].max_abs <= r.tolerance["u_iter_by_iteration"][-1]
+    assert all(u.source == "stored" for u in r.replay.uploads)
+    assert r.chain["config_hash"] == r.chain["config_hash_on_chain"]
+    # transactions: deploy, funding, then P uploads per iteration of every step
+    P = len(stored_run.inputs.community.prosumers)
+    assert r.tx_count["uploads_per_step"] == [P * (k + 1) for k in s.iters.tolist()]
+    assert r.gas["by_kind"]["upload"]["max"] < 400_000 and r.gas["per_upload_max"] > 21_000
+    pj, pm = r.write(tmp_path / "audit")
+    data = json.loads(pj.read_text())
+    assert data["verdict"] == "verified" and data["first_difference"] is None
+    md = pm.read_text()
+    for tx in r.transactions:
+        assert tx["tx_hash"] in md and tx["tx_hash"] in pj.read_text()
+    assert "within the tolerance" in data["meaning"]
+    for k in keys_of(r):  # keys never reach the report
+        assert k not in pj.read_text() and k not in md
+
+
+def test_solve_mode_verifies(solve_report, stored_run):
+    r = solve_report
+    assert r.verified, r.summary_line()
+    assert all(u.source == "solved" for u in r.replay.uploads)
+    assert r.checks["u_star"].max_abs > 0  # really solved again, not copied
+    assert r.tolerance["sigma"] > r.tolerance["h"]
+    assert r.seconds["solve"] > 0
+
+
+def test_hash_chain_rebuilt_from_events(stored_report):
+    coord = stored_report.replay.coordinator
+    h = coord.history()
+    assert h.head == coord.head() == bytes.fromhex(stored_report.chain["head"][2:]) != b"\x00" * 32
+
+
+@pytest.mark.reference
+def test_agents_solve_their_subproblem_from_the_chain(solve_report, stored_run):
+    """Each uploaded optimum u_i^{p,*} is the optimum of prosumer i's subproblem built from the
+    chain's record (states, others' committed iterates), per an independent CVXPY reference.
+
+    Where another agent's fixed grid import ug_j >= 0 (a row of i's subproblem) is already
+    violated by the rounding of j's iterate, the exact reference problem is infeasible; the
+    violation must then be within the rounding and solver tolerances."""
+    from reference import solve_reference
+
+    inp = stored_run.inputs
+    c, N = inp.community, inp.N
+    lay = AgentLayout(c.n, N)
+    tol = solve_report.tolerance
+    steps = solve_report.replay.history.steps[: len(solve_report.iterations)]
+    checked = explained = 0
+    for st in steps:
+        eb0 = np.zeros(c.n)
+        eev0 = np.zeros(c.n)
+        for k, i in enumerate(c.prosumers):
+            eb0[i], eev0[i] = fp.from_fixed(np.array(st.states[k]))
+        stage = make_stage(c, inp.profiles, st.t, eb0, eev0, stored_run.delta, N)
+        for p in range(1, len(st.iterations)):
+            prev = fp.from_fixed(st.iterations[p - 1].committed)
+            others = plan_from_vectors(np.pad(prev, ((0, 0), (0, lay.nx - lay.nu))), c, N)
+            names = ("bc", "bd", "ugb", "ev", "bt", "eb", "eev", "s_lo", "s_hi")
+            fixed = type("Fixed", (), {k: np.asarray(getattr(others, k)) for k in names})
+            ug = np.asarray(grid_import(c, stage, others, load=np.where(c.is_prosumer[:, None], stage.win.ul_mu, stage.ul_cap)))
+            for k, i in enumerate(c.prosumers):
+                _, ref, status = solve_reference(c, inp.weights, stage, free=[i], fixed=fixed)
+                if status == "infeasible":
+                    worst = min(ug[j].min() for j in range(c.n) if j != i)
+                    assert -(tol["h"] * 4 + tol["eps_pri"]) <= worst < 0, (st.t, p, i, worst)
+                    explained += 1
+                    continue
+                assert status == "optimal"
+                want = np.concatenate([ref["bc"][i], ref["bd"][i], ref["ugb"][i], ref["ev"][i]]
+                                      + [ref["bt"][i, j] for j in lay.partners(i)])  # fmt: skip
+                got = fp.from_fixed(st.iterations[p].uploads[k])
+                np.testing.assert_allclose(got, want, atol=tol["sigma"] + tol["h"])
+                checked += 1
+    assert checked >= 6, (checked, explained)
+
+
+# ---------------------------------------------------------------- a changed value fails, named
+
+
+def changed(ds: xr.Dataset, var: str, delta: float, **at) -> xr.Dataset:
+    out = ds.copy(deep=True)
+    idx = {k: v for k, v in at.items()}
+    out[var][idx] = out[var][idx] + delta
+    return out
+
+
+def test_changed_iterate_fails_and_is_named(stored_run):
+    c = stored_run.inputs.community
+    lay = AgentLayout(c.n, stored_run.inputs.N)
+    lane = lay.bt_index(0, 1, 2)
+    traj = changed(stored_run.trajectories, "u_iter", 0.05, time=1, iterate0=2, prosumer=0, input=lane)
+    r = audit_run(traj, stored_run.inputs, "tester", "stored", summary=stored_run.summary)
+    assert not r.verified
+    d = r.first_difference
+    assert (d.quantity, d.step, d.iteration, d.agent, d.where) == ("u_iter", 1, 2, 0, lane_name(lay, 0, lane))
+    assert d.where == "bt[0->1][2]"
+    assert d.stored - d.chain == pytest.approx(0.05, abs=1e-4)
+    assert "u_iter bt[0->1][2] (step 1, iteration 2, agent 0)" in r.summary_line()
+    assert r.checks["u_iter"].failed == 1
+
+
+def test_changed_subproblem_optimum_fails(stored_run):
+    traj = changed(stored_run.trajectories, "u_star", -0.02, time=2, iteration=0, prosumer=1, input=1)
+    r = audit_run(traj, stored_run.inputs, "tester", "stored", summary=stored_run.summary)
+    d = r.first_difference
+    assert not r.verified and (d.quantity, d.step, d.iteration, d.agent, d.where) == ("u_star", 2, 1, 1, "bc[1]")
+
+
+def test_changed_applied_control_fails(stored_run):
+    traj = changed(stored_run.trajectories, "u_bd", 0.05, time=2, agent=1)
+    r = audit_run(traj, stored_run.inputs, "tester", "stored", summary=stored_run.summary)
+    d = r.first_difference
+    assert not r.verified and (d.quantity, d.step, d.agent) == ("applied_u_bd", 2, 1)
+    assert len(r.differences) == 1
+
+
+def test_changed_index_fails(stored_run):
+    summ = changed(stored_run.summary, "E1", 0.01)
+    r = audit_run(stored_run.trajectories, stored_run.inputs, "tester", "stored", summary=summ)
+    assert not r.verified and r.first_difference.quantity == "E1"
+    assert {d.quantity for d in r.differences} == {"E1"}
+    assert r.indices["E1"]["stored"] - r.indices["E1"]["chain"] == pytest.approx(0.01, abs=1e-3)
+
+
+def test_changed_measured_state_fails(stored_run):
+    traj = changed(stored_run.trajectories, "eb", 0.1, time=0, agent=1)
+    r = audit_run(traj, stored_run.inputs, "tester", "stored", summary=stored_run.summary)
+    d = r.first_difference
+    assert not r.verified
+    # the state uploaded at step 1 is the stored one: the chain agrees with it, but the plant
+    # under the chain's controls does not reach it
+    assert (d.quantity, d.step, d.agent) == ("eb", 0, 1)
+
+
+def test_changed_iterate_fails_in_solve_mode(stored_run):
+    traj = changed(stored_run.trajectories, "u_iter", 0.2, time=2, iterate0=3, prosumer=1, input=0)
+    r = audit_run(traj, stored_run.inputs, "tester", "solve", summary=stored_run.summary)
+    d = r.first_difference
+    assert not r.verified and (d.quantity, d.step, d.iteration, d.agent, d.where) == ("u_iter", 2, 3, 1, "bc[0]")
+
+
+# ---------------------------------------------------------------- plant and input errors
+
+
+def test_plant_reproduces_the_stored_closed_loop(stored_run):
+    """The plant equations driven by the stored applied controls give the stored states and
+    purchases (MODEL §7), independently of the chain."""
+    s = stored_sample(stored_run.trajectories, stored_run.summary)
+    inp = stored_run.inputs
+    rec = run_plant(inp.community, inp.profiles, s, s.applied)
+    np.testing.assert_allclose(rec.ug, s.ug, atol=1e-4)
+    np.testing.assert_allclose(rec.eev, s.eev, atol=1e-8)
+    np.testing.assert_allclose(rec.eb, s.eb, atol=1e-4)
+    e = rec.indices(inp.community, inp.weights.gamma)
+    for k, v in s.indices.items():
+        assert e[k] == pytest.approx(v, abs=1e-4)
+
+
+def test_applied_controls_layout(stored_run):
+    c = stored_run.inputs.community
+    N = stored_run.inputs.N
+    lay = AgentLayout(c.n, N)
+    u = np.arange(2 * lay.nu, dtype=float).reshape(2, lay.nu)
+    a = applied_controls(u, c, N)
+    assert a["u_bc"][0] == 0 and a["u_bd"][1] == lay.nu + N and a["u_ev"][2] == 0
+    assert a["u_bt"][1, 3] == lay.nu + lay.bt_index(1, 3, 0)
+    assert a["u_bt"][0, 0] == 0 and a["u_bt"][2].sum() == 0
+
+
+def test_unauditable_inputs_rejected(stored_run):
+    import dataclasses
+
+    from ecjax.simulate import Options
+
+    traj = stored_run.trajectories.drop_vars(["u_iter", "u_star"])
+    with pytest.raises(SampleError, match="record_plans"):
+        audit_run(traj, stored_run.inputs, "tester", "stored")
+    inp = dataclasses.replace(stored_run.inputs, options=Options(T=3, scenario="centralized", record_plans=True))
+    with pytest.raises(SampleError, match="centralized"):
+        audit_run(stored_run.trajectories, inp, "tester", "stored")
+    with pytest.raises(ValueError, match="mode"):
+        audit_run(stored_run.trajectories, stored_run.inputs, "tester", "again")
+    two = xr.concat(
+        [stored_run.trajectories, stored_run.trajectories.assign_coords(sample=[7])], dim="sample", data_vars="all"
+    )
+    with pytest.raises(SampleError, match="select one sample"):
+        audit_run(two, stored_run.inputs, "tester", "stored")
