@@ -110,10 +110,29 @@ class FCMPCResult(eqx.Module):
     last: Solution  # last subproblem solves, per prosumer: warm start of the next step
     u_iter: Float[Array, "p_max+1 P nu"]  # inputs of iterates 0..p_max (held after the stop)
     u_star: Float[Array, "p_max P nu"]  # subproblem optima u_i^{p,*} of iterations 1..p_max
+    x_iter: Float[Array, "p_max+1 P nx"]  # whole decision vectors of iterates 0..p_max (record)
 
 
 def _prosumer_ids(c: Community):
     return jnp.asarray(np.asarray(c.prosumers, dtype=np.int32))
+
+
+def consistent_warm(warm: Solution | None, lo, hi) -> Solution | None:
+    """A warm start whose duals agree with the new bounds.
+
+    ADMM keeps y in the normal cone of [lo, hi] at z after every iteration, and its
+    termination test (primal and dual residuals only) relies on that. A warm start from a
+    problem with other bounds can break it: the islanded solution carries y > 0 on the rows
+    `bt <= 0`, and in the cooperative problem (`bt <= bt_max`) the same (x, z, y) has zero
+    residuals but is not optimal, so the solver would stop at once. Here z is clipped to the
+    new [lo, hi] and y is projected onto the normal cone at z: y_r >= 0 only where z_r = hi_r,
+    y_r <= 0 only where z_r = lo_r, y_r = 0 inside.
+    """
+    if warm is None:
+        return None
+    z = jnp.clip(warm.z, lo, hi)
+    y = jnp.where(z >= hi, jnp.maximum(warm.y, 0.0), 0.0) + jnp.where(z <= lo, jnp.minimum(warm.y, 0.0), 0.0)
+    return eqx.tree_at(lambda s: (s.z, s.y), warm, (z, y))
 
 
 def _solve_agents(ctl: Controller, stage: Stage, others: Plan, trades_on, warm):
@@ -121,7 +140,7 @@ def _solve_agents(ctl: Controller, stage: Stage, others: Plan, trades_on, warm):
 
     def one(i, wm):
         q, lo, hi = ocp.agent_qp(c, ctl.weights, stage, i, others, trades_on)
-        return solve(ctl.agent_op, q, lo, hi, wm)
+        return solve(ctl.agent_op, q, lo, hi, consistent_warm(wm, lo, hi))
 
     return jax.vmap(one)(_prosumer_ids(c), warm)
 
@@ -151,7 +170,7 @@ class _Loop(eqx.Module):
     status: Int[Array, " P"]
     steps: Int[Array, ""]
     done: Array
-    u_iter: Float[Array, "p_max+1 P nu"]
+    x_iter: Float[Array, "p_max+1 P nx"]
     u_star: Float[Array, "p_max P nu"]
 
 
@@ -201,11 +220,11 @@ def fcmpc(
     p_max = settings.p_max
     dtype = xs0.dtype
     nP = len(c.prosumers)
-    hist = (p_max + 1, nP, lay.nu) if record else (0, nP, lay.nu)
+    hist = (p_max + 1, nP, lay.nx) if record else (0, nP, lay.nx)
     hist_star = (p_max, nP, lay.nu) if record else (0, nP, lay.nu)
-    u_iter = jnp.zeros(hist, dtype)
+    x_iter = jnp.zeros(hist, dtype)
     if record:
-        u_iter = jnp.broadcast_to(xs0[:, : lay.nu], hist)
+        x_iter = jnp.broadcast_to(xs0, hist)
     init = _Loop(
         p=jnp.asarray(0, jnp.int32),
         xs=xs0,
@@ -215,7 +234,7 @@ def fcmpc(
         status=sol0.status,
         steps=jnp.sum(sol0.num_steps),
         done=jnp.asarray(False),
-        u_iter=u_iter,
+        x_iter=x_iter,
         u_star=jnp.zeros(hist_star, dtype),
     )
 
@@ -230,10 +249,10 @@ def fcmpc(
         phi = evaluate.cost(c, ctl.weights, stage, plan_from_vectors(xs, c, N))
         p = s.p + 1
         cost = jnp.where(jnp.arange(p_max + 1) >= p, phi, s.cost)
-        u_iter, u_star = s.u_iter, s.u_star
+        x_iter, u_star = s.x_iter, s.u_star
         if record:
             held = (jnp.arange(p_max + 1) >= p)[:, None, None]
-            u_iter = jnp.where(held, xs[None, :, : lay.nu], u_iter)
+            x_iter = jnp.where(held, xs[None], x_iter)
             u_star = u_star.at[p - 1].set(sol.x[:, : lay.nu])
         return _Loop(
             p=p,
@@ -244,7 +263,7 @@ def fcmpc(
             status=worse_status(s.status, sol.status),
             steps=s.steps + jnp.sum(sol.num_steps),
             done=jnp.max(theta) <= settings.kappa,
-            u_iter=u_iter,
+            x_iter=x_iter,
             u_star=u_star,
         )
 
@@ -262,8 +281,9 @@ def fcmpc(
         qp_steps=out.steps,
         island=sol0,
         last=out.sol,
-        u_iter=out.u_iter,
+        u_iter=out.x_iter[..., : lay.nu],
         u_star=out.u_star,
+        x_iter=out.x_iter,
     )
 
 
@@ -272,4 +292,4 @@ def centralized(ctl: Controller, stage: Stage, warm: Solution | None = None) -> 
     if ctl.central_op is None:
         raise ValueError("make_controller(..., centralized=True) is needed for the centralized problem.")
     q, lo, hi = ocp.centralized_qp(ctl.community, ctl.weights, stage)
-    return solve(ctl.central_op, q, lo, hi, warm)
+    return solve(ctl.central_op, q, lo, hi, consistent_warm(warm, lo, hi))

@@ -3,8 +3,13 @@
 At step t the controllers know the measured states and the forecast means; they plan with the
 chosen scenario (MODEL §8) and apply the plan's first step. Then the step's disturbances are
 drawn and the plant moves:
-- prosumer: ug = scheduled; eb[t+1] = planned eb[1] + Δt(pv_real − pv_fc) − Δt η_c (ul_real − ul_fc);
-- consumer: ug_j = ul_real_j − Σ_i bt_{i->j}; a negative value is spilled to the grid unpaid;
+- the applied inputs are the plan's first step held to the physical limits (`applied_inputs`):
+  a QP solution may leave its bounds by the solver tolerance, a converter cannot;
+- prosumer: ug = scheduled; eb[t+1] follows eq (1) with the applied inputs (the planned
+  eb[1] when the plan is exact) plus Δt(pv_real − pv_fc) − Δt η_c (ul_real − ul_fc);
+- consumer: ug_j = ul_real_j − Σ_i bt_{i->j}; a negative value is spilled to the grid unpaid
+  (for a prosumer, a negative scheduled import, which only the solver tolerance can cause,
+  is recorded the same way);
 - eb is clipped to [0, capacity]: energy clipped at the top is curtailed PV, energy missing at
   the bottom is bought from the grid at c_t.
 Written for one instance; `ecjax.experiment` vmaps it over samples and risk levels.
@@ -66,7 +71,7 @@ class StepRecord(eqx.Module):
     u_ev: Float[Array, " n"]
     u_bt: Float[Array, "n n"]
     ug: Float[Array, " n"]  # power bought from the grid (kW), deficit purchase included
-    spill: Float[Array, " n"]  # consumers' unpaid export (kW)
+    spill: Float[Array, " n"]  # unpaid export to the grid (kW): consumers' negative import
     curtail: Float[Array, " n"]  # PV energy clipped at the top (kWh)
     deficit: Float[Array, " n"]  # energy bought to refill below 0 (kWh)
     pv: Float[Array, " n"]  # realized PV (kW)
@@ -86,6 +91,7 @@ class StepRecord(eqx.Module):
     qp_steps: Int[Array, ""]
     u_iter: Float[Array, "p1 P nu"]  # inputs of FC-MPC iterates 0..p_max (record_plans; else empty)
     u_star: Float[Array, "p P nu"]  # subproblem optima of iterations 1..p_max (record_plans)
+    u_clip: Float[Array, " n"]  # max |planned − applied| over the agent's first-step inputs (kW)
 
 
 def _single_plan_result(ctl: Controller, fc: FCMPCSettings, stage, xs, sol, status, steps, record):
@@ -106,6 +112,7 @@ def _single_plan_result(ctl: Controller, fc: FCMPCSettings, stage, xs, sol, stat
         last=sol,
         u_iter=jnp.broadcast_to(xs[:, :nu], (fc.p_max + 1 if record else 0, nP, nu)),
         u_star=jnp.zeros((fc.p_max if record else 0, nP, nu), xs.dtype),
+        x_iter=jnp.broadcast_to(xs, (fc.p_max + 1 if record else 0,) + xs.shape),
     )
 
 
@@ -139,6 +146,38 @@ def initial_warm(ctl: Controller, opt: Options):
     return (cold, cold)
 
 
+class Applied(eqx.Module):
+    """First-step inputs as the plant applies them (consumers: zeros)."""
+
+    bc: Float[Array, " n"]
+    bd: Float[Array, " n"]
+    ugb: Float[Array, " n"]
+    ev: Float[Array, " n"]
+    bt: Float[Array, "n n"]  # bt[i, j]: from i to j, as delivered at j
+
+
+def applied_inputs(c, stage, planned, eev, trades_on: bool) -> Applied:
+    """Hold the plan's first step to the physical limits of MODEL §2–3.
+
+    bc, bd, ugb, bt to [0, max] (bt to 0 when trades are off, and on the diagonal), ev to
+    [0, v·ev_max] and to what the EV can still take (eev <= e_daily); if the joint discharge
+    bd + Σ_j bt_j/η_t + ugb exceeds bd_max, those three are scaled down together. A plan from
+    the QP can break these only by the solver's tolerance; the plant cannot.
+    """
+    col = lambda a: jnp.asarray(a)  # noqa: E731
+    bc = jnp.clip(planned.bc, 0.0, col(c.bc_max))
+    bd = jnp.clip(planned.bd, 0.0, col(c.bd_max))
+    ugb = jnp.clip(planned.ugb, 0.0, col(c.ugb_max))
+    room = jnp.maximum(col(c.ev_daily) - eev, 0.0) / (c.dt * c.eta_ev)
+    ev = jnp.clip(planned.ev, 0.0, jnp.minimum(stage.ev_hi[:, 0], room))
+    bt_max = col(c.bt_max) if trades_on else jnp.zeros_like(col(c.bt_max))
+    off_diag = 1.0 - jnp.eye(c.n, dtype=planned.bt.dtype)
+    bt = jnp.clip(planned.bt, 0.0, bt_max[:, None]) * off_diag
+    out = bd + bt.sum(axis=1) / c.eta_t + ugb
+    scale = jnp.where(out > col(c.bd_max), col(c.bd_max) / jnp.where(out > 0, out, 1.0), 1.0)
+    return Applied(bc=bc, bd=bd * scale, ugb=ugb * scale, ev=ev, bt=bt * scale[:, None])
+
+
 def closed_loop(
     ctl: Controller,
     fc: FCMPCSettings,
@@ -163,24 +202,27 @@ def closed_loop(
         res = plan_step(ctl, fc, opt, stage, warm)
         warm = (fcmpc.shift(res.island, N), fcmpc.shift(res.last, N))
         plan: Plan = res.plan
-        u = jax.tree_util.tree_map(lambda a: a[..., 0], plan)  # first input step
+        planned = jax.tree_util.tree_map(lambda a: a[..., 0], plan)  # first input step
+        u = applied_inputs(c, stage, planned, eev, opt.scenario != "islanded")
         irr_real = draw.irr[t]
         ul_real = draw.ul[:, t]
         ul_fc = stage.win.ul_mu[:, 0]
         pv_fc = pv_coef * stage.win.irr_mu[0]
         pv_real = pv_coef * irr_real
         into = u.bt.sum(axis=0)
-        # prosumer: scheduled import; battery absorbs PV and load errors
+        sent = u.bt.sum(axis=1) / c.eta_t
+        # prosumer: scheduled import; battery follows (1) and absorbs PV and load errors
         ug_sched = u.bc - u.bd - into + ul_fc + u.ev
-        eb_raw = plan.eb[:, 0] + dt * (pv_real - pv_fc) - dt * c.eta_c * (ul_real - ul_fc)
+        eb_raw = eb + dt * (c.eta_c * u.bc - u.bd / c.eta_d - sent - u.ugb + pv_real)
+        eb_raw = eb_raw - dt * c.eta_c * (ul_real - ul_fc)
         eb_raw = jnp.where(pro, eb_raw, 0.0)
         eb_new = jnp.clip(eb_raw, 0.0, cap)
         curtail = jnp.maximum(eb_raw - cap, 0.0)
         deficit = jnp.maximum(-eb_raw, 0.0)
         # consumer: grid absorbs the load error; a negative import is spilled
-        ug_con = ul_real - into
-        ug = jnp.where(pro, ug_sched + deficit / dt, jnp.maximum(ug_con, 0.0))
-        spill = jnp.where(pro, 0.0, jnp.maximum(-ug_con, 0.0))
+        net = jnp.where(pro, ug_sched + deficit / dt, ul_real - into)
+        ug = jnp.maximum(net, 0.0)
+        spill = jnp.maximum(-net, 0.0)
         eev_new = eev + dt * c.eta_ev * u.ev
         lo = jnp.asarray(c.eb_lo)
         hi = jnp.asarray(c.eb_hi)
@@ -191,6 +233,8 @@ def closed_loop(
         else:
             phi_c = phi
         theta_max = res.theta.max(axis=1)
+        clip = jnp.stack([jnp.abs(getattr(planned, k) - getattr(u, k)) for k in ("bc", "bd", "ugb", "ev")])
+        clip = jnp.maximum(clip.max(axis=0), jnp.abs(planned.bt - u.bt).max(axis=1))
         rec = StepRecord(
             eb=eb_new,
             eb_raw=eb_raw,
@@ -221,6 +265,7 @@ def closed_loop(
             qp_steps=res.qp_steps,
             u_iter=res.u_iter,
             u_star=res.u_star,
+            u_clip=clip,
         )
         return (eb_new, eev_new, warm), rec
 
