@@ -54,7 +54,7 @@ class _Checker:
         self.stats: dict[str, CheckStats] = {}
         self.diffs: list[Difference] = []
 
-    def values(self, quantity, chain, stored, tol, *, locate: Callable[[tuple], dict], note: str = ""):
+    def values(self, quantity, chain, stored, tol, *, locate: Callable[[tuple], dict], note: str = "", sides=("chain", "stored")):
         chain = np.asarray(chain, dtype=np.float64)
         stored = np.asarray(stored, dtype=np.float64)
         tol = np.broadcast_to(np.asarray(tol, dtype=np.float64), chain.shape)
@@ -70,7 +70,7 @@ class _Checker:
             self.diffs.append(
                 Difference(
                     quantity=quantity, chain=float(chain[idx]), stored=float(stored[idx]),
-                    tolerance=float(tol[idx]), note=note, **locate(tuple(int(i) for i in idx)),
+                    tolerance=float(tol[idx]), note=note, sides=sides, **locate(tuple(int(i) for i in idx)),
                 )
             )  # fmt: skip
 
@@ -100,8 +100,8 @@ def compare(sample: StoredSample, rep: Replay, inputs: RunInputs, tol: AuditTole
     ids = list(c.prosumers)
     scale = tol.scale
     detail: dict[str, Any] = {"iterations": [], "indices": {}, "notes": []}
-    if rep.history is None:
-        chk.diffs.append(Difference("chain", note=f"the contract's events do not rebuild: {rep.mismatch}"))
+    if rep.history is None or rep.mismatch:
+        chk.diffs.append(Difference("chain", note=f"the replay on chain failed: {rep.mismatch}"))
         return chk, detail
     steps = rep.history.steps
     if len(steps) < sample.T or any(not s.iterations or not s.iterations[-1].terminated for s in steps[: sample.T]):
@@ -178,6 +178,18 @@ def compare(sample: StoredSample, rep: Replay, inputs: RunInputs, tol: AuditTole
         tk = pb.indices[k] + FLOAT_SLACK * (1 + abs(e_stored[k]))
         chk.values(k, e_chain[k], e_stored[k], tk, locate=lambda ix: {}, note=f"recomputed from the chain's controls vs the stored {source}")
         detail["indices"][k] = {"chain": e_chain[k], "stored": e_stored[k], "tolerance": tk}
+    if sample.indices:
+        # the stored summary and trajectory are two evaluations of one closed loop: they agree up
+        # to a solution's primal tolerance (whatever the mode of the replay)
+        e_traj = _stored_indices(sample, c, float(inputs.weights.gamma))
+        pb0 = bounds(c, plant.price, np.full(sample.T, tol.h + tol.eps_pri), tol.eps_pri, float(inputs.weights.gamma))
+        for k in INDEX_NAMES:
+            if k in e_stored:
+                tk = pb0.indices[k] + FLOAT_SLACK * (1 + abs(e_stored[k]))
+                chk.values(
+                    k, e_traj[k], e_stored[k], tk, locate=lambda ix: {}, sides=("stored trajectory", "stored summary"),
+                    note="the stored summary is not the stored trajectory's",
+                )  # fmt: skip
     for u in rep.uploads:
         if u.outside > tol.eps_pri:
             detail["notes"].append(
@@ -342,16 +354,34 @@ def audit_store(
     mode: str = "solve",
     progress: bool = False,
 ) -> AuditReport:
-    """Audit sample `sample` at risk level `risk` of cell `cell` of a results store. Chain
-    settings default to the cell's `chain` config (kind, url, key_env, keystore, scale)."""
+    """Audit sample `sample` at risk level `risk` of cell `cell` of a results store
+    (`ecjax.store`). Chain settings default to the cell's `chain` config (kind, url, key_env,
+    keystore, password_env, scale, period_s); the arguments override them."""
     traj, summ, inputs = load_sample(store, cell, sample, risk)
+    return audit_loaded(
+        traj, summ, inputs, cell, chain=chain, url=url, key_env=key_env, keystore=keystore,
+        password_env=password_env, mode=mode, progress=progress,
+    )  # fmt: skip
+
+
+def chain_settings(inputs, **override) -> dict:
+    """The cell's chain settings with the non-None `override`s applied."""
     spec = dict(getattr(inputs, "chain", None) or {})
-    kind = chain or spec.get("kind", "tester")
+    spec.update({k: v for k, v in override.items() if v is not None})
+    spec.setdefault("kind", "tester")
+    return spec
+
+
+def audit_loaded(traj, summ, inputs, cell: str | None, *, mode: str = "solve", progress: bool = False, **chain) -> AuditReport:
+    spec = chain_settings(inputs, kind=chain.pop("chain", None), **chain)
     with open_chain(
-        kind, url=url or spec.get("url"), key_env=key_env or spec.get("key_env"),
-        keystore=keystore or spec.get("keystore"), password_env=password_env or spec.get("password_env"),
+        spec["kind"], url=spec.get("url"), key_env=spec.get("key_env"), keystore=spec.get("keystore"),
+        password_env=spec.get("password_env"),
     ) as ch:  # fmt: skip
-        return audit_run(traj, inputs, ch, mode, summary=summ, progress=progress, label=cell)
+        return audit_run(
+            traj, inputs, ch, mode, summary=summ, scale=int(spec.get("scale", fp.SCALE)),
+            period_s=int(spec.get("period_s", 600)), progress=progress, label=cell,
+        )  # fmt: skip
 
 
 def load_sample(store, cell: str, sample: int, risk: float):
@@ -368,6 +398,9 @@ def load_sample(store, cell: str, sample: int, risk: float):
     c = store_mod.open_cell(path, cell)
     if c.trajectories is None:
         raise SampleError(f"cell {cell!r} kept no trajectories (sim.keep = 0): nothing to audit.")
+    kept = c.trajectories["sample"].values.tolist()
+    if sample not in kept:
+        raise SampleError(f"sample {sample} of cell {cell!r} was not kept; kept samples: {kept}.")
     traj = select(c.trajectories, risk, sample).load()
     summ = select(c.summary, risk, sample).load()
     return traj, summ, cell_inputs(c.config)
@@ -410,15 +443,23 @@ def main(argv: list[str] | None = None) -> int:
     if err:
         print(f"ecjax audit: error: {err}", file=sys.stderr)
         return 2
+    from ecjax.config import ConfigError
+    from ecjax.store import StoreError
+
     try:
-        report = audit_store(
-            args.store, args.cell, args.sample, args.risk, chain=args.chain, url=args.url, key_env=args.key_env,
-            keystore=args.keystore, password_env=args.password_env, mode=args.mode, progress=not args.quiet,
-        )  # fmt: skip
-    except (SampleError, ValueError, FileNotFoundError) as e:
+        traj, summ, inputs = load_sample(args.store, args.cell, args.sample, args.risk)
+    except (SampleError, StoreError, ConfigError) as e:
         print(f"ecjax audit: error: {e}", file=sys.stderr)
         return 2
-    except (KeyError, ConnectionError, TimeoutError, RuntimeError, OSError) as e:
+    try:
+        report = audit_loaded(
+            traj, summ, inputs, args.cell, chain=args.chain, url=args.url, key_env=args.key_env,
+            keystore=args.keystore, password_env=args.password_env, mode=args.mode, progress=not args.quiet,
+        )  # fmt: skip
+    except SampleError as e:
+        print(f"ecjax audit: error: {e}", file=sys.stderr)
+        return 2
+    except (KeyError, ValueError, ConnectionError, TimeoutError, RuntimeError, OSError) as e:
         print(f"ecjax audit: chain error: {e}", file=sys.stderr)
         return 3
     out = Path(args.out or f"audit-{args.cell}-s{args.sample}-r{args.risk:g}-{args.mode}")

@@ -34,7 +34,16 @@ from tqdm.auto import tqdm
 
 from ecjax.chain import fixedpoint as fp
 from ecjax.chain.agents import ProsumerSolvers, encode
-from ecjax.chain.client import KEY_ENV, KEYSTORE_PASSWORD_ENV, Chain, ChainMismatch, Coordinator, History, _hex
+from ecjax.chain.client import (
+    KEY_ENV,
+    KEYSTORE_PASSWORD_ENV,
+    Chain,
+    ChainMismatch,
+    Coordinator,
+    CoordinatorError,
+    History,
+    _hex,
+)
 from ecjax.chain.config import CoordinatorConfig
 from ecjax.chain.mirror import Mirror
 from ecjax.chain.sample import RunInputs, StoredSample, check_compatible
@@ -230,7 +239,7 @@ class Replay:
     config: CoordinatorConfig
     coordinator: Coordinator
     history: History | None  # None when the events did not rebuild (see `mismatch`)
-    mismatch: str | None
+    mismatch: str | None  # why the replay stopped early or the events did not rebuild
     txs: list[TxRecord]
     uploads: list[Upload]
     qp_status: np.ndarray  # [T] worst subproblem status of the replay's own solves (solve mode)
@@ -313,54 +322,59 @@ def replay(
         bar.set_postfix(t=t, p=p, tx=len(txs))
         return res.block
 
-    for t in range(T):
-        eb, eev = sample.measured_state(t, c)
-        eb_q, eev_q = fp.to_fixed(eb[ids], scale), fp.to_fixed(eev[ids], scale)
-        if solvers is not None:
-            eb0 = np.zeros(c.n)
-            eev0 = np.zeros(c.n)
-            eb0[ids], eev0[ids] = fp.from_fixed(eb_q, scale), fp.from_fixed(eev_q, scale)
-            solvers.begin_step(t, eb0, eev0)
-        stop = int(sample.iters[t])
-        first = None
-        for k in range(P):
+    failure = None
+    t = p = 0
+    try:
+        for t in range(T):
+            eb, eev = sample.measured_state(t, c)
+            eb_q, eev_q = fp.to_fixed(eb[ids], scale), fp.to_fixed(eev[ids], scale)
             if solvers is not None:
-                t0 = time.perf_counter()
-                plan, source = solvers.islanded(k), "solved"
-                t_solve += time.perf_counter() - t0
-            else:
-                plan, source = sample.u_iter[t, 0, k], "stored"
-            b = send(t, 0, k, plan, source, (int(eb_q[k]), int(eev_q[k])))
-            first = b if first is None else first
-        it = view.read(t, 0, first)
-        p = 0
-        while not it.terminated:
-            p += 1
-            shared = fp.from_fixed(it.committed, scale)  # what every agent reads on chain
+                eb0 = np.zeros(c.n)
+                eev0 = np.zeros(c.n)
+                eb0[ids], eev0[ids] = fp.from_fixed(eb_q, scale), fp.from_fixed(eev_q, scale)
+                solvers.begin_step(t, eb0, eev0)
+            stop = int(sample.iters[t])
             first = None
             for k in range(P):
                 if solvers is not None:
                     t0 = time.perf_counter()
-                    plan, source = solvers.cooperative(k, shared), "solved"
+                    plan, source = solvers.islanded(k), "solved"
                     t_solve += time.perf_counter() - t0
-                elif p <= stop:
-                    plan, source = sample.u_star[t, p - 1, k], "stored"
                 else:
-                    plan, source = sample.u_iter[t, stop, k], "held"
-                b = send(t, p, k, plan, source)
+                    plan, source = sample.u_iter[t, 0, k], "stored"
+                b = send(t, 0, k, plan, source, (int(eb_q[k]), int(eev_q[k])))
                 first = b if first is None else first
-            it = view.read(t, p, first)
-        if solvers is not None:
-            qp_status[t] = int(solvers.qp_status.max())
-            solvers.end_step()
-        bar.update(1)
+            it = view.read(t, 0, first)
+            p = 0
+            while not it.terminated:
+                p += 1
+                shared = fp.from_fixed(it.committed, scale)  # what every agent reads on chain
+                first = None
+                for k in range(P):
+                    if solvers is not None:
+                        t0 = time.perf_counter()
+                        plan, source = solvers.cooperative(k, shared), "solved"
+                        t_solve += time.perf_counter() - t0
+                    elif p <= stop:
+                        plan, source = sample.u_star[t, p - 1, k], "stored"
+                    else:
+                        plan, source = sample.u_iter[t, stop, k], "held"
+                    b = send(t, p, k, plan, source)
+                    first = b if first is None else first
+                it = view.read(t, p, first)
+            if solvers is not None:
+                qp_status[t] = int(solvers.qp_status.max())
+                solvers.end_step()
+            bar.update(1)
+    except (ChainMismatch, CoordinatorError, fp.FixedPointRangeError) as e:  # refused or disagreed: stop
+        failure = f"step {t} iteration {p}: {type(e).__name__}: {e}"
     bar.close()
     t_chain_end = time.perf_counter()
-    history, mismatch = None, None
+    history, mismatch = None, failure
     try:
         history = coord.history()
     except ChainMismatch as e:
-        mismatch = str(e)
+        mismatch = (mismatch + "; " if mismatch else "") + str(e)
     t_end = time.perf_counter()
     seconds = dict(
         replay=t_chain_end - t_start, solve=t_solve, chain=t_chain_end - t_start - t_solve, history=t_end - t_chain_end

@@ -29,13 +29,14 @@ class Difference:
     stored: float | None = None
     tolerance: float | None = None
     note: str = ""
+    sides: tuple[str, str] = ("chain", "stored")  # what `chain` and `stored` hold
 
     def describe(self) -> str:
         loc = [f"{k} {v}" for k, v in (("step", self.step), ("iteration", self.iteration), ("agent", self.agent)) if v is not None]
         what = self.quantity + (f" {self.where}" if self.where else "")
         s = f"{what} ({', '.join(loc)})" if loc else what
         if self.chain is not None or self.stored is not None:
-            s += f": chain {_num(self.chain)}, stored {_num(self.stored)}"
+            s += f": {self.sides[0]} {_num(self.chain)}, {self.sides[1]} {_num(self.stored)}"
             if self.tolerance is not None:
                 s += f", |difference| {_num(_absdiff(self.chain, self.stored))} > tolerance {_num(self.tolerance)}"
         if self.note:
