@@ -59,10 +59,14 @@ def _run(argv: list[str]) -> int:
     print(f"store:  {Path(plan.store).resolve()}")
     if plan.report:
         from .report import make_report
+        from .store import list_cells
 
-        paths = make_report(plan.store, plan.report)
-        print(f"report: {Path(paths.html).resolve()}")
-        print(f"        {Path(paths.markdown).resolve()}")
+        if list_cells(plan.store):
+            paths = make_report(plan.store, plan.report)
+            print(f"report: {Path(paths.html).resolve()}")
+            print(f"        {Path(paths.markdown).resolve()}")
+        else:
+            print("ecjax: no finished cell, no report", file=sys.stderr)
     return 1 if res.failed else 0
 
 

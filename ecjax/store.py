@@ -107,7 +107,7 @@ def init_store(path, description: Mapping | None = None) -> None:
     if description is not None:
         new["sweep"] = json.loads(json.dumps(dict(description), default=str))
     if new:
-        root.attrs.update(new)
+        root.update_attributes(new)
     if "cells" not in root:
         root.create_group("cells")
 
@@ -219,7 +219,7 @@ class CellWriter:
         if cell_id in cells or (Path(self.path) / "cells" / cell_id).exists():
             del cells[cell_id]
         self.group = cells.create_group(cell_id, overwrite=True)
-        self.group.attrs.update(
+        self._update(
             config=json.dumps(self.config, sort_keys=True, default=str),
             config_hash=self.hash,
             seed=int(sim["seed"]),
@@ -236,9 +236,10 @@ class CellWriter:
             log=[_event("start")],
         )
 
-    # attrs are rewritten whole (atomically) on each update
+    # one metadata write per update (zarr.json is replaced atomically); `attrs.update` would
+    # write key by key, and a crash between two keys would leave them inconsistent
     def _update(self, **kw) -> None:
-        self.group.attrs.update(kw)
+        self.group.update_attributes(kw)
 
     def _log(self, kind: str, **kw) -> None:
         log = list(self.group.attrs.get("log", []))

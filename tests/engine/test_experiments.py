@@ -1,0 +1,112 @@
+"""Every conf/experiment config composes and runs at a tiny size, and its report renders from
+the store alone: Markdown, valid non-empty PNG figures, one self-contained HTML page."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+
+from ecjax import store, sweep
+from ecjax.cli import main
+from ecjax.report import make_report
+
+from .conftest import CONF, TINY
+from .test_config import EXPERIMENTS
+
+pytestmark = pytest.mark.slow
+
+# Per experiment: overrides that keep its structure (its sweep axes, several risk levels,
+# several blocks) at a tiny size, the cells expected and the figures its report must have.
+TINY_RUNS = {
+    "paper_table1": (
+        [],
+        ["scenario=islanded", "scenario=ccdmpc", "scenario=dmpc"],
+        {"indices.png", "calibration.png", "traj_scenario_islanded.png", "traj_scenario_ccdmpc.png",
+         "traj_scenario_dmpc.png"},
+    ),
+    "risk_sweep": (
+        ["ccmpc.deltas=[0.05,0.3]"],
+        ["ccmpc.tightening=cumulative", "ccmpc.tightening=per_step"],
+        {"indices.png", "calibration.png", "indices_vs_delta.png"},
+    ),
+    "community_size": (
+        ["community.n=3,4", "scenario=ccdmpc"],
+        ["community.n=3", "community.n=4"],
+        {"indices.png", "calibration.png", "community_size.png"},
+    ),
+    "mc_validation": (
+        ["sim.S=4", "sim.block=2", "ccmpc.deltas=[0.1,0.2]", "ccmpc.tightening=per_step"],
+        ["scenario=ccdmpc"],
+        {"indices.png", "calibration.png", "indices_vs_delta.png"},
+    ),
+}
+
+
+def test_every_experiment_is_covered():
+    assert set(TINY_RUNS) == set(EXPERIMENTS)
+
+
+def _check_png(path):
+    assert path.stat().st_size > 1000
+    img = mpimg.imread(path)  # decodes the PNG
+    assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
+    assert np.ptp(img[..., :3]) > 0.1  # not blank
+
+
+@pytest.mark.parametrize("name", sorted(TINY_RUNS))
+def test_experiment_runs_tiny_and_reports(name, tmp_path, capsys):
+    extra, cells, figures = TINY_RUNS[name]
+    args = [f"experiment={name}", *TINY, *extra, f"out.dir={tmp_path}"]
+    if name == "mc_validation":
+        args.remove("sim.S=2")
+    plan = sweep.plan(args, CONF)
+    assert [c.id for c in plan.cells] == cells
+    rc = main(["--config-dir", str(CONF), *args])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert f"store:  {tmp_path / 'results.zarr'}" in printed and "index.html" in printed
+    path = tmp_path / "results.zarr"
+    assert store.list_cells(path) == sorted(cells)
+    for c in plan.cells:
+        cell = store.open_cell(path, c.id)
+        assert cell.config == c.config
+        S = c.config["sim"]["S"]
+        assert cell.summary.sizes["sample"] == S
+        if c.config["scenario"]["name"] != "dmpc":
+            np.testing.assert_array_equal(cell.summary["risk"].values, c.config["ccmpc"]["deltas"])
+        assert len([e for e in cell.attrs["log"] if e["event"] == "block"]) == -(-S // (c.config["sim"]["block"] or S))
+        assert np.isfinite(cell.summary["E3"].values).all()
+    report = tmp_path / "report"
+    written = {p.name for p in report.glob("*.png")}
+    assert written == figures
+    for f in written:
+        _check_png(report / f)
+    md = (report / "report.md").read_text()
+    assert "Table 1" in md and all(f"({f})" in md for f in figures)
+    html = (report / "index.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") and "Table 1" in html
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(images) == len(figures)
+    for b64 in images:  # embedded, decodable
+        assert mpimg.imread(io.BytesIO(base64.b64decode(b64)), format="png").size > 0
+    assert not re.search(r'(src|href)="(?!data:)', html)  # nothing external
+
+
+def test_report_command_rerenders_from_the_store(tmp_path, capsys):
+    args = [*TINY, "scenario=islanded", "sim.keep=0", f"out.dir={tmp_path}", "out.report=null"]
+    assert main(["--config-dir", str(CONF), *args]) == 0
+    assert not (tmp_path / "report").exists()
+    out = tmp_path / "elsewhere"
+    assert main(["report", str(tmp_path / "results.zarr"), "--out", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} == {"report.md", "index.html", "indices.png", "calibration.png"}
+    md = (out / "report.md").read_text()
+    # Table 1 holds the stored means (mean ± sd over samples) of the one cell
+    cell = store.open_cell(tmp_path / "results.zarr", "scenario=islanded")
+    e6 = cell.summary["E6"].values[0]
+    assert f"| E6 [kWh] | {e6.mean():.2f} ± {e6.std():.2f} |" in md
+    assert main(["report", str(tmp_path / "missing.zarr")]) == 2
