@@ -107,8 +107,8 @@ def compare(sample: StoredSample, rep: Replay, inputs: RunInputs, tol: AuditTole
     if len(steps) < sample.T or any(not s.iterations or not s.iterations[-1].terminated for s in steps[: sample.T]):
         chk.diffs.append(Difference("chain", note=f"the chain holds {len(steps)} steps, not {sample.T} terminated ones"))
         return chk, detail
-    applied = {k: np.zeros((sample.T, c.n)) for k in APPLIED}
-    applied["u_bt"] = np.zeros((sample.T, c.n, c.n))
+    planned = {k: np.zeros((sample.T, c.n)) for k in APPLIED}
+    planned["u_bt"] = np.zeros((sample.T, c.n, c.n))
     e_applied = np.zeros(sample.T)
     kappa = float(inputs.fc.kappa)
     for t in range(sample.T):
@@ -140,27 +140,25 @@ def compare(sample: StoredSample, rep: Replay, inputs: RunInputs, tol: AuditTole
                 note = f"θ = {th:.9g} at iteration {q} lies within the θ tolerance of ϰ = {kappa:g}: borderline decision"
         chk.exact("iterations", stop_chain, stop_stored, note=note, step=t, iteration=stop_chain)
         detail["iterations"].append({"step": t, "chain": stop_chain, "stored": stop_stored})
-        u_final = fp.from_fixed(its[-1].committed, scale)
-        a = applied_controls(u_final, c, N)
+        a = applied_controls(fp.from_fixed(its[-1].committed, scale), c, N)  # planned first step
+        for k in APPLIED + ("u_bt",):
+            planned[k][t] = a[k]
         e_applied[t] = tol.u_iter(max(stop_chain, stop_stored))
-        for k in APPLIED:
-            applied[k][t] = a[k]
-            chk.values(
-                f"applied_{k}", a[k], sample.applied[k][t], e_applied[t],
-                locate=lambda ix, t=t: dict(step=t, agent=ix[0], where="k=0"),
-            )  # fmt: skip
-        applied["u_bt"][t] = a["u_bt"]
-        chk.values(
-            "applied_u_bt", a["u_bt"], sample.applied["u_bt"][t], e_applied[t],
-            locate=lambda ix, t=t: dict(step=t, agent=ix[0], where=f"bt[{ix[0]}->{ix[1]}][0]"),
-        )  # fmt: skip
         if sample.qp_status[t] != 0:
             detail["notes"].append(f"step {t}: a stored QP ended with status {int(sample.qp_status[t])} (not solved to tolerance)")
         if rep.mode == "solve" and rep.qp_status[t] != 0:
             detail["notes"].append(f"step {t}: a replayed QP ended with status {int(rep.qp_status[t])} (not solved to tolerance)")
-    # the plant under the chain's controls, and the indices
-    plant = run_plant(c, inputs.profiles, sample, applied)
-    pb = bounds(c, plant.price, e_applied, tol.eps_pri, float(inputs.weights.gamma))
+    # the plant under the chain's controls (held to the physical limits), and the indices
+    plant = run_plant(c, inputs.profiles, sample, planned, N=N, trades_on=inputs.options.scenario != "islanded")
+    pb = bounds(c, plant.price, e_applied, float(inputs.weights.gamma))
+    for t in range(sample.T):
+        loc = lambda ix, t=t: dict(step=t, agent=ix[0])  # noqa: E731
+        for k in APPLIED:
+            chk.values(f"applied_{k}", getattr(plant, k)[t], sample.applied[k][t], e_applied[t] + FLOAT_SLACK, locate=loc)
+        chk.values(
+            "applied_u_bt", plant.u_bt[t], sample.applied["u_bt"][t], e_applied[t] + FLOAT_SLACK,
+            locate=lambda ix, t=t: dict(step=t, agent=ix[0], where=f"bt[{ix[0]}->{ix[1]}][0]"),
+        )  # fmt: skip
     for t in range(sample.T):
         loc = lambda ix, t=t: dict(step=t, agent=ix[0])  # noqa: E731
         chk.values("price", plant.price[t], sample.price[t], FLOAT_SLACK, locate=lambda ix, t=t: dict(step=t))
@@ -182,7 +180,7 @@ def compare(sample: StoredSample, rep: Replay, inputs: RunInputs, tol: AuditTole
         # the stored summary and trajectory are two evaluations of one closed loop: they agree up
         # to a solution's primal tolerance (whatever the mode of the replay)
         e_traj = _stored_indices(sample, c, float(inputs.weights.gamma))
-        pb0 = bounds(c, plant.price, np.full(sample.T, tol.h + tol.eps_pri), tol.eps_pri, float(inputs.weights.gamma))
+        pb0 = bounds(c, plant.price, np.full(sample.T, tol.h + tol.eps_pri), float(inputs.weights.gamma))
         for k in INDEX_NAMES:
             if k in e_stored:
                 tk = pb0.indices[k] + FLOAT_SLACK * (1 + abs(e_stored[k]))

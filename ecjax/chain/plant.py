@@ -1,9 +1,10 @@
-"""The plant (MODEL §7) driven by the controls applied on chain, and E1..E8 from it.
+"""The plant (MODEL §7) driven by the controls agreed on chain, and E1..E8 from it.
 
-Given the applied controls of every step (the first input step of the last committed iterate of
-each prosumer), the stored measured states and the stored disturbance draw (realized PV and
-load), this recomputes what the plant did: battery energy, grid purchases, deficits; then the
-paper's indices with `ecjax.metrics.indices`. `bounds` turns a per-entry tolerance on the applied
+Given the planned first-step inputs of every step (the first input step of the last committed
+iterate of each prosumer), held to the physical limits as the plant applies them
+(`ecjax.simulate.applied_inputs`), the stored measured states and the stored disturbance draw
+(realized PV and load), this recomputes what the plant did: battery energy, grid purchases,
+deficits; then the paper's indices with `ecjax.metrics.indices`. `bounds` turns a per-entry tolerance on the applied
 controls into tolerances on these quantities (absolute coefficients of the plant equations).
 """
 
@@ -15,11 +16,13 @@ import types
 import jax.numpy as jnp
 import numpy as np
 
+from ecjax.chain.sample import StoredSample
 from ecjax.community import HOURS, Community
 from ecjax.disturbance import Profiles
 from ecjax.layout import AgentLayout
 from ecjax.metrics import INDEX_NAMES, indices
-from ecjax.chain.sample import StoredSample
+from ecjax.plan import make_stage
+from ecjax.simulate import applied_inputs
 
 APPLIED = ("u_bc", "u_bd", "u_ugb", "u_ev")
 
@@ -46,7 +49,10 @@ class PlantRecord:
     ug: np.ndarray
     deficit: np.ndarray
     price: np.ndarray  # [T]
+    u_bc: np.ndarray  # applied inputs (held to the physical limits)
+    u_bd: np.ndarray
     u_ugb: np.ndarray
+    u_ev: np.ndarray
     u_bt: np.ndarray  # [T, n, n]
 
     def indices(self, c: Community, gamma: float) -> dict[str, float]:
@@ -57,9 +63,12 @@ class PlantRecord:
         return {k: float(v) for k, v in indices(c, gamma, rec).items()}
 
 
-def run_plant(c: Community, profiles: Profiles, sample: StoredSample, applied: dict[str, np.ndarray]) -> PlantRecord:
+def run_plant(
+    c: Community, profiles: Profiles, sample: StoredSample, planned: dict[str, np.ndarray], *, N: int, trades_on: bool = True
+) -> PlantRecord:
     """The plant step of `ecjax.simulate.closed_loop` for every t, from the stored measured state
-    of step t, the `applied` controls ([T, n] / [T, n, n]) and the stored draw."""
+    of step t, the `planned` first-step inputs ([T, n] / [T, n, n]) held to the physical limits
+    by `ecjax.simulate.applied_inputs`, and the stored draw."""
     T = sample.T
     pro = np.asarray(c.is_prosumer)
     cap = np.asarray(c.capacity, dtype=np.float64)
@@ -67,29 +76,35 @@ def run_plant(c: Community, profiles: Profiles, sample: StoredSample, applied: d
     dt = c.dt
     irr_mu = np.asarray(profiles.irr_mu)
     ul_mu = np.asarray(profiles.ul_mu)
-    out = {k: np.zeros((T, c.n)) for k in ("eb", "eev", "ug", "deficit")}
+    out = {k: np.zeros((T, c.n)) for k in ("eb", "eev", "ug", "deficit") + APPLIED}
+    out["u_bt"] = np.zeros((T, c.n, c.n))
     price = np.zeros(T)
     for t in range(T):
         h = t % HOURS
-        bc, bd, ugb, ev = (applied[k][t] for k in APPLIED)
-        bt = applied["u_bt"][t]
         eb0, eev0 = sample.measured_state(t, c)
+        stage = make_stage(c, profiles, t, jnp.asarray(eb0), jnp.asarray(eev0), 0.5, N)  # ev_hi only
+        plan0 = types.SimpleNamespace(**{k.removeprefix("u_"): jnp.asarray(planned[k][t]) for k in APPLIED + ("u_bt",)})
+        u = applied_inputs(c, stage, plan0, jnp.asarray(eev0), trades_on)
+        bc, bd, ugb, ev, bt = (np.asarray(getattr(u, k), dtype=np.float64) for k in ("bc", "bd", "ugb", "ev", "bt"))
         pv_fc = pv_coef * irr_mu[h]
         ul_fc = ul_mu[:, h]
-        eb1 = eb0 + dt * (c.eta_c * bc - bd / c.eta_d - bt.sum(axis=1) / c.eta_t - ugb + pv_fc)  # (1)
         into = bt.sum(axis=0)
+        sent = bt.sum(axis=1) / c.eta_t
         ul_real = sample.load[t]
         pv_real = np.where(pro, sample.pv[t], 0.0)
-        eb_raw = np.where(pro, eb1 + dt * (pv_real - pv_fc) - dt * c.eta_c * (ul_real - ul_fc), 0.0)
-        deficit = np.maximum(-eb_raw, 0.0)
         ug_sched = bc - bd - into + ul_fc + ev
-        ug_con = ul_real - into
+        eb_raw = eb0 + dt * (c.eta_c * bc - bd / c.eta_d - sent - ugb + pv_real)  # (1)
+        eb_raw = np.where(pro, eb_raw - dt * c.eta_c * (ul_real - ul_fc), 0.0)
+        deficit = np.maximum(-eb_raw, 0.0)
+        net = np.where(pro, ug_sched + deficit / dt, ul_real - into)
         out["eb"][t] = np.clip(eb_raw, 0.0, cap)
         out["eev"][t] = eev0 + dt * c.eta_ev * ev
-        out["ug"][t] = np.where(pro, ug_sched + deficit / dt, np.maximum(ug_con, 0.0))
+        out["ug"][t] = np.maximum(net, 0.0)
         out["deficit"][t] = deficit
+        for k, v in zip(APPLIED + ("u_bt",), (bc, bd, ugb, ev, bt)):
+            out[k][t] = v
         price[t] = float(np.asarray(profiles.price)[h])
-    return PlantRecord(price=price, u_ugb=applied["u_ugb"], u_bt=applied["u_bt"], **out)
+    return PlantRecord(price=price, **out)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,10 +117,11 @@ class PlantBounds:
     indices: dict[str, float]
 
 
-def bounds(c: Community, price: np.ndarray, e: np.ndarray, eps_dyn: float, gamma: float) -> PlantBounds:
-    """Propagate a per-entry control tolerance e[t] (kW) through the plant and E1..E8.
+def bounds(c: Community, price: np.ndarray, e: np.ndarray, gamma: float) -> PlantBounds:
+    """Propagate a per-entry tolerance e[t] (kW) of the planned first-step inputs through the
+    plant and E1..E8 (holding to the limits and clipping are 1-Lipschitz per entry).
 
-    eb: |Δeb| <= Δt(η_c + 1/η_d + (n−1)/η_t + 1)·e + ε_dyn (clipping is 1-Lipschitz);
+    eb: |Δeb| <= Δt(η_c + 1/η_d + (n−1)/η_t + 1)·e;
     ug: prosumer i: (3 + senders into i)·e + |Δdeficit|/Δt; consumer: senders·e.
     """
     n, dt = c.n, c.dt
@@ -114,9 +130,8 @@ def bounds(c: Community, price: np.ndarray, e: np.ndarray, eps_dyn: float, gamma
     e = np.asarray(e, dtype=np.float64)
     k_eb = dt * (c.eta_c + 1 / c.eta_d + (n - 1) / c.eta_t + 1)
     senders = np.where(pro, P - 1, P)
-    ug_unit = np.where(pro, 3 + senders + k_eb / dt, senders)  # per unit of e (plus ε_dyn/Δt)
-    ug_dyn = np.where(pro, 1.0, 0.0) / dt
-    ug = e[:, None] * ug_unit[None, :] + eps_dyn * ug_dyn[None, :]  # [T, n]
+    ug_unit = np.where(pro, 3 + senders + k_eb / dt, senders)  # per unit of e
+    ug = e[:, None] * ug_unit[None, :]  # [T, n]
     bought = ug * dt
     e1 = float(np.sum(price[:, None] * bought))
     e2 = float(np.sum(gamma * price * P * e * dt))
@@ -131,4 +146,4 @@ def bounds(c: Community, price: np.ndarray, e: np.ndarray, eps_dyn: float, gamma
         "E8": float(np.sum(bought[:, pro])),
     }
     assert set(idx) == set(INDEX_NAMES)
-    return PlantBounds(eb=k_eb * e + eps_dyn, eev=dt * c.eta_ev * e, ug=ug, indices=idx)
+    return PlantBounds(eb=k_eb * e, eev=dt * c.eta_ev * e, ug=ug, indices=idx)

@@ -205,13 +205,14 @@ def test_plant_reproduces_the_stored_closed_loop(stored_run):
     purchases (MODEL §7), independently of the chain."""
     s = stored_sample(stored_run.trajectories, stored_run.summary)
     inp = stored_run.inputs
-    rec = run_plant(inp.community, inp.profiles, s, s.applied)
-    np.testing.assert_allclose(rec.ug, s.ug, atol=1e-4)
-    np.testing.assert_allclose(rec.eev, s.eev, atol=1e-8)
-    np.testing.assert_allclose(rec.eb, s.eb, atol=1e-4)
+    rec = run_plant(inp.community, inp.profiles, s, s.applied, N=inp.N)
+    np.testing.assert_allclose(rec.ug, s.ug, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(rec.eev, s.eev, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(rec.eb, s.eb, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(rec.u_bt, s.applied["u_bt"], rtol=0, atol=1e-12)
     e = rec.indices(inp.community, inp.weights.gamma)
     for k, v in s.indices.items():
-        assert e[k] == pytest.approx(v, abs=1e-4)
+        assert e[k] == pytest.approx(v, rel=1e-12, abs=1e-12)
 
 
 def test_applied_controls_layout(stored_run):
