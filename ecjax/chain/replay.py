@@ -208,7 +208,7 @@ class ChainView:
 
 @dataclasses.dataclass(frozen=True)
 class TxRecord:
-    kind: str  # deploy | fund | initial | upload | close
+    kind: str  # deploy | fund | initial | upload | refund
     tx_hash: str
     gas_used: int
     block: int
@@ -263,6 +263,23 @@ def _fund(chain: Chain, n: int, fund_wei: int | None, per_agent_txs: int) -> tup
         r = chain.send_value(a.address, fund_wei)
         txs.append(TxRecord("fund", _hex(r["transactionHash"]), int(r["gasUsed"]), int(r["blockNumber"])))
     return agents, txs
+
+
+def _refund(chain: Chain, agents) -> list[TxRecord]:
+    """Send what is left on the agents' accounts back to the funder (public chains)."""
+    txs = []
+    w3 = chain.w3
+    for a in agents:
+        base = w3.eth.get_block("latest").get("baseFeePerGas", 0) or 0
+        tip = int(w3.eth.max_priority_fee)
+        fee = 2 * base + tip
+        value = int(w3.eth.get_balance(a.address)) - 21_000 * fee
+        if value <= 0:
+            continue
+        tx = {"to": chain.funder_address, "value": value, "maxFeePerGas": fee, "maxPriorityFeePerGas": tip}
+        r = chain._send(tx, a, 21_000)
+        txs.append(TxRecord("refund", _hex(r["transactionHash"]), int(r["gasUsed"]), int(r["blockNumber"])))
+    return txs
 
 
 def replay(
@@ -369,6 +386,8 @@ def replay(
     except (ChainMismatch, CoordinatorError, fp.FixedPointRangeError) as e:  # refused or disagreed: stop
         failure = f"step {t} iteration {p}: {type(e).__name__}: {e}"
     bar.close()
+    if chain.kind == "rpc":
+        txs += _refund(chain, agents)
     t_chain_end = time.perf_counter()
     history, mismatch = None, failure
     try:

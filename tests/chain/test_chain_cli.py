@@ -193,3 +193,7 @@ def test_rpc_with_key_from_environment(cell, anvil, tmp_path, monkeypatch, capsy
     data = json.loads((tmp_path / "r" / "audit.json").read_text())
     assert data["verified"] and data["chain"]["kind"] == "rpc"
     assert acct.key.hex().removeprefix("0x") not in (tmp_path / "r" / "audit.json").read_text()
+    # what the agents did not spend went back to the deployer
+    assert data["tx_count"]["by_kind"]["refund"] == data["tx_count"]["by_kind"]["fund"]
+    for a in data["chain"]["agents"]:
+        assert anvil.w3.eth.get_balance(a) < 10**15

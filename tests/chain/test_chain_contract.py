@@ -316,3 +316,20 @@ def test_paper_size_gas(chain, rng):
     assert res.closed
     assert max(gas0) <= 400_000 and max(gas1) <= 400_000, (gas0, gas1)
     coord.history()
+
+
+def test_theta_cannot_be_reported(small, rng):
+    """A lying agent cannot report a wrong θ: no call takes one; the contract computes θ² from
+    the uploaded optimum and the committed previous iterate, and its decision uses that."""
+    for item in load_artifact()["abi"]:
+        if item["type"] == "function" and item.get("stateMutability") not in ("view", "pure"):
+            assert not any("theta" in x["name"].lower() for x in item["inputs"]), item["name"]
+    coord, config = small
+    u0 = run_initial(coord, config, rng)
+    far = upper(config, 0, 1)  # as far from u^0 as the bounds allow
+    res = coord.upload(0, 0, 1, far)
+    assert res.theta2 == fp.theta2(fp.combine(far, u0[0], 1, 3), u0[0]) > config.kappa2
+    for i in (1, 2):  # the others stay put: θ_i = 0
+        coord.upload(i, 0, 1, u0[i])
+    closed = coord.contract.events.IterationClosed().get_logs(from_block=coord.from_block)[-1]["args"]
+    assert closed["maxTheta2"] == res.theta2 and not closed["terminated"]
