@@ -7,6 +7,7 @@ import jax.numpy as jnp
 
 from .admm import ADMM, Operator, Solution, _solve_admm
 from .admm import prepare as _prepare_admm
+from .host import HostOperator, solve_host
 from .ipm import IPM, IPMOperator, prepare_ipm, solve_ipm
 from .jaxopt_backend import solve_jaxopt
 
@@ -35,6 +36,8 @@ def prepare(P, A, settings: ADMM | IPM = ADMM(), dtype=jnp.float64, lo=None, hi=
 
 
 def _solve(op: Operator | IPMOperator, q, lo, hi, warm=None, backend: str = "admm") -> Solution:
+    if isinstance(op, HostOperator):
+        return solve_host(op, q, lo, hi, warm)
     if isinstance(op, IPMOperator):
         if backend not in ("admm", "ipm"):
             raise ValueError("an `IPM` operator solves with its own method; `backend` must be left as is.")

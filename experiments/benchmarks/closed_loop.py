@@ -1,0 +1,203 @@
+"""Closed-loop throughput: ecjax's batched FC-MPC against the same loop with OSQP.
+
+    python experiments/benchmarks/closed_loop.py [--quick] [--scaling]
+
+Both sides run the very same code (`ecjax.experiment.run_batch`: FC-MPC iteration, plant,
+metrics) on the paper case, `ccdmpc`, T = 24, default FC-MPC settings, real September data:
+
+* ecjax: every agent QP by ecjax's interior-point solver, vmapped over prosumers, samples and
+  risk levels, compiled once;
+* OSQP: every agent QP by OSQP (pinned version) through a host callback, one persistent OSQP
+  object per prosumer that keeps its factorization and is warm-started from its previous
+  solve (only q, l, u change) — the fastest fair CPU baseline. Same FC-MPC iterations and the
+  same QP tolerance, so both do the same work.
+
+Prints the machine, the sizes and a table; the last line is
+`closed_loop: days_per_s=<x> speedup_vs_osqp=<x>` (community-days per second: one sample, one
+risk level, T steps). `--scaling` adds how time grows with S, R and the community size n.
+Results also go to experiments/benchmarks/results/closed_loop_<quick|full>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import equinox as eqx  # noqa: E402
+import numpy as np  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+
+from ecjax import data  # noqa: E402
+from ecjax.community import generate_community, paper_case  # noqa: E402
+from ecjax.disturbance import make_profiles  # noqa: E402
+from ecjax.experiment import run_batch  # noqa: E402
+from ecjax.fcmpc import FCMPCSettings  # noqa: E402
+from ecjax.qp import IPM  # noqa: E402
+from ecjax.qp.host import host_operator  # noqa: E402
+from ecjax.simulate import Options  # noqa: E402
+
+EPS = 1e-6  # QP tolerance of both solvers (absolute and relative)
+
+
+def machine() -> dict:
+    info = {"python": platform.python_version(), "platform": platform.platform(), "jax": jax.__version__}
+    info["cpu_count"] = os.cpu_count()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info["devices"] = [d.device_kind for d in jax.devices()]
+    return info
+
+
+def profiles_for(n: int, seed: int = 0):
+    mu, sd = data.irradiance_stats(month=9)
+    lmu, lsd, _ = data.agent_loads(n, month=9, seed=seed)
+    return make_profiles(mu, sd, lmu, lsd, data.price_profile(9))
+
+
+class OSQPBackend:
+    """One OSQP object per batch slot; set up once, then only q, l, u change (warm start)."""
+
+    def __init__(self, P, A):
+        import osqp
+
+        self._osqp = osqp
+        self.P = sp.csc_matrix(np.triu(P))
+        self.A = sp.csc_matrix(A)
+        self.solvers: dict[int, object] = {}
+        self.iterations = 0
+        self.solves = 0
+
+    def solve(self, slot, q, lo, hi):
+        lo = np.where(np.isfinite(lo), lo, -np.inf)
+        hi = np.where(np.isfinite(hi), hi, np.inf)
+        s = self.solvers.get(slot)
+        if s is None:
+            s = self._osqp.OSQP()
+            s.setup(
+                self.P, q, self.A, lo, hi, eps_abs=EPS, eps_rel=EPS, max_iter=20000, polishing=False,
+                verbose=False, warm_starting=True,
+            )  # fmt: skip
+            self.solvers[slot] = s
+        else:
+            s.update(q=q, l=lo, u=hi)
+        r = s.solve()
+        self.iterations += r.info.iter
+        self.solves += 1
+        ok = r.info.status_val in (1, 2)  # solved, solved inaccurate
+        x = r.x if ok else np.zeros(self.P.shape[0])
+        y = r.y if ok else np.zeros(self.A.shape[0])
+        return x, y, 0 if r.info.status_val == 1 else 1, r.info.iter
+
+
+def ecjax_run(c, prof, deltas, S, chunk, fc, seed=0):
+    res = run_batch(
+        c, prof, deltas, S, seed=seed, options=Options(scenario="ccdmpc"), fc=fc,
+        solver=IPM(eps_abs=EPS, eps_rel=EPS), chunk=chunk,
+    )  # fmt: skip
+    return res
+
+
+def osqp_run(c, prof, delta, S, fc, seed=0):
+    """The same closed loop with OSQP behind every agent QP (one sample at a time)."""
+    import ecjax.experiment as ex
+    from ecjax import fcmpc as fcm
+
+    made = {}
+    orig = fcm.make_controller
+
+    def make_with_osqp(*args, **kw):
+        ctl = orig(*args, **kw)
+        A = np.asarray(ctl.agent_op.A_orig)
+        P = np.asarray(ctl.agent_op.P_orig)
+        backend = OSQPBackend(P, A)
+        made["backend"] = backend
+        return eqx.tree_at(lambda t: t.agent_op, ctl, host_operator(P, A, backend))
+
+    ex.make_controller = make_with_osqp
+    try:
+        res = run_batch(
+            c, prof, [delta], S, seed=seed, options=Options(scenario="ccdmpc"), fc=fc,
+            solver=IPM(eps_abs=EPS, eps_rel=EPS), chunk=1,
+        )  # fmt: skip
+    finally:
+        ex.make_controller = orig
+    return res, made["backend"]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes (under three minutes on 2 cores)")
+    ap.add_argument("--scaling", action="store_true", help="also time S, R and n scaling")
+    args = ap.parse_args(argv)
+    fc = FCMPCSettings()
+    c = paper_case(0)
+    prof = profiles_for(c.n)
+    S, R, chunk = (8, 2, 8) if args.quick else (64, 4, 64)
+    deltas = [0.05, 0.1, 0.2, 0.3][:R]
+    S_osqp = 1 if args.quick else 2
+    out = {"machine": machine(), "sizes": {"n": c.n, "prosumers": len(c.prosumers), "N": 24, "T": 24}}
+    print("machine:", json.dumps(out["machine"]))
+    print(f"paper case n={c.n} ({len(c.prosumers)} prosumers), ccdmpc, N=T=24, kappa={fc.kappa}, "
+          f"p_max={fc.p_max}, QP eps={EPS}")  # fmt: skip
+
+    t0 = time.perf_counter()
+    res = ecjax_run(c, prof, deltas, S, chunk, fc)
+    total = time.perf_counter() - t0
+    days = S * R
+    e_dps = days / res.seconds
+    it = res.summary["iters"].values
+    st = int(res.summary["qp_status"].max())
+    print(f"ecjax : S={S} R={R} ({days} days) compile {res.compile_seconds:.1f}s run {res.seconds:.1f}s "
+          f"-> {e_dps:.3f} days/s; FC-MPC iterations/step mean {it.mean():.1f}; worst QP status {st}")  # fmt: skip
+
+    t0 = time.perf_counter()
+    ro, backend = osqp_run(c, prof, deltas[0], S_osqp, fc)
+    o_sec = time.perf_counter() - t0 - ro.compile_seconds  # wall time of the solves
+    o_dps = S_osqp / o_sec
+    ito = ro.summary["iters"].values
+    print(f"OSQP  : S={S_osqp} R=1 wall {o_sec:.1f}s -> {o_dps:.4f} days/s; FC-MPC iterations/step mean "
+          f"{ito.mean():.1f}; {backend.solves} QPs, {backend.iterations / max(backend.solves, 1):.0f} OSQP iterations/QP")  # fmt: skip
+    # the same samples at the same δ must give the same closed loop (up to the QP tolerance)
+    e1_e = res.summary["E1"].sel(risk=deltas[0]).values[:S_osqp]
+    e1_o = ro.summary["E1"].values[0]
+    diff = float(np.max(np.abs(e1_e - e1_o) / np.maximum(np.abs(e1_o), 1.0)))
+    print(f"agreement: max relative E1 difference ecjax vs OSQP on the shared samples = {diff:.2e}")
+    out["ecjax"] = {"S": S, "R": R, "compile_s": res.compile_seconds, "run_s": res.seconds, "days_per_s": e_dps, "total_s": total}
+    out["osqp"] = {"S": S_osqp, "R": 1, "wall_s": o_sec, "days_per_s": o_dps, "qps": backend.solves,
+                   "osqp_iters_per_qp": backend.iterations / max(backend.solves, 1)}  # fmt: skip
+    out["e1_rel_diff"] = diff
+
+    if args.scaling:
+        rows = []
+        for n, S_, R_ in [(15, 16, 1), (15, 64, 1), (15, 16, 4), (30, 16, 1), (60, 16, 1), (120, 4, 1)]:
+            cc = paper_case(0) if n == 15 else generate_community(n, 7 / 15, seed=0)
+            r = ecjax_run(cc, profiles_for(n), [0.05, 0.1, 0.2, 0.3][:R_], S_, S_, fc)
+            rows.append({"n": n, "S": S_, "R": R_, "compile_s": r.compile_seconds, "run_s": r.seconds,
+                         "days_per_s": S_ * R_ / r.seconds})  # fmt: skip
+            print(f"scaling n={n:4d} S={S_:4d} R={R_}: compile {r.compile_seconds:6.1f}s run {r.seconds:7.1f}s "
+                  f"{S_ * R_ / r.seconds:8.3f} days/s")  # fmt: skip
+        out["scaling"] = rows
+
+    res_dir = Path(__file__).parent / "results"
+    res_dir.mkdir(exist_ok=True)
+    (res_dir / f"closed_loop_{'quick' if args.quick else 'full'}.json").write_text(json.dumps(out, indent=2))
+    print(f"closed_loop: days_per_s={e_dps:.4g} speedup_vs_osqp={e_dps / o_dps:.3g}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
