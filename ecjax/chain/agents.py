@@ -51,12 +51,19 @@ def encode(u, hi, scale: int) -> Encoded:
 @eqx.filter_jit
 def _agent_solve(ctl: Controller, stage: Stage, i, u_all, trades_on, warm) -> Solution:
     """Prosumer i's subproblem with the others fixed at `u_all` [P, nu] (inputs only: the
-    subproblem reads the others' bc, bd, ev and bt, never their states)."""
+    subproblem reads the others' bc, bd, ev and bt, never their states).
+
+    The caps of i's deliveries, bt_{i->j} <= ug_j + bt_{i->j} (the `recv` rows, from the others'
+    plans), are held at >= 0: where another prosumer's plan imports nothing (ug_j = 0, an
+    active constraint), the rounding of its plan on chain can leave the cap a few fixed-point
+    units below 0, which would make the subproblem infeasible (bt >= 0)."""
     c, N = ctl.community, ctl.N
     lay = AgentLayout(c.n, N)
     xs = jnp.pad(u_all, ((0, 0), (0, lay.nx - lay.nu)))
     others = plan_from_vectors(xs, c, N)
     q, lo, hi = ocp.agent_qp(c, ctl.weights, stage, i, others, trades_on)
+    recv = ocp.AgentRows(lay).recv
+    hi = hi.at[recv].set(jnp.maximum(hi[recv], 0.0))
     return solve(ctl.agent_op, q, lo, hi, consistent_warm(warm, lo, hi))
 
 

@@ -244,3 +244,47 @@ def test_unauditable_inputs_rejected(stored_run):
     )
     with pytest.raises(SampleError, match="select one sample"):
         audit_run(two, stored_run.inputs, "tester", "stored")
+
+
+# ---------------------------------------------------------------- borderline stopping decision
+
+
+def _borderline_kappa(theta_stored: float, theta2_chain: int, scale: int) -> tuple[float, str] | None:
+    """A tolerance ϰ' between the stored θ and the chain's rounded θ: one side stops, the other
+    goes on. The contract compares θ² with round(ϰ'·scale)²."""
+    a, a_c = theta_stored * scale, np.sqrt(theta2_chain)
+    K = int(np.ceil(a_c))  # the chain stops: K² >= θ²; the stored run goes on: ϰ' < θ
+    if K * K >= theta2_chain and K - 0.5 + 1e-3 < a:
+        return (K - 0.5 + 1e-3) / scale, "chain stops"
+    K = int(np.ceil(a - 0.5))  # the stored run stops: ϰ' >= θ; the chain goes on: K² < θ²
+    if K * K < theta2_chain and K + 0.5 - 1e-3 >= a:
+        return max(a, K - 0.5) / scale + 1e-12, "stored stops"
+    return None
+
+
+def test_borderline_stop_is_explained(stored_run, stored_report):
+    """ϰ is chosen between the stored θ and the chain's θ (which differ by rounding) at the first
+    decision of step 0: the two stop at different iterations, and the audit explains it."""
+    import dataclasses
+
+    from ecjax.fcmpc import FCMPCSettings
+    from ecjax.experiment import run_batch
+    from ecjax.simulate import Options
+
+    s = stored_sample(stored_run.trajectories)
+    th = s.theta_trace[0, 0]
+    th2 = stored_report.replay.history.steps[0].iterations[1].max_theta2
+    assert th > stored_run.inputs.fc.kappa  # step 0 goes past its first iteration
+    found = _borderline_kappa(th, th2, fp.SCALE)
+    assert found is not None, (th, th2)
+    kappa, side = found
+    inp = dataclasses.replace(
+        stored_run.inputs, fc=FCMPCSettings(kappa=kappa, p_max=stored_run.inputs.fc.p_max), options=Options(T=1, record_plans=True)
+    )
+    res = run_batch(inp.community, inp.profiles, [stored_run.delta], 1, seed=inp.seed, options=inp.options, N=inp.N,
+                    fc=inp.fc, solver=inp.solver, keep=1)  # fmt: skip
+    r = audit_run(res.trajectories, inp, "tester", "stored", summary=res.summary)
+    (it,) = r.iterations
+    assert it["chain"] != it["stored"] and (it["chain"] == 1) == (side == "chain stops"), (it, side)
+    assert r.verified, r.summary_line()
+    assert any("borderline" in n for n in r.notes)
