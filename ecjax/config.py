@@ -204,25 +204,6 @@ SCHEMA: dict[str, dict[str, Callable]] = {
         **{k: _num(0.0, lo_open=True) for k in ("r_c", "r_d", "r_t", "r_ugb", "r_ev", "rho2")},
         **{k: _num(0.0) for k in ("delta_b", "delta_ev", "w_T", "rho1")},
     },
-    "solver": {
-        "eps_abs": _num(0.0),
-        "eps_rel": _num(0.0),
-        "eps_pinf": _num(0.0, lo_open=True),
-        "eps_dinf": _num(0.0, lo_open=True),
-        "alpha": _num(0.0, 2.0, lo_open=True, hi_open=True),
-        "rho_min": _num(0.0, lo_open=True),
-        "rho_max": _num(0.0, lo_open=True),
-        "adaptive_rho_tolerance": _num(1.0),
-        "rho": _num(0.0, lo_open=True),
-        "sigma": _num(0.0, lo_open=True),
-        "eq_rho_scale": _num(0.0, lo_open=True),
-        "max_iter": _int(1, 10_000_000),
-        "check_every": _int(1, 100_000),
-        "adaptive_rho": _bool,
-        "scaling_iters": _int(0, 1000),
-        "linsys": _choice(("auto", "woodbury", "dense")),
-        "c_format": _choice(("auto", "dense", "gather")),
-    },
     "sim": {
         "S": _int(1, 100_000_000),
         "T": _int(1, 24),
@@ -253,6 +234,40 @@ SCHEMA: dict[str, dict[str, Callable]] = {
     "out": {"dir": _str(), "store": _str(), "report": _str(null=True)},
     "report": {"delta": _num(0.0, 0.5, lo_open=True), "figures": _bool},
 }
+_SOLVER_COMMON = {
+    "method": _choice(("admm", "ipm")),
+    "eps_abs": _num(0.0),
+    "eps_rel": _num(0.0),
+    "eps_pinf": _num(0.0, lo_open=True),
+    "eps_dinf": _num(0.0, lo_open=True),
+    "max_iter": _int(1, 10_000_000),
+    "scaling_iters": _int(0, 1000),
+}
+SOLVER_SCHEMA = {
+    "admm": {
+        **_SOLVER_COMMON,
+        "alpha": _num(0.0, 2.0, lo_open=True, hi_open=True),
+        "rho_min": _num(0.0, lo_open=True),
+        "rho_max": _num(0.0, lo_open=True),
+        "adaptive_rho_tolerance": _num(1.0),
+        "rho": _num(0.0, lo_open=True),
+        "sigma": _num(0.0, lo_open=True),
+        "eq_rho_scale": _num(0.0, lo_open=True),
+        "check_every": _int(1, 100_000),
+        "adaptive_rho": _bool,
+        "linsys": _choice(("auto", "woodbury", "dense")),
+        "c_format": _choice(("auto", "dense", "gather")),
+    },
+    "ipm": {
+        **_SOLVER_COMMON,
+        "step_fraction": _num(0.0, 1.0, lo_open=True, hi_open=True),
+        "reg": _num(0.0, lo_open=True, null=True),
+        "reg_eq": _num(0.0, lo_open=True, null=True),
+        "refine": _int(0, 100),
+        "weak_p": _num(0.0, lo_open=True),
+        "max_dense": _int(0),
+    },
+}
 REQUIRED = {
     "scenario": ("name",),
     "ccmpc": ("deltas", "tightening"),
@@ -274,14 +289,14 @@ def _walk(obj, prefix=""):
         yield prefix, obj
 
 
-def _check_section(cfg: Mapping, name: str, schema: Mapping[str, Callable]) -> None:
+def _check_section(cfg: Mapping, name: str, schema: Mapping[str, Callable], where: str = "") -> None:
     sec = cfg.get(name, {})
     if sec is None:
         sec = {}
     _mapping(name, sec)
     for k in sec:
         if k not in schema:
-            raise ConfigError(f"{name}.{k} is not a known setting (known: {', '.join(schema)}).")
+            raise ConfigError(f"{name}.{k} is not a known setting{where} (known: {', '.join(schema)}).")
     for k in REQUIRED.get(name, ()):
         if k not in sec:
             raise ConfigError(f"{name}.{k} is required.")
@@ -409,6 +424,11 @@ def validate(config: Mapping) -> None:
     for name, schema in SCHEMA.items():
         if name in config or name in REQUIRED:
             _check_section(config, name, schema)
+    solver = config.get("solver") or {}
+    _mapping("solver", solver)
+    method = solver.get("method", "admm")
+    _choice(tuple(SOLVER_SCHEMA))("solver.method", method)
+    _check_section(config, "solver", SOLVER_SCHEMA[method], f" for solver.method={method}")
     deltas = config["ccmpc"]["deltas"]
     if not isinstance(deltas, (list, tuple)) or len(deltas) == 0:
         _fail("ccmpc.deltas", "a non-empty list of risk levels in (0, 0.5]", deltas)
@@ -530,7 +550,7 @@ class CellInputs:
     N: int
     fc: Any  # ecjax.fcmpc.FCMPCSettings
     weights: Any  # ecjax.weights.CostWeights
-    solver: Any  # ecjax.qp.ADMM
+    solver: Any  # ecjax.qp.ADMM or ecjax.qp.IPM
     dtype: Any
     chain: dict
     chunk: int
@@ -552,7 +572,7 @@ def cell_inputs(config: Mapping) -> CellInputs:
     import jax.numpy as jnp
 
     from .fcmpc import FCMPCSettings
-    from .qp import ADMM
+    from .qp import ADMM, IPM
     from .simulate import Options
     from .weights import CostWeights
 
@@ -572,7 +592,8 @@ def cell_inputs(config: Mapping) -> CellInputs:
     fc = FCMPCSettings(**{k: (int(v) if k == "p_max" else (None if v is None else float(v)))
                           for k, v in fcfg.items()})
     weights = CostWeights(**{k: float(v) for k, v in (config.get("weights") or {}).items()})
-    solver = ADMM(**(config.get("solver") or {}))
+    scfg = dict(config.get("solver") or {})
+    solver = (IPM if scfg.pop("method", "admm") == "ipm" else ADMM)(**scfg)
     S = int(sim["S"])
     return CellInputs(
         community=community,

@@ -14,6 +14,7 @@ import ecjax.data as D
 from ecjax import sweep
 from ecjax.cli import main
 from ecjax.config import ConfigError, cell_inputs, config_hash, validate
+from ecjax.qp import ADMM, IPM
 
 from .conftest import CONF, ECJAX, TINY, subprocess_env
 
@@ -75,6 +76,9 @@ BAD = [
     (["fcmpc.w=0.9"], "fcmpc.w"),
     (["solver.alpha=2.5"], "solver.alpha"),
     (["solver.max_iter=0"], "solver.max_iter"),
+    (["solver.method=simplex"], "solver.method"),
+    (["solver=ipm", "solver.step_fraction=1.5"], "solver.step_fraction"),
+    (["solver=ipm", "+solver.check_every=5"], "solver.check_every is not a known setting for solver.method=ipm"),
     (["weights.gamma=1.5"], "weights.gamma"),
     (["community.n=1"], "community.n"),
     (["community.prosumer_share=0"], "community.prosumer_share"),
@@ -111,7 +115,7 @@ def test_bad_value_names_the_key_before_compiling(overrides, key, tmp_path, caps
         assert rc == 2
         assert key in capsys.readouterr().err
     finally:
-        jax._src.monitoring.unregister_event_duration_listener(listen)
+        jax.monitoring.unregister_event_duration_listener(listen)
     assert compiles == []
     assert not (tmp_path / "results.zarr").exists()
 
@@ -144,6 +148,9 @@ def test_cell_inputs_match_the_config(tmp_path):
     assert inp.solver.eps_abs == 1e-5 and inp.fc.kappa == 0.01 and inp.fc.p_max == 3
     assert inp.weights.r_t == 0.02 and inp.dtype == jnp.float32 and inp.seed == 7
     assert inp.chain["kind"] == "tester"
+    ipm = cell_inputs(_cfg(tmp_path, "solver=ipm", "solver.max_iter=40")).solver
+    assert isinstance(ipm, IPM) and ipm.max_iter == 40 and ipm.eps_abs == 1e-6
+    assert isinstance(inp.solver, ADMM)
     dm = cell_inputs(_cfg(tmp_path, "scenario=dmpc"))
     np.testing.assert_array_equal(dm.deltas, [0.5])  # the standard DMPC: no tightening
 
