@@ -54,7 +54,9 @@ class _Checker:
         self.stats: dict[str, CheckStats] = {}
         self.diffs: list[Difference] = []
 
-    def values(self, quantity, chain, stored, tol, *, locate: Callable[[tuple], dict], note: str = "", sides=("chain", "stored")):
+    def values(
+        self, quantity, chain, stored, tol, *, locate: Callable[[tuple], dict], note: str = "", sides=("chain", "stored")
+    ):
         chain = np.asarray(chain, dtype=np.float64)
         stored = np.asarray(stored, dtype=np.float64)
         tol = np.broadcast_to(np.asarray(tol, dtype=np.float64), chain.shape)
@@ -109,7 +111,8 @@ def compare(sample: StoredSample, rep: Replay, inputs: RunInputs, tol: AuditTole
         return chk, detail
     steps = rep.history.steps
     if len(steps) < sample.T or any(not s.iterations or not s.iterations[-1].terminated for s in steps[: sample.T]):
-        chk.diffs.append(Difference("chain", note=f"the chain holds {len(steps)} steps, not {sample.T} terminated ones"))
+        note = f"the chain holds {len(steps)} steps, not {sample.T} terminated ones"
+        chk.diffs.append(Difference("chain", note=note))
         return chk, detail
     planned = {k: np.zeros((sample.T, c.n)) for k in APPLIED}
     planned["u_bt"] = np.zeros((sample.T, c.n, c.n))
@@ -121,14 +124,19 @@ def compare(sample: StoredSample, rep: Replay, inputs: RunInputs, tol: AuditTole
         # measured state uploaded at p = 0
         eb, eev = sample.measured_state(t, c)
         for name, stored in (("state_eb", eb), ("state_eev", eev)):
-            got = np.array([fp.from_fixed(st.states.get(k, (0, 0))[name == "state_eev"], scale) for k in range(len(ids))])
-            chk.values(name, got, stored[ids], tol.state(), locate=lambda ix, t=t: dict(step=t, iteration=0, agent=ids[ix[0]]))
+            col = int(name == "state_eev")
+            got = np.array([fp.from_fixed(st.states.get(k, (0, 0))[col], scale) for k in range(len(ids))])
+            at = lambda ix, t=t: dict(step=t, iteration=0, agent=ids[ix[0]])  # noqa: E731
+            chk.values(name, got, stored[ids], tol.state(), locate=at)
         stop_chain, stop_stored = its[-1].p, int(sample.iters[t])
         for p in range(min(stop_chain, stop_stored) + 1):
             it = its[p]
-            loc = lambda ix, t=t, p=p: dict(step=t, iteration=p, agent=ids[ix[0]], where=lane_name(lay, ids[ix[0]], ix[1]))  # noqa: E731
+            loc = lambda ix, t=t, p=p: dict(  # noqa: E731
+                step=t, iteration=p, agent=ids[ix[0]], where=lane_name(lay, ids[ix[0]], ix[1])
+            )
             if p >= 1:
-                ustar = np.stack([fp.from_fixed(it.uploads[k], scale) if k in it.uploads else np.full(lay.nu, np.nan) for k in range(len(ids))])
+                missing = np.full(lay.nu, np.nan)  # a prosumer that did not upload
+                ustar = np.stack([fp.from_fixed(it.uploads[k], scale) if k in it.uploads else missing for k in range(len(ids))])
                 chk.values("u_star", ustar, sample.u_star[t, p - 1], tol.u_star(p), locate=loc)
             chk.values("u_iter", fp.from_fixed(it.committed, scale), sample.u_iter[t, p], tol.u_iter(p), locate=loc)
             if p >= 1:
@@ -164,16 +172,19 @@ def compare(sample: StoredSample, rep: Replay, inputs: RunInputs, tol: AuditTole
             planned[k][t] = a[k]
         e_applied[t] = tol.u_iter(max(stop_chain, stop_stored)) + extra
         if sample.qp_status[t] != 0:
-            detail["notes"].append(f"step {t}: a stored QP ended with status {int(sample.qp_status[t])} (not solved to tolerance)")
+            code = int(sample.qp_status[t])
+            detail["notes"].append(f"step {t}: a stored QP ended with status {code} (not solved to tolerance)")
         if rep.mode == "solve" and rep.qp_status[t] != 0:
-            detail["notes"].append(f"step {t}: a replayed QP ended with status {int(rep.qp_status[t])} (not solved to tolerance)")
+            code = int(rep.qp_status[t])
+            detail["notes"].append(f"step {t}: a replayed QP ended with status {code} (not solved to tolerance)")
     # the plant under the chain's controls (held to the physical limits), and the indices
     plant = run_plant(c, inputs.profiles, sample, planned, N=N, trades_on=inputs.options.scenario != "islanded")
     pb = bounds(c, plant.price, e_applied, float(inputs.weights.gamma))
     for t in range(sample.T):
         loc = lambda ix, t=t: dict(step=t, agent=ix[0])  # noqa: E731
         for k in APPLIED:
-            chk.values(f"applied_{k}", getattr(plant, k)[t], sample.applied[k][t], e_applied[t] + FLOAT_SLACK, locate=loc)
+            got, want = getattr(plant, k)[t], sample.applied[k][t]
+            chk.values(f"applied_{k}", got, want, e_applied[t] + FLOAT_SLACK, locate=loc)
         chk.values(
             "applied_u_bt", plant.u_bt[t], sample.applied["u_bt"][t], e_applied[t] + FLOAT_SLACK,
             locate=lambda ix, t=t: dict(step=t, agent=ix[0], where=f"bt[{ix[0]}->{ix[1]}][0]"),
@@ -193,7 +204,8 @@ def compare(sample: StoredSample, rep: Replay, inputs: RunInputs, tol: AuditTole
         if k not in e_stored:
             continue
         tk = pb.indices[k] + FLOAT_SLACK * (1 + abs(e_stored[k]))
-        chk.values(k, e_chain[k], e_stored[k], tk, locate=lambda ix: {}, note=f"recomputed from the chain's controls vs the stored {source}")
+        note = f"recomputed from the chain's controls vs the stored {source}"
+        chk.values(k, e_chain[k], e_stored[k], tk, locate=lambda ix: {}, note=note)
         detail["indices"][k] = {"chain": e_chain[k], "stored": e_stored[k], "tolerance": tk}
     if sample.indices:
         # the stored summary and trajectory are two evaluations of one closed loop: they agree up
@@ -214,7 +226,10 @@ def compare(sample: StoredSample, rep: Replay, inputs: RunInputs, tol: AuditTole
                 f"{u.outside:.3g} kW (> ε_pri); it was clipped before upload"
             )
         if u.source == "held":
-            detail["notes"].append(f"step {u.t} iteration {u.p} prosumer {u.agent}: the stored run had stopped; its final iterate was uploaded again")
+            detail["notes"].append(
+                f"step {u.t} iteration {u.p} prosumer {u.agent}: the stored run had stopped; "
+                "its final iterate was uploaded again"
+            )
     return chk, detail
 
 
@@ -255,7 +270,9 @@ def _gas(rep: Replay) -> tuple[dict, dict]:
     return gas, count
 
 
-def build_report(sample, rep: Replay, inputs, tol: AuditTolerance, chk: _Checker, detail: dict, seconds: dict, label=None) -> AuditReport:
+def build_report(
+    sample, rep: Replay, inputs, tol: AuditTolerance, chk: _Checker, detail: dict, seconds: dict, label=None
+) -> AuditReport:
     coord = rep.coordinator
     c = inputs.community
     cfg = rep.config
@@ -389,7 +406,11 @@ def chain_settings(inputs, **override) -> dict:
     return spec
 
 
-def audit_loaded(traj, summ, inputs, cell: str | None, *, mode: str = "solve", progress: bool = False, **chain) -> AuditReport:
+def audit_loaded(
+    traj, summ, inputs, cell: str | None, *, mode: str = "solve", progress: bool = False, **chain
+) -> AuditReport:
+    """`audit_run` with the chain given by the cell's `chain` settings and the overrides in `chain`
+    (chain=kind, url, key_env, keystore, password_env)."""
     spec = chain_settings(inputs, kind=chain.pop("chain", None), **chain)
     with open_chain(
         spec["kind"], url=spec.get("url"), key_env=spec.get("key_env"), keystore=spec.get("keystore"),

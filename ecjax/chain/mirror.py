@@ -11,7 +11,7 @@ import dataclasses
 
 import numpy as np
 from eth_abi import encode as abi_encode
-from eth_utils import keccak, to_canonical_address
+from eth_utils import keccak
 
 from ecjax.chain import fixedpoint as fp
 

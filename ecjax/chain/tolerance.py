@@ -20,7 +20,9 @@ solve mode (each agent solves again from the chain's rounded data):
     e_0 = 2σ + h,  e_p = (1 − w)·e_{p−1} + w·a_p + h
 θ_i^p: |Δθ| ≤ √nu·(e_p + e_{p−1}). Applied controls: e at the step's last iteration. The plant
 and E1..E8 propagate that bound through the plant equations (MODEL §7) with absolute
-coefficients (`ecjax.chain.plant`).
+coefficients (`ecjax.chain.plant`). A step that the chain and the stored run stop at different
+iterations, with the deciding θ within its tolerance of ϰ, is a borderline decision: the applied
+controls of that step are compared within e plus the θ of the extra iterations.
 
 A difference within the tolerance means: the chain's record is what the stored run computed, up
 to the fixed-point rounding of what went on chain and (solve mode) the accuracy to which each QP
