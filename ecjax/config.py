@@ -23,7 +23,7 @@ import numpy as np
 CONFIG_NAME = "config"
 TOP_KEYS = (
     "community", "data", "scenario", "ccmpc", "fcmpc", "weights", "solver", "sim", "sweep",
-    "chain", "out", "report", "progress", "title", "description", "cache_dir",
+    "chain", "out", "report", "progress", "title", "description", "cache_dir", "validate",
 )  # fmt: skip
 # Keys that do not change a cell's numbers: excluded from its identity (config_hash).
 EXECUTION_KEYS = ("sweep", "chain", "out", "report", "progress", "title", "description", "cache_dir")
@@ -232,6 +232,13 @@ SCHEMA: dict[str, dict[str, Callable]] = {
         "period_s": _int(1, 10**9),
     },
     "out": {"dir": _str(), "store": _str(), "report": _str(null=True)},
+    "validate": {
+        "open_loop": _bool,
+        "S": _int(1, 10**9),
+        "t": _int(0, 23),
+        "level": _num(0.0, 1.0, lo_open=True, hi_open=True),
+        "chunk": _int(1, 10**7),
+    },
     "report": {"delta": _num(0.0, 0.5, lo_open=True), "figures": _bool},
 }
 _SOLVER_COMMON = {

@@ -4,6 +4,7 @@
     <store>/cells/<cell_id>/                cell group; attrs below
     <store>/cells/<cell_id>/summary         xarray Dataset, dims (risk, sample[, agent, time])
     <store>/cells/<cell_id>/trajectories    xarray Dataset of the kept samples (if any)
+    <store>/cells/<cell_id>/open_loop       open-loop validation of the first plan (if asked)
 
 A cell is one (scenario, community, tightening, ...) combination; its risk levels and samples
 are vectorized inside it (`ecjax.experiment.run_batch`). Samples are written in blocks of
@@ -51,6 +52,7 @@ class Cell:
     trajectories: xr.Dataset | None  # kept samples: (risk, sample, time, agent, ...); dask-backed
     config: dict  # the resolved config of the cell
     attrs: dict  # seed, versions, device, params, timings, log, ...
+    open_loop: xr.Dataset | None = None  # open-loop validation of the first plan (validate.open_loop)
 
 
 # ------------------------------------------------------------------------- metadata
@@ -172,8 +174,9 @@ def open_cell(path, cell_id: str) -> Cell:
     base = f"cells/{cell_id}"
     summary = _open_ds(path, f"{base}/summary")
     traj = _open_ds(path, f"{base}/trajectories") if a.get("trajectories") else None
+    ol = _open_ds(path, f"{base}/open_loop") if a.get("open_loop") else None
     config = json.loads(a.pop("config"))
-    return Cell(id=cell_id, summary=summary, trajectories=traj, config=config, attrs=a)
+    return Cell(id=cell_id, summary=summary, trajectories=traj, config=config, attrs=a, open_loop=ol)
 
 
 # --------------------------------------------------------------------------- writer
@@ -284,6 +287,16 @@ class CellWriter:
         log = list(self.group.attrs.get("log", []))
         log.append(_event("block", block=k))
         self._update(blocks_done=sorted(self.blocks_done | {k}), timing=timing, log=log, **extra)
+
+    def write_dataset(self, name: str, ds: xr.Dataset) -> None:
+        """Write a further Dataset of the cell (e.g. `open_loop`) and flag it in the attrs."""
+        if name in ("summary", "trajectories"):
+            raise StoreError(f"{name!r} is written by write_block.")
+        ds.to_zarr(self.path, group=f"cells/{self.cell_id}/{name}", mode="w", consolidated=False,
+                   zarr_format=3)
+        log = list(self.group.attrs.get("log", []))
+        log.append(_event("dataset", name=name))
+        self._update(log=log, **{name: True})
 
     def _template(self, first: xr.Dataset) -> xr.Dataset:
         """The full-size summary (all S samples) with lazy, never-computed data arrays."""

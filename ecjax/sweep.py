@@ -228,8 +228,39 @@ def run_cell(store_path: str, cell_id: str, config: Mapping, params: Mapping,
         done.append(k)
     if bar is not None:
         bar.close()
+    vcfg = config.get("validate") or {}
+    if vcfg.get("open_loop") and not w.group.attrs.get("open_loop"):
+        w.write_dataset("open_loop", open_loop(inp, vcfg))
     w.finish(wall_seconds=time.perf_counter() - t0)
     return {"id": cell_id, "blocks": done, "seconds": time.perf_counter() - t0}
+
+
+def open_loop(inp, vcfg: Mapping):
+    """Open-loop validation (`ecjax.validate`) of the plan made at hour `validate.t` from the
+    initial state (eb0, no EV energy yet) at every risk level of the cell; dims (risk, ...)."""
+    import numpy as np
+    import xarray as xr
+
+    from .validate import open_loop_validation
+
+    c = inp.community
+    S = int(vcfg.get("S", 10000))
+    parts = [
+        open_loop_validation(
+            c, inp.profiles, int(vcfg.get("t", 0)), np.asarray(c.eb0), np.zeros(c.n), float(d), S,
+            seed=inp.seed, N=inp.N, scenario=inp.options.scenario, tightening=inp.options.tightening,
+            tighten_consumers=inp.options.tighten_consumers, weights=inp.weights, solver=inp.solver,
+            fc=inp.fc, dtype=inp.dtype, level=float(vcfg.get("level", 0.95)),
+            chunk=min(int(vcfg.get("chunk", 65536)), S),
+        )
+        for d in inp.deltas
+    ]  # fmt: skip
+    ds = xr.concat(parts, dim="risk", combine_attrs="drop_conflicts")
+    # zarr v3 has no stable string type: `side` is stored as 0 (lo) / 1 (hi), CF flag style
+    sides = [str(x) for x in ds["side"].values]
+    side = xr.Variable("side", np.arange(len(sides)), {"flag_values": list(range(len(sides))),
+                                                      "flag_meanings": " ".join(sides)})
+    return ds.assign_coords(risk=("risk", np.asarray(inp.deltas, float)), side=side)
 
 
 def _safe(store_path, cell_id, config, params, progress=False) -> dict:

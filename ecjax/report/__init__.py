@@ -8,8 +8,9 @@ at the risk level `report.delta`), a table of the cells (iterations, final θ, Q
 slack, run times), closed-loop violation rates with Clopper-Pearson intervals; figures: the
 indices as bars, battery energy / trades / grid import of the first kept sample of each cell
 (the paper's Figs. 2–4), the risk calibration plot (violation rate against δ), indices against
-δ when cells hold several risk levels, and cost / trading / iterations / run time against n
-when cells differ in community size.
+δ when cells hold several risk levels, cost / trading / iterations / run time against n
+when cells differ in community size, and the open-loop validation of the first plan (rates
+against the model probability) when cells carry one.
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ def make_report(store_path, out_dir) -> ReportPaths:
     size = tables.community_size(views)
     if size is not None:
         tabs.append(size)
+    ol = tables.open_loop(views)
+    if ol is not None:
+        tabs.append(ol)
     figs: list[tuple[str, Path]] = []
     if draw:
         figs.append(("Indices per cell (Table 1 as bars)",
@@ -87,6 +91,10 @@ def make_report(store_path, out_dir) -> ReportPaths:
         if size is not None:
             figs.append(("Cost, trading, iterations and run time against community size",
                          plots.community_size(views, out / "community_size.png")))
+        if ol is not None:
+            figs.append(("Open-loop violation rate of the first plan against the model probability",
+                         plots.open_loop([v for v in views if v.open_loop is not None],
+                                         out / "open_loop.png")))
     md = out / "report.md"
     md.write_text(_md.render(title, intro, tabs, [(c, p.name) for c, p in figs]), encoding="utf-8")
     page = out / "index.html"

@@ -28,6 +28,54 @@ class Rate:
 
 
 @dataclasses.dataclass
+class OpenLoop:
+    """Open-loop validation of the first plan per risk level (ecjax.validate), reduced."""
+
+    S: int
+    level: float
+    active: np.ndarray  # (R,) number of (side, prosumer, k) entries on the tightened bound
+    active_rate: Rate  # pooled over the active entries
+    in_interval: np.ndarray  # (R,) share of active entries whose rate is in δ's binomial interval
+    max_rate: np.ndarray  # (R,) largest rate of any entry
+    max_hi: np.ndarray  # (R,) upper confidence bound of that entry
+    max_model: np.ndarray  # (R,) largest model probability of any entry
+    rate: np.ndarray  # (R, entries) every entry, for the scatter against the model
+    model: np.ndarray  # (R, entries)
+    lo: np.ndarray
+    hi: np.ndarray
+
+
+def _open_loop(ds) -> OpenLoop:
+    ds = ds.compute()
+    S = int(ds.attrs.get("S", 0)) or int(round(float(ds["count"].max() / max(float(ds["rate"].max()), 1e-300))))
+    R = ds.sizes["risk"]
+    flat = lambda v: np.asarray(v.transpose("risk", ...).values).reshape(R, -1)  # noqa: E731
+    count, rate, active = flat(ds["count"]), flat(ds["rate"]), flat(ds["active"]).astype(bool)
+    k = np.where(active, count, 0).sum(axis=1)
+    n_act = active.sum(axis=1)
+    n = n_act * S
+    lo, hi = clopper_pearson(k, np.maximum(n, 1), LEVEL)
+    inside = flat(ds["in_interval"]).astype(bool)
+    share = np.where(n_act > 0, (inside & active).sum(axis=1) / np.maximum(n_act, 1), np.nan)
+    imax = rate.argmax(axis=1)
+    ci_hi = flat(ds["ci_high"])
+    return OpenLoop(
+        S=S,
+        level=float(ds.attrs.get("level", LEVEL)),
+        active=n_act,
+        active_rate=Rate(k=k, n=n, lo=np.asarray(lo), hi=np.asarray(hi), worst=rate.max(axis=1)),
+        in_interval=share,
+        max_rate=rate.max(axis=1),
+        max_hi=ci_hi[np.arange(R), imax],
+        max_model=flat(ds["p_model"]).max(axis=1),
+        rate=rate,
+        model=flat(ds["p_model"]),
+        lo=flat(ds["ci_low"]),
+        hi=ci_hi,
+    )
+
+
+@dataclasses.dataclass
 class CellView:
     id: str
     params: dict
@@ -48,6 +96,7 @@ class CellView:
     theta: np.ndarray  # (R,) mean final max θ per step
     qp_fail: np.ndarray  # (R,) fraction of steps with a QP status other than solved
     has_trajectories: bool
+    open_loop: OpenLoop | None = None
 
     @property
     def label(self) -> str:
@@ -107,6 +156,7 @@ def view(path, cell_id: str) -> CellView:
         theta=np.asarray(s["theta"].mean(("sample", "time")).values, float),
         qp_fail=np.asarray((s["qp_status"] != 0).mean(("sample", "time")).values, float),
         has_trajectories=cell.trajectories is not None,
+        open_loop=_open_loop(cell.open_loop) if cell.open_loop is not None else None,
     )
 
 

@@ -96,8 +96,16 @@ def calibration(views: list[CellView], path: Path) -> Path:
             err = np.vstack([x.rate - x.lo, x.hi - x.rate])
             ax.errorbar(v.deltas, x.rate, yerr=np.maximum(err, 0), marker=marker, capsize=3,
                         linestyle="-", label=f"{v.label} ({'lower' if side == 'lo' else 'upper'})")
+    for v in views:
+        if v.open_loop is None or not v.open_loop.active.any():
+            continue
+        a = v.open_loop.active_rate
+        ok = v.open_loop.active > 0
+        err = np.vstack([a.rate - a.lo, a.hi - a.rate])[:, ok]
+        ax.errorbar(v.deltas[ok], a.rate[ok], yerr=np.maximum(err, 0), marker="s", capsize=3,
+                    linestyle="--", label=f"{v.label} (open loop, active bounds)")
     ax.set_xlabel("risk level δ")
-    ax.set_ylabel("closed-loop violation rate")
+    ax.set_ylabel("violation rate")
     ax.set_title(f"Risk calibration ({int(LEVEL * 100)} % Clopper-Pearson intervals)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -146,4 +154,25 @@ def community_size(views: list[CellView], path: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.suptitle("Community size", fontsize=10)
+    return _save(fig, path)
+
+
+def open_loop(views: list[CellView], path: Path) -> Path:
+    """Open-loop violation rate of every (bound, prosumer, step) against its model probability."""
+    fig = Figure(figsize=(6.5, 5), layout="constrained")
+    ax = fig.subplots()
+    top = 0.0
+    for v in views:
+        o = v.open_loop
+        for r, d in enumerate(v.deltas):
+            err = np.maximum(np.vstack([o.rate[r] - o.lo[r], o.hi[r] - o.rate[r]]), 0)
+            ax.errorbar(o.model[r], o.rate[r], yerr=err, fmt="o", markersize=3, capsize=1, alpha=0.7,
+                        label=f"{v.label}, δ = {d:g}")
+            top = max(top, float(o.model[r].max()), float(o.hi[r].max()))
+    ax.plot([0, top], [0, top], "k:", linewidth=1, label="rate = model probability")
+    ax.set_xlabel("model violation probability of the entry")
+    ax.set_ylabel("open-loop violation rate")
+    ax.set_title(f"Open-loop validation of the first plan ({int(LEVEL * 100)} % Clopper-Pearson)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     return _save(fig, path)

@@ -115,3 +115,29 @@ def community_size(views: list[CellView]) -> Table | None:
     return Table("community_size", "Community size", header, rows,
                  "Indices per agent at the first stored risk level; run time of the whole cell "
                  "(all samples and risk levels), compilation excluded (listed apart).")
+
+
+def open_loop(views: list[CellView]) -> Table | None:
+    vs = [v for v in views if v.open_loop is not None]
+    if not vs:
+        return None
+    header = ["cell", "δ", "S", "active entries", "rate on active entries [CI]",
+              "active entries within δ's interval", "largest rate (upper CI)", "largest model probability"]
+    rows = []
+    for v in vs:
+        o = v.open_loop
+        for r, d in enumerate(v.deltas):
+            a = o.active_rate
+            rows.append([
+                v.label, f"{d:g}", o.S, int(o.active[r]),
+                f"{a.rate[r]:.4f} [{a.lo[r]:.4f}, {a.hi[r]:.4f}]" if o.active[r] else "-",
+                f"{100 * o.in_interval[r]:.0f} %" if o.active[r] else "-",
+                f"{o.max_rate[r]:.4f} ({o.max_hi[r]:.4f})", f"{o.max_model[r]:.4f}",
+            ])  # fmt: skip
+    note = ("The plan made at hour validate.t from the initial state, applied open loop (no "
+            "re-planning) to S disturbance draws; for every prosumer, predicted step k and bound, "
+            "the share of draws outside [eb_min, eb_max]. An entry is active where the plan sits on "
+            "its tightened bound (no slack, band not empty): there, with cumulative tightening, the "
+            f"model's violation probability is δ. {int(LEVEL * 100)} % Clopper-Pearson intervals; "
+            "the within-interval share uses the central interval of S Bernoulli(δ) draws.")
+    return Table("open_loop", "Open-loop validation of the first plan", header, rows, note)

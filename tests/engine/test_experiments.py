@@ -40,9 +40,10 @@ TINY_RUNS = {
         {"indices.png", "calibration.png", "community_size.png"},
     ),
     "mc_validation": (
-        ["sim.S=4", "sim.block=2", "ccmpc.deltas=[0.1,0.2]", "ccmpc.tightening=per_step"],
+        ["sim.S=4", "sim.block=2", "ccmpc.deltas=[0.1,0.2]", "ccmpc.tightening=cumulative",
+         "validate.S=2000"],
         ["scenario=ccdmpc"],
-        {"indices.png", "calibration.png", "indices_vs_delta.png"},
+        {"indices.png", "calibration.png", "indices_vs_delta.png", "open_loop.png"},
     ),
 }
 
@@ -81,6 +82,17 @@ def test_experiment_runs_tiny_and_reports(name, tmp_path, capsys):
             np.testing.assert_array_equal(cell.summary["risk"].values, c.config["ccmpc"]["deltas"])
         assert len([e for e in cell.attrs["log"] if e["event"] == "block"]) == -(-S // (c.config["sim"]["block"] or S))
         assert np.isfinite(cell.summary["E3"].values).all()
+        if c.config["validate"]["open_loop"]:
+            ol = cell.open_loop.compute()
+            np.testing.assert_array_equal(ol["risk"].values, c.config["ccmpc"]["deltas"])
+            np.testing.assert_array_equal(ol["delta"].values, c.config["ccmpc"]["deltas"])
+            np.testing.assert_array_equal(ol["rate"].values, ol["count"].values / 2000)
+            # where the plan sits on its tightened bound, the model probability is δ (cumulative)
+            act = ol["active"].values
+            p = np.broadcast_to(ol["delta"].values[:, None, None, None], act.shape)
+            np.testing.assert_allclose(ol["p_model"].values[act], p[act], atol=2e-3)
+        else:
+            assert cell.open_loop is None
     report = tmp_path / "report"
     written = {p.name for p in report.glob("*.png")}
     assert written == figures
@@ -88,6 +100,7 @@ def test_experiment_runs_tiny_and_reports(name, tmp_path, capsys):
         _check_png(report / f)
     md = (report / "report.md").read_text()
     assert "Table 1" in md and all(f"({f})" in md for f in figures)
+    assert ("Open-loop validation" in md) == (name == "mc_validation")
     html = (report / "index.html").read_text()
     assert html.startswith("<!DOCTYPE html>") and "Table 1" in html
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
