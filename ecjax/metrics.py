@@ -59,7 +59,8 @@ def summary(c: Community, gamma: float, rec: StepRecord) -> dict:
         empty_steps=jnp.sum(rec.empty),
         iters=rec.iters,  # [T]
         theta=rec.theta,  # [T]
-        gap=rec.phi - rec.phi_central,  # [T]
+        gap=rec.phi - rec.phi_central,  # [T] (Options.gap; valid where central_status == 0)
+        central_status=rec.central_status,  # [T]
         phi=rec.phi,  # [T]
         qp_status=rec.qp_status,  # [T]
         qp_steps=rec.qp_steps,  # [T]

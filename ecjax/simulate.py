@@ -87,6 +87,7 @@ class StepRecord(eqx.Module):
     theta_trace: Float[Array, " p"]  # max θ per iteration
     phi: Float[Array, ""]  # Φ of the applied plan
     phi_central: Float[Array, ""]  # Φ of the centralized plan (NaN-free: = phi when not asked)
+    central_status: Int[Array, ""]  # QP status of that centralized solve (0 when not asked)
     qp_status: Int[Array, ""]
     qp_steps: Int[Array, ""]
     u_iter: Float[Array, "p1 P nu"]  # inputs of FC-MPC iterates 0..p_max (record_plans; else empty)
@@ -230,8 +231,9 @@ def closed_loop(
         if opt.gap:
             cs = fcmpc.centralized(ctl, stage)
             phi_c = evaluate.cost(c, ctl.weights, stage, plan_from_vectors(cs.x.reshape(len(c.prosumers), -1), c, N))
+            c_status = cs.status
         else:
-            phi_c = phi
+            phi_c, c_status = phi, jnp.asarray(0, jnp.int32)
         theta_max = res.theta.max(axis=1)
         clip = jnp.stack([jnp.abs(getattr(planned, k) - getattr(u, k)) for k in ("bc", "bd", "ugb", "ev")])
         clip = jnp.maximum(clip.max(axis=0), jnp.abs(planned.bt - u.bt).max(axis=1))
@@ -261,6 +263,7 @@ def closed_loop(
             theta_trace=theta_max,
             phi=phi,
             phi_central=phi_c,
+            central_status=c_status,
             qp_status=jnp.max(res.qp_status),
             qp_steps=res.qp_steps,
             u_iter=res.u_iter,
