@@ -1,6 +1,7 @@
 """The audit's tolerance, derived from the fixed-point quantization and the solver's tolerance.
 
-Per entry (kW) of a plan, with h = 1/(2·scale) (rounding to nearest), w the FC-MPC weight:
+Per entry (kW) of a plan, with h = 1/(2·scale) (rounding to nearest; plus 4·eps·M for the float
+round-off of the stored run's own combinations, negligible in float64), w the FC-MPC weight:
 
 - ε_pri = eps_abs + eps_rel·M: the solver's primal tolerance. A solution may leave its box by up
   to ε_pri (the agents clip it into the contract's bounds before rounding), and the predicted
@@ -52,10 +53,11 @@ class AuditTolerance:
     mu: float
     sigma: float  # solver accuracy per entry (solve mode)
     p_max: int
+    f: float = 0.0  # float round-off of one stored combination (4·eps(dtype)·M)
 
     def _bounds(self, p: int) -> tuple[float, float]:
         """(a_p, e_p) of the module docstring, without the float slack."""
-        h = self.h
+        h = self.h + self.f
         e = (h + self.eps_pri) if self.mode == "stored" else (2 * self.sigma + h)
         a = 0.0
         for _ in range(1, p + 1):
@@ -139,4 +141,5 @@ def derive(inputs: RunInputs, mode: str, scale: int, w: float) -> AuditTolerance
         mu=float(mu),
         sigma=float(eps_dua / mu + eps_pri),
         p_max=int(inputs.fc.p_max),
+        f=float(4 * np.finfo(np.dtype(inputs.dtype)).eps * row_scale(inputs)),
     )

@@ -288,3 +288,31 @@ def test_borderline_stop_is_explained(stored_run, stored_report):
     assert it["chain"] != it["stored"] and (it["chain"] == 1) == (side == "chain stops"), (it, side)
     assert r.verified, r.summary_line()
     assert any("borderline" in n for n in r.notes)
+
+
+# ---------------------------------------------------------------- other scenarios
+
+
+@pytest.mark.parametrize("scenario, delta, modes", [("islanded", 0.05, ("stored", "solve")), ("dmpc", 0.05, ("solve",))])
+def test_islanded_and_dmpc_runs_verify(stored_run, scenario, delta, modes):
+    """islanded: p = 0 only (the contract is deployed with pMax = 0); dmpc: the agents plan
+    without tightening (δ = 0.5) whatever the stored risk coordinate says."""
+    import dataclasses
+
+    from ecjax.experiment import run_batch
+    from ecjax.fcmpc import FCMPCSettings
+    from ecjax.simulate import Options
+
+    inp = dataclasses.replace(
+        stored_run.inputs, options=Options(T=2, scenario=scenario, record_plans=True), fc=FCMPCSettings(kappa=1e-3, p_max=3)
+    )
+    res = run_batch(inp.community, inp.profiles, [delta], 1, seed=2, options=inp.options, N=inp.N, fc=inp.fc,
+                    solver=inp.solver, keep=1)  # fmt: skip
+    for mode in modes:
+        r = audit_run(res.trajectories, inp, "tester", mode, summary=res.summary)
+        assert r.verified, r.summary_line()
+        P = len(inp.community.prosumers)
+        if scenario == "islanded":
+            assert r.replay.config.p_max == 0 and r.tx_count["uploads_per_step"] == [P, P]
+        else:
+            assert all(it["chain"] >= 1 for it in r.iterations)
