@@ -489,6 +489,10 @@ def main(argv: list[str] | None = None) -> int:
     except (SampleError, StoreError, ConfigError) as e:
         print(f"ecjax audit: error: {e}", file=sys.stderr)
         return 2
+    if not args.quiet:
+        kind = chain_settings(inputs, kind=args.chain)["kind"]
+        print(f"ecjax audit: cell {args.cell}, sample {args.sample}, δ = {args.risk:g}: replay on {kind} "
+              f"({args.mode} mode)", file=sys.stderr)  # fmt: skip
     try:
         report = audit_loaded(
             traj, summ, inputs, args.cell, chain=args.chain, url=args.url, key_env=args.key_env,
