@@ -124,6 +124,15 @@ def default_active_tol(solver: ADMM, c: Community) -> float:
     return 10.0 * (float(solver.eps_abs) + float(solver.eps_rel) * scale)
 
 
+def _check_sampling(S, level, chunk) -> None:
+    if not (isinstance(S, (int, np.integer)) and S >= 1):
+        raise ValueError(f"`validate.S` must be an integer >= 1, got {S}.")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"`validate.level` must be in (0, 1), got {level}.")
+    if not (isinstance(chunk, (int, np.integer)) and chunk >= 1):
+        raise ValueError(f"`validate.chunk` must be an integer >= 1, got {chunk}.")
+
+
 def validate_plan(
     c: Community,
     profiles: Profiles,
@@ -150,12 +159,7 @@ def validate_plan(
     within it). On dims (consumer, k), k = 0..N-1: `ug_count`, `ug_rate`, `ug_ci_low`,
     `ug_ci_high`, `ug_cap` (the cap on deliveries the plan was made with).
     """
-    if not (isinstance(S, (int, np.integer)) and S >= 1):
-        raise ValueError(f"`validate.S` must be an integer >= 1, got {S}.")
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"`validate.level` must be in (0, 1), got {level}.")
-    if not (isinstance(chunk, (int, np.integer)) and chunk >= 1):
-        raise ValueError(f"`validate.chunk` must be an integer >= 1, got {chunk}.")
+    _check_sampling(S, level, chunk)
     counts = violation_counts(c, profiles, stage, plan, int(S), seed, int(chunk))
     p_lo, p_hi, mean, sd = jax.device_get(model_probability(c, stage, plan))
     pro = np.asarray(c.prosumers)
@@ -186,8 +190,8 @@ def validate_plan(
             "bound": (dims, bound),
             "tightened": (dims, np.stack([band_lo, band_hi])),
             "planned": (("agent", "k"), eb),
-            "mean": (("agent", "k"), g(mean)),
-            "sd": (("agent", "k"), g(sd)),
+            "eb_mean": (("agent", "k"), g(mean)),
+            "eb_sd": (("agent", "k"), g(sd)),
             "slack": (dims, np.stack([s_lo, s_hi])),
             "active": (dims, np.stack([active_lo, active_hi])),
             "empty": (("agent", "k"), empty),
@@ -262,6 +266,7 @@ def open_loop_validation(
         raise ValueError(f"`sim.N` must be an integer >= 1, got {N}.")
     check_profiles(profiles, community)
     fc.check(community)
+    _check_sampling(S, level, chunk)
     eb = np.asarray(eb, dtype=np.float64)
     eev = np.asarray(eev, dtype=np.float64)
     for name, a in (("eb", eb), ("eev", eev)):
