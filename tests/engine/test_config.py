@@ -43,6 +43,7 @@ def test_default_run_is_the_paper_case_three_scenarios(tmp_path):
         assert c.config["data"]["kind"] == "real"
         assert c.config["sweep"]["cluster"] == "none"
     inp = cell_inputs(plan.cells[1].config)
+    assert isinstance(inp.solver, IPM)
     assert inp.community.n == 15 and len(inp.community.prosumers) == 7
     assert inp.options.scenario == "ccdmpc" and inp.options.T == 24 and inp.N == 24
 
@@ -150,7 +151,7 @@ def test_cell_inputs_match_the_config(tmp_path):
     assert inp.chain["kind"] == "tester"
     ipm = cell_inputs(_cfg(tmp_path, "solver=ipm", "solver.max_iter=40")).solver
     assert isinstance(ipm, IPM) and ipm.max_iter == 40 and ipm.eps_abs == 1e-6
-    assert isinstance(inp.solver, ADMM)
+    assert isinstance(inp.solver, ADMM) and inp.solver.eps_abs == 1e-5
     dm = cell_inputs(_cfg(tmp_path, "scenario=dmpc"))
     np.testing.assert_array_equal(dm.deltas, [0.5])  # the standard DMPC: no tightening
 
