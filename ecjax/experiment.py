@@ -10,7 +10,9 @@ sees the same draws (common random numbers). Returns xarray Datasets built after
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import hashlib
 import time
 
 import jax
@@ -79,36 +81,17 @@ def run_batch(
     _check(deltas, S, chunk, keep, options, N, fc, community)
     check_profiles(profiles, community)
     chunk = min(chunk, S)
-    ctl = make_controller(
-        community, weights, N, solver, dtype,
-        centralized=options.scenario == "centralized" or options.gap,
-    )  # fmt: skip
+    runner = _runner(community, profiles, options, N, fc, weights, solver, dtype, chunk, len(deltas))
     base = jax.random.PRNGKey(seed)
-    d_arr = jnp.asarray(deltas, dtype)
-    prof = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), profiles)
-
-    def one(sample_id, delta, record):
-        key = jax.random.fold_in(base, sample_id)
-        draw = sample_day(key, prof, options.T)
-        opt = dataclasses.replace(options) if False else options
-        rec = closed_loop(ctl, fc, opt if record else _no_record(opt), prof, draw, delta)
-        return metrics.summary(community, weights.gamma, rec), (rec if record else None)
-
-    def batched(ids, record):
-        f = jax.vmap(jax.vmap(lambda i, d: one(i, d, record), in_axes=(0, None)), in_axes=(None, 0))
-        return f(ids, d_arr)
-
-    run_sum = jax.jit(lambda ids: batched(ids, False)[0])
+    d_arr = jnp.asarray(deltas, runner.dtype)
+    compile_s = runner.take_compile_seconds()
     ids_all = sample_offset + np.arange(S)
-    t_compile = time.perf_counter()
     pad = (-S) % chunk
     ids_pad = np.concatenate([ids_all, np.full(pad, ids_all[-1])]).astype(np.int32)
-    compiled = run_sum.lower(jnp.asarray(ids_pad[:chunk])).compile()
-    compile_s = time.perf_counter() - t_compile
     t0 = time.perf_counter()
     parts = []
     for start in range(0, S + pad, chunk):
-        out = compiled(jnp.asarray(ids_pad[start : start + chunk]))
+        out = runner.summary(jnp.asarray(ids_pad[start : start + chunk]), d_arr, base)
         parts.append(jax.device_get(out))
         if progress is not None:
             progress(min(start + chunk, S), S)
@@ -117,9 +100,89 @@ def run_batch(
     summary = _summary_dataset(community, deltas, ids_all, summ, options)
     traj = None
     if keep:
-        rec = jax.device_get(jax.jit(lambda ids: batched(ids, True)[1])(jnp.asarray(ids_all[:keep], jnp.int32)))
+        f = runner.trajectories(keep, d_arr, base)
+        compile_s += runner.take_compile_seconds()
+        rec = jax.device_get(f(jnp.asarray(ids_all[:keep], jnp.int32), d_arr, base))
         traj = _trajectory_dataset(community, deltas, ids_all[:keep], rec, options)
     return BatchResult(summary=summary, trajectories=traj, seconds=seconds, compile_seconds=compile_s)
+
+
+class _Runner:
+    """The compiled closed loops of one configuration: the summary over a chunk of samples and,
+    per `keep`, the full records. Arguments (ids, deltas, key) are traced, so other samples,
+    risk levels (same count) and seeds reuse the compilation."""
+
+    def __init__(self, community, profiles, options, N, fc, weights, solver, dtype, chunk, R):
+        self.ctl = make_controller(
+            community, weights, N, solver, dtype,
+            centralized=options.scenario == "centralized" or options.gap,
+        )  # fmt: skip
+        self.dtype = jnp.dtype(dtype)
+        self.chunk = chunk
+        self.R = R
+        prof = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), profiles)
+        ctl = self.ctl
+
+        def one(sample_id, delta, base, record):
+            draw = sample_day(jax.random.fold_in(base, sample_id), prof, options.T)
+            rec = closed_loop(ctl, fc, options if record else _no_record(options), prof, draw, delta)
+            return metrics.summary(community, weights.gamma, rec), (rec if record else None)
+
+        def batched(ids, deltas, base, record):
+            f = jax.vmap(lambda i, d: one(i, d, base, record), in_axes=(0, None))
+            return jax.vmap(lambda d: f(ids, d))(deltas)
+
+        self._batched = batched
+        self._records: dict[int, object] = {}
+        self._compile_s = 0.0
+        ids = jax.ShapeDtypeStruct((chunk,), jnp.int32)
+        self.summary = self._compile(lambda i, d, k: batched(i, d, k, False)[0], ids)
+
+    def _compile(self, fn, ids):
+        t = time.perf_counter()
+        d = jax.ShapeDtypeStruct((self.R,), self.dtype)
+        key = jax.eval_shape(lambda: jax.random.PRNGKey(0))
+        out = jax.jit(fn).lower(ids, d, key).compile()
+        self._compile_s += time.perf_counter() - t
+        return out
+
+    def trajectories(self, keep: int, deltas, base):
+        if keep not in self._records:
+            ids = jax.ShapeDtypeStruct((keep,), jnp.int32)
+            self._records[keep] = self._compile(lambda i, d, k: self._batched(i, d, k, True)[1], ids)
+        return self._records[keep]
+
+    def take_compile_seconds(self) -> float:
+        s, self._compile_s = self._compile_s, 0.0
+        return s
+
+
+_RUNNERS: collections.OrderedDict = collections.OrderedDict()
+_RUNNERS_KEPT = 4  # compiled configurations kept (a sweep calls run_batch once per block)
+
+
+def _frozen(x):
+    """A hashable stand-in for a configuration value (arrays by content)."""
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return (type(x).__name__,) + tuple((f.name, _frozen(getattr(x, f.name))) for f in dataclasses.fields(x))
+    if isinstance(x, (np.ndarray, jax.Array)) or hasattr(x, "__array__"):
+        a = np.asarray(x)
+        return (a.shape, a.dtype.str, hashlib.sha1(np.ascontiguousarray(a).tobytes()).hexdigest())
+    if isinstance(x, (list, tuple)):
+        return tuple(_frozen(v) for v in x)
+    return x
+
+
+def _runner(community, profiles, options, N, fc, weights, solver, dtype, chunk, R) -> _Runner:
+    key = _frozen((community, profiles, options, N, fc, weights, solver, jnp.dtype(dtype).name, chunk, R))
+    if key in _RUNNERS:
+        _RUNNERS.move_to_end(key)
+        return _RUNNERS[key]
+    r = _Runner(community, profiles, options, N, fc, weights, solver, dtype, chunk, R)
+    _RUNNERS[key] = r
+    while len(_RUNNERS) > _RUNNERS_KEPT:
+        _RUNNERS.popitem(last=False)
+    return r
 
 
 def _no_record(opt: Options) -> Options:
@@ -179,3 +242,26 @@ def _trajectory_dataset(c: Community, deltas, ids, rec, opt: Options) -> xr.Data
     ds = xr.Dataset(data, coords=coords)
     ds["prosumer_agent"] = ("prosumer", np.asarray(c.prosumers))
     return ds
+
+
+def violation_rates(summary: xr.Dataset, level: float = 0.99) -> xr.Dataset:
+    """Closed-loop violation rates of each chance-constrained bound over the samples, per
+    (risk, agent, time), with Clopper–Pearson intervals at `level` (prosumers only).
+
+    **Returns:** dims (side, risk, agent, time), `side` = lo, hi: `count`, `rate`, `ci_low`,
+    `ci_high`; and `n` (the number of samples).
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"`level` must be in (0, 1), got {level}.")
+    pro = summary["is_prosumer"].values
+    viol = xr.concat([summary["viol_lo"], summary["viol_hi"]], dim="side").isel(agent=np.flatnonzero(pro))
+    viol = viol.assign_coords(side=["lo", "hi"])
+    n = summary.sizes["sample"]
+    count = viol.sum("sample").astype(np.int64)
+    lo, hi = metrics.clopper_pearson(count.values, n, level)
+    out = xr.Dataset({"count": count, "rate": count / n})
+    out["ci_low"] = (count.dims, lo)
+    out["ci_high"] = (count.dims, hi)
+    out["n"] = n
+    out.attrs["level"] = float(level)
+    return out

@@ -80,7 +80,7 @@ class StepRecord(eqx.Module):
     viol_lo: Bool[Array, " n"]  # eb below eb_lo (chance constraint (16), lower side)
     viol_hi: Bool[Array, " n"]
     empty: Int[Array, " n"]  # empty-band steps of the plan
-    slack: Float[Array, " n"]  # Σ_k (s_lo + s_hi) of the plan
+    slack: Float[Array, " n"]  # Σ_k (s_lo + s_hi) of the plan (kWh; solver-tolerance negatives as 0)
     iters: Int[Array, ""]
     theta: Float[Array, ""]  # final max θ
     cost_trace: Float[Array, " p"]  # Φ per FC-MPC iterate
@@ -256,7 +256,7 @@ def closed_loop(
             viol_lo=pro & (eb_new < lo),
             viol_hi=pro & (eb_new > hi),
             empty=jnp.sum(stage.band.empty & pro[:, None], axis=1),
-            slack=jnp.sum(plan.s_lo + plan.s_hi, axis=1),
+            slack=jnp.sum(jnp.maximum(plan.s_lo, 0.0) + jnp.maximum(plan.s_hi, 0.0), axis=1),
             iters=res.iters,
             theta=jnp.where(res.iters > 0, theta_max[jnp.maximum(res.iters - 1, 0)], 0.0),
             cost_trace=res.cost,

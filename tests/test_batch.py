@@ -1,0 +1,156 @@
+"""The batch runner (`ecjax.experiment.run_batch`): a vmapped batch is a loop of single runs.
+
+Sample s draws from fold_in(key(seed), s) whatever the chunking; every risk level sees the
+same draws. Small sizes: 4 agents, N = 4, T = 3 (islanded) or T = 4 (ccdmpc).
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ecjax import experiment, metrics
+from ecjax.community import generate_community
+from ecjax.disturbance import sample_day, synthetic_profiles
+from ecjax.fcmpc import FCMPCSettings, make_controller
+from ecjax.metrics import INDEX_NAMES
+from ecjax.qp import ADMM
+from ecjax.simulate import Options, closed_loop
+from ecjax.weights import CostWeights
+
+SOLVER = ADMM(eps_abs=1e-6, eps_rel=1e-6, max_iter=20000)
+N = 4
+FC = FCMPCSettings(kappa=1e-3, p_max=5)
+W = CostWeights()
+DELTAS = [0.05, 0.2]
+
+
+@pytest.fixture(scope="module")
+def world():
+    c = generate_community(4, prosumer_share=0.5, seed=1)
+    return c, synthetic_profiles(4, seed=1)
+
+
+def batch(world, S, scenario="islanded", T=3, **kw):
+    c, prof = world
+    kw.setdefault("chunk", 2)
+    return experiment.run_batch(
+        c, prof, kw.pop("deltas", DELTAS), S, options=Options(scenario=scenario, T=T), N=N, fc=FC, weights=W,
+        solver=SOLVER, **kw,
+    )  # fmt: skip
+
+
+@eqx.filter_jit
+def _single(ctl, opt, prof, sample_id, delta, seed):
+    draw = sample_day(jax.random.fold_in(jax.random.PRNGKey(seed), sample_id), prof, opt.T)
+    rec = closed_loop(ctl, FC, opt, prof, draw, delta)
+    return metrics.summary(ctl.community, W.gamma, rec), rec
+
+
+def single_runs(world, ids, scenario, T, seed=0):
+    """The loop: one unbatched closed loop per (risk, sample)."""
+    c, prof = world
+    ctl = make_controller(c, W, N, SOLVER)
+    prof = jax.tree_util.tree_map(jnp.asarray, prof)
+    opt = Options(scenario=scenario, T=T)
+    out = [[_single(ctl, opt, prof, jnp.asarray(s, jnp.int32), jnp.asarray(d), jnp.asarray(seed)) for s in ids] for d in DELTAS]
+    return jax.device_get(out)
+
+
+SUMMARY_KEYS = INDEX_NAMES + ("iters", "qp_status", "viol_lo", "viol_hi", "curtailed", "deficit", "spilled")
+
+
+def assert_same_summary(ds, loop, ids, atol):
+    """Equal up to `atol` per entry; sums over the day (E1..E8, kWh or €) up to n·T·atol."""
+    nT = ds.sizes["agent"] * ds.sizes["time"]
+    for r in range(len(DELTAS)):
+        for j, s in enumerate(ids):
+            summ, _ = loop[r][j]
+            for k in SUMMARY_KEYS:
+                got = ds[k].isel(risk=r).sel(sample=s).values
+                tol = 0 if k in ("iters", "qp_status", "viol_lo", "viol_hi") else atol * (nT if k in INDEX_NAMES else 1)
+                np.testing.assert_allclose(got, np.asarray(summ[k]), rtol=0, atol=tol, err_msg=f"{k} r={r} s={s}")
+
+
+def test_islanded_batch_equals_single_runs_and_chunking(world):
+    ids = [0, 1, 2]
+    loop = single_runs(world, ids, "islanded", 3)
+    b2 = batch(world, 3, chunk=2, keep=3)  # padded: the last chunk is [2, 2]
+    b3 = batch(world, 3, chunk=3)
+    # different compilations (vmapped or not, other chunk) round differently; the ADMM iterates
+    # then differ within the solver's tolerance: 10·ε_p per entry (ε_p ≈ 1e-5 at eps 1e-6)
+    assert_same_summary(b2.summary, loop, ids, atol=1e-4)
+    assert_same_summary(b3.summary, loop, ids, atol=1e-4)
+    # trajectories of kept samples are the single runs' records
+    for r in range(len(DELTAS)):
+        for s in ids:
+            rec = loop[r][s][1]
+            for k in ("eb", "ug", "u_bc", "u_bd", "load", "pv", "price"):
+                np.testing.assert_allclose(b2.trajectories[k].isel(risk=r).sel(sample=s).values, getattr(rec, k), atol=1e-4)
+    # common random numbers: every risk level sees the same draws
+    tr = b2.trajectories
+    np.testing.assert_array_equal(tr["load"].isel(risk=0).values, tr["load"].isel(risk=1).values)
+
+
+def test_offset_padding_and_seeds_reuse_the_samples_and_the_compilation(world):
+    full = batch(world, 3, chunk=2, seed=0)
+    part = batch(world, 2, chunk=2, seed=0, sample_offset=1)  # the same executable
+    assert part.compile_seconds == 0.0
+    np.testing.assert_array_equal(part.summary.sample.values, [1, 2])
+    for k in SUMMARY_KEYS:
+        np.testing.assert_array_equal(part.summary[k].values, full.summary[k].sel(sample=[1, 2]).values, err_msg=k)
+    again = batch(world, 3, chunk=2, seed=0)
+    other = batch(world, 3, chunk=2, seed=1)
+    for k in SUMMARY_KEYS:
+        np.testing.assert_array_equal(again.summary[k].values, full.summary[k].values, err_msg=k)
+    assert np.abs(other.summary.E1.values - full.summary.E1.values).min() > 1e-6
+    assert other.compile_seconds == 0.0
+
+
+@pytest.mark.slow
+def test_fcmpc_batch_equals_single_runs(world):
+    """Under vmap FC-MPC and ADMM run until the slowest sample stops; the others are held, so
+    each sample's result is its single run's (iteration counts included)."""
+    ids = [0, 1]
+    loop = single_runs(world, ids, "ccdmpc", 4)
+    b = batch(world, 2, scenario="ccdmpc", T=4, chunk=2)
+    assert_same_summary(b.summary, loop, ids, atol=1e-4)
+    iters = b.summary.iters.values
+    assert iters.max() > iters.min()  # samples and steps stop at different iterations
+
+
+def test_dataset_layout_and_violation_rates(world):
+    b = batch(world, 3, chunk=2)
+    ds = b.summary
+    assert dict(ds.sizes) == {"risk": 2, "sample": 3, "agent": 4, "time": 3}
+    np.testing.assert_array_equal(ds.risk.values, DELTAS)
+    assert ds.E1.dims == ("risk", "sample") and ds.viol_lo.dims == ("risk", "sample", "agent", "time")
+    assert ds.iters.dims == ("risk", "sample", "time")
+    assert ds.attrs["scenario"] == "islanded" and ds.attrs["T"] == 3
+    v = experiment.violation_rates(ds, level=0.95)
+    assert v["rate"].dims == ("side", "risk", "agent", "time")
+    np.testing.assert_array_equal(v.agent.values, [0, 1])  # prosumers only
+    want = ds.viol_lo.isel(agent=[0, 1]).mean("sample").values
+    np.testing.assert_allclose(v["rate"].sel(side="lo").values, want)
+    lo, hi = metrics.clopper_pearson(v["count"].values, 3, 0.95)
+    np.testing.assert_allclose(v["ci_low"].values, lo)
+    np.testing.assert_allclose(v["ci_high"].values, hi)
+
+
+@pytest.mark.parametrize(
+    "kw, name",
+    [
+        (dict(S=0), "sim.S"),
+        (dict(chunk=0), "sim.chunk"),
+        (dict(keep=5), "sim.keep"),
+        (dict(deltas=[0.05, 0.7]), "chance.delta"),
+        (dict(T=25), "sim.T"),
+        (dict(scenario="greedy"), "scenario"),
+    ],
+)
+def test_bad_arguments_are_named_before_compiling(world, kw, name):
+    kw = dict(kw)
+    S = kw.pop("S", 3)
+    with pytest.raises(ValueError, match=name):
+        batch(world, S, **kw)
