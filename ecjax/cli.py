@@ -121,13 +121,18 @@ def _cells(argv: list[str]) -> int:
         a = cell_attrs(args.store, cid) or {}
         state = "complete" if a.get("complete") is True else \
             f"partial {len(a.get('blocks_done', []))}/{a.get('n_blocks', '?')} blocks"
-        print(f"{cid}\t{state}\t{a.get('seconds', '')}")
+        times = f"run {a['seconds']:.1f} s, compile {a['compile_seconds']:.1f} s" if "seconds" in a else ""
+        print(f"{cid}\t{state}\t{times}")
     return 0
 
 
 def _audit(argv: list[str]) -> int:
-    from .chain.audit import main as audit_main  # imported only for this subcommand
-
+    try:
+        from .chain.audit import main as audit_main  # imported only for this subcommand
+    except ModuleNotFoundError as e:
+        if e.name != "ecjax.chain.audit":
+            raise
+        return _err("`ecjax audit` needs ecjax.chain.audit, which this installation lacks.")
     return int(audit_main(argv) or 0)
 
 

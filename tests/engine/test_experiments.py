@@ -123,3 +123,9 @@ def test_report_command_rerenders_from_the_store(tmp_path, capsys):
     e6 = cell.summary["E6"].values[0]
     assert f"| E6 [kWh] | {e6.mean():.2f} ± {e6.std():.2f} |" in md
     assert main(["report", str(tmp_path / "missing.zarr")]) == 2
+    capsys.readouterr()
+    # resume re-plans the recorded run: nothing left to compute
+    assert main(["resume", str(tmp_path / "results.zarr")]) == 0
+    assert "0 computed, 1 already finished, 0 failed" in capsys.readouterr().err
+    assert main(["cells", str(tmp_path / "results.zarr")]) == 0
+    assert capsys.readouterr().out.startswith("scenario=islanded\tcomplete")

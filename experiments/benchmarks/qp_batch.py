@@ -1,0 +1,313 @@
+"""Batched agent QPs of the paper case: ecjax against OSQP, CVXPY + OSQP and jaxopt.
+
+    python experiments/benchmarks/qp_batch.py [--quick] [--sizes 1,16,256,4096]
+
+The instances are real FC-MPC subproblems (MODEL §6) of the paper case (15 agents, 7
+prosumers, N = 24, September data): at a random start hour, battery and EV state, risk level
+δ and tightening mode, every prosumer's problem of iteration p = 1, with the other agents
+fixed at their islanded plans (iterate 0). One structure (P, A) for all of them; q, lo, hi
+differ per instance. Batch size B takes the first B instances of the pool.
+
+Solvers, all at the same accuracy target (eps_abs = eps_rel = 1e-6, OSQP's criteria):
+
+* (a) ecjax: `solve_batch` (jit ∘ vmap), the engine's interior-point method (IPM), and its
+  ADMM for reference; the shared structure is prepared once, outside the timing;
+* (b) OSQP (pinned in pyproject.toml) in a loop: one OSQP object, set up once, then only
+  q, l, u updated for each instance, warm-started from the previous solution;
+* (c) CVXPY + OSQP: a parameterized problem (q, lo, hi as Parameters), re-solved per
+  instance, as a user would write it;
+* (d) jaxopt's BoxOSQP under vmap (`solve_batch(..., backend="jaxopt")`).
+
+Loops (b, c) cost the same per QP at every batch size, so they are timed on up to
+`--loop-max` instances of each batch; (d) is timed at each batch up to `--jaxopt-max` and, for
+larger batches, its per-QP time at the largest timed batch is used (jaxopt's vmapped
+while-loop costs at least that per QP: it runs until the slowest sample stops). Every
+figure says which instances it was timed on.
+
+Accuracy: every solver's objective on the first `--ref` instances against Clarabel (via
+CVXPY, tolerances 1e-10) on the same canonical QP, relative to max(1, |f*|), and the largest
+constraint violation.
+
+Prints the machine, the sizes and a table; last line:
+`qp_batch: speedup_vs_osqp=<x> speedup_vs_jaxopt=<x> max_rel_obj_err=<x>` for the largest
+batch (per-QP time of OSQP, resp. jaxopt, over ecjax's; error of ecjax). Results also go to
+experiments/benchmarks/results/qp_batch_<quick|full>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+
+from ecjax import ocp  # noqa: E402
+from ecjax.community import paper_case  # noqa: E402
+from ecjax.fcmpc import islanded, make_controller  # noqa: E402
+from ecjax.plan import make_stage, plan_from_vectors  # noqa: E402
+from ecjax.qp import ADMM, IPM, Status, solve_batch  # noqa: E402
+from ecjax.weights import CostWeights  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from closed_loop import machine, profiles_for  # noqa: E402
+
+EPS = 1e-6
+N = 24
+
+
+# ----------------------------------------------------------------------------- instances
+def random_states(c, rng, count):
+    """Start hour, battery and EV energy, δ and tightening mode of `count` stages.
+
+    The EV energy is drawn so that its daily energy can still be delivered in the rest of its
+    availability window (otherwise the hard deadline (9) makes the QP infeasible)."""
+    cap = np.asarray(c.capacity)
+    lo, hi = np.asarray(c.eb_lo), np.asarray(c.eb_hi)
+    avail = np.asarray(c.ev_avail)
+    t = rng.integers(0, 24, count)
+    eb0 = lo + rng.uniform(0.05, 0.95, (count, c.n)) * (hi - lo)
+    eb0 = np.where(cap > 0, eb0, 0.0)
+    reach = np.stack([c.eta_ev * c.dt * np.asarray(c.ev_max) * avail[:, h:].sum(axis=1) for h in t])
+    need = np.maximum(0.0, np.asarray(c.ev_daily) - 0.9 * reach)
+    eev0 = need + rng.uniform(0, 1, (count, c.n)) * (np.asarray(c.ev_daily) - need) * (t[:, None] / 24)
+    delta = rng.uniform(0.01, 0.3, count)
+    mode = rng.integers(0, 2, count)  # 0 cumulative, 1 per_step
+    return t, eb0, eev0, delta, mode
+
+
+def make_instances(c, prof, w, ctl, count, seed=0):
+    """(q, lo, hi) of `count` agent QPs (iteration 1 of FC-MPC), numpy float64."""
+    rng = np.random.default_rng(seed)
+    nP = len(c.prosumers)
+    stages = -(-count // nP)
+    t, eb0, eev0, delta, mode = random_states(c, rng, stages)
+
+    def stage_qps(t, eb0, eev0, delta, tightening):
+        stage = make_stage(c, prof, t, eb0, eev0, delta, N, tightening)
+        others = plan_from_vectors(islanded(ctl, stage).x, c, N)
+        ids = jnp.asarray(c.prosumers)
+        return jax.vmap(lambda i: ocp.agent_qp(c, w, stage, i, others, True))(ids)
+
+    out = []
+    for m, name in enumerate(("cumulative", "per_step")):
+        sel = np.flatnonzero(mode == m)
+        if sel.size:
+            f = jax.jit(jax.vmap(lambda *a, _n=name: stage_qps(*a, _n)))
+            out.append((sel, f(t[sel], eb0[sel], eev0[sel], delta[sel])))
+    q = np.zeros((stages, nP, ctl.agent_op.n))
+    lo = np.zeros((stages, nP, ctl.agent_op.m))
+    hi = np.zeros_like(lo)
+    for sel, (qs, ls, hs) in out:
+        q[sel], lo[sel], hi[sel] = np.asarray(qs), np.asarray(ls), np.asarray(hs)
+    flat = lambda v: v.reshape(stages * nP, -1)[:count]  # noqa: E731
+    return flat(q), flat(lo), flat(hi)
+
+
+# ----------------------------------------------------------------------------- solvers
+class OSQPLoop:
+    """(b): one OSQP object, set up once; only q, l, u change; warm-started."""
+
+    def __init__(self, P, A):
+        import osqp
+
+        self.P, self.A = sp.csc_matrix(np.triu(P)), sp.csc_matrix(A)
+        self.solver = None
+        self.osqp = osqp
+
+    def solve(self, q, lo, hi):
+        if self.solver is None:
+            self.solver = self.osqp.OSQP()
+            self.solver.setup(
+                self.P, q, self.A, lo, hi, eps_abs=EPS, eps_rel=EPS, max_iter=100000, polishing=False,
+                warm_starting=True, verbose=False,
+            )  # fmt: skip
+        else:
+            self.solver.update(q=q, l=lo, u=hi)
+        r = self.solver.solve()
+        return r.x, r.info.iter, r.info.status_val == 1
+
+
+class CVXPYModel:
+    """(c): min ½xᵀPx + qᵀx s.t. lo <= Ax <= hi with q, lo, hi as CVXPY Parameters."""
+
+    BIG = 1e30  # OSQP's infinity: a row side that is infinite in one instance and not in another
+
+    def __init__(self, P, A, lo_all, hi_all, solver="OSQP", **opts):
+        import cvxpy as cp
+
+        self.cp = cp
+        n = P.shape[0]
+        self.x = cp.Variable(n)
+        self.q = cp.Parameter(n)
+        self.eq = np.all(lo_all == hi_all, axis=0)
+        self.has_lo = np.any(np.isfinite(lo_all), axis=0) & ~self.eq
+        self.has_hi = np.any(np.isfinite(hi_all), axis=0) & ~self.eq
+        As = sp.csr_matrix(A)
+        self.b_eq = cp.Parameter(int(self.eq.sum()))
+        self.b_lo = cp.Parameter(int(self.has_lo.sum()))
+        self.b_hi = cp.Parameter(int(self.has_hi.sum()))
+        d = np.diag(P)
+        assert np.allclose(P, np.diag(d)), "the agent QP's P is diagonal"
+        obj = 0.5 * cp.sum(cp.multiply(d, cp.square(self.x))) + self.q @ self.x
+        cons = [As[self.eq] @ self.x == self.b_eq, As[self.has_lo] @ self.x >= self.b_lo,
+                As[self.has_hi] @ self.x <= self.b_hi]  # fmt: skip
+        self.problem = cp.Problem(cp.Minimize(obj), cons)
+        self.solver, self.opts = solver, opts
+
+    def solve(self, q, lo, hi):
+        self.q.value = q
+        self.b_eq.value = lo[self.eq]
+        self.b_lo.value = np.maximum(lo[self.has_lo], -self.BIG)
+        self.b_hi.value = np.minimum(hi[self.has_hi], self.BIG)
+        self.problem.solve(solver=self.solver, **self.opts)
+        st = self.problem.solver_stats
+        return self.x.value, st.num_iters, self.problem.status == "optimal"
+
+
+# ----------------------------------------------------------------------------- measures
+def objective(P, q, x):
+    return 0.5 * x @ (P @ x) + q @ x
+
+
+def violation(A, lo, hi, x):
+    Ax = A @ x
+    return float(np.max(np.maximum(np.maximum(lo - Ax, Ax - hi), 0.0)))
+
+
+def time_jax(fn, reps):
+    jax.block_until_ready(fn())  # compile
+    best = np.inf
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(fn())
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def time_loop(solver, q, lo, hi):
+    xs, its, ok = [], [], []
+    t0 = time.perf_counter()
+    for b in range(q.shape[0]):
+        x, it, good = solver.solve(q[b], lo[b], hi[b])
+        xs.append(x if x is not None else np.full(q.shape[1], np.nan)), its.append(it), ok.append(good)
+    return time.perf_counter() - t0, np.asarray(xs), np.asarray(its), np.asarray(ok)
+
+
+def errors(P, A, q, lo, hi, xs, f_ref):
+    k = min(len(f_ref), xs.shape[0])
+    rel = [abs(objective(P, q[b], xs[b]) - f_ref[b]) / max(1.0, abs(f_ref[b])) for b in range(k)]
+    vio = [violation(A, lo[b], hi[b], xs[b]) for b in range(k)]
+    return float(np.max(rel)), float(np.max(vio))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes (under two minutes on 2 cores)")
+    ap.add_argument("--sizes", help="comma-separated batch sizes (default 1,16,256,1024,4096; quick 1,16,256)")
+    ap.add_argument("--loop-max", type=int, help="instances timed for the OSQP loops (default 256; quick 64)")
+    ap.add_argument("--jaxopt-max", type=int, help="largest batch timed with jaxopt (default 256; quick 64)")
+    ap.add_argument("--ref", type=int, help="instances checked against Clarabel (default 64; quick 32)")
+    ap.add_argument("--reps", type=int, default=3, help="timed repeats of each jitted batch (best taken)")
+    args = ap.parse_args(argv)
+    q_ = args.quick
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([1, 16, 256] if q_ else [1, 16, 256, 1024, 4096])
+    loop_max = args.loop_max or (64 if q_ else 256)
+    jaxopt_max = args.jaxopt_max or (64 if q_ else 256)
+    n_ref = args.ref or (32 if q_ else 64)
+    B = max(sizes)
+
+    c = paper_case(0)
+    prof = profiles_for(c.n)
+    w = CostWeights()
+    ctl = make_controller(c, w, N, IPM(eps_abs=EPS, eps_rel=EPS))
+    P, A = np.asarray(ctl.agent_op.P_orig), np.asarray(ctl.agent_op.A_orig)
+    t0 = time.perf_counter()
+    Q, LO, HI = make_instances(c, prof, w, ctl, max(B, n_ref, loop_max))
+    gen_s = time.perf_counter() - t0
+    out = {"machine": machine(), "eps": EPS, "sizes": sizes}
+    out["qp"] = {"n": int(P.shape[0]), "m": int(A.shape[0]), "nnz_A": int(np.count_nonzero(A)), "instances": int(Q.shape[0])}
+    print("machine:", json.dumps(out["machine"]), flush=True)
+    print(f"paper case agent QP: n={P.shape[0]} variables, m={A.shape[0]} rows, nnz(A)={np.count_nonzero(A)}; "
+          f"{Q.shape[0]} instances made in {gen_s:.1f}s; eps_abs=eps_rel={EPS}")  # fmt: skip
+
+    # Clarabel reference (tight)
+    ref = CVXPYModel(P, A, LO, HI, solver="CLARABEL", tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
+    f_ref = []
+    for b in range(n_ref):
+        x, _, ok = ref.solve(Q[b], LO[b], HI[b])
+        assert ok, f"Clarabel did not solve instance {b}"
+        f_ref.append(objective(P, Q[b], x))
+    f_ref = np.asarray(f_ref)
+
+    # (b), (c): loops, timed once on up to loop_max instances (the same per QP at every B)
+    k = min(loop_max, Q.shape[0])
+    s_o, x_o, it_o, ok_o = time_loop(OSQPLoop(P, A), Q[:k], LO[:k], HI[:k])
+    cvx = CVXPYModel(P, A, LO, HI, solver="OSQP", eps_abs=EPS, eps_rel=EPS, max_iter=100000, polish=False, warm_start=True)
+    k_c = min(k, 64)
+    cvx.solve(Q[0], LO[0], HI[0])  # first solve compiles the parameterized problem
+    s_c, x_c, it_c, ok_c = time_loop(cvx, Q[:k_c], LO[:k_c], HI[:k_c])
+    loops = {
+        "osqp": dict(per_qp_s=s_o / k, iters=float(it_o.mean()), solved=float(ok_o.mean()), timed_on=k,
+                     err=errors(P, A, Q, LO, HI, x_o, f_ref)),
+        "cvxpy_osqp": dict(per_qp_s=s_c / k_c, iters=float(it_c.mean()), solved=float(ok_c.mean()), timed_on=k_c,
+                           err=errors(P, A, Q, LO, HI, x_c, f_ref)),
+    }  # fmt: skip
+
+    op_ipm = ctl.agent_op
+    op_admm = make_controller(c, w, N, ADMM(eps_abs=EPS, eps_rel=EPS, max_iter=20000)).agent_op
+    op_jo = make_controller(c, w, N, ADMM(eps_abs=EPS, eps_rel=EPS, max_iter=20000, check_every=10)).agent_op
+    rows = []
+    hdr = f"{'B':>5} {'solver':<12} {'per QP [ms]':>11} {'iters':>8} {'solved':>7} {'rel obj err':>11} {'max viol':>9} {'timed on':>9}"
+    print(hdr)
+    print("-" * len(hdr))
+    jo_last = None
+    for b in sizes:
+        qb, lb, hb = (jnp.asarray(v[:b]) for v in (Q, LO, HI))
+        res = {}
+        for name, op, be in (("ecjax-ipm", op_ipm, "admm"), ("ecjax-admm", op_admm, "admm"), ("jaxopt", op_jo, "jaxopt")):
+            if name == "jaxopt" and b > jaxopt_max:
+                res[name] = dict(jo_last, timed_on=f"B={jo_last['B']}") if jo_last else None
+                continue
+            s, sol = time_jax(lambda: solve_batch(op, qb, lb, hb, backend=be), args.reps)
+            x = np.asarray(sol.x)
+            r = dict(per_qp_s=s / b, iters=float(np.asarray(sol.num_steps).mean()),
+                     solved=float(np.mean(np.asarray(sol.status) == int(Status.solved))), timed_on=b, B=b,
+                     err=errors(P, A, Q, LO, HI, x, f_ref))  # fmt: skip
+            res[name] = r
+            if name == "jaxopt":
+                jo_last = r
+        res.update(loops)
+        for name, r in res.items():
+            if r is None:
+                continue
+            e, v = r["err"]
+            print(f"{b:5d} {name:<12} {1e3 * r['per_qp_s']:11.4f} {r['iters']:8.1f} {r['solved']:7.2f} {e:11.2e} {v:9.1e} {str(r['timed_on']):>9}")
+        rows.append({"B": b, **res})
+    out["rows"] = rows
+    last = rows[-1]
+    e = last["ecjax-ipm"]
+    sp_osqp = last["osqp"]["per_qp_s"] / e["per_qp_s"]
+    sp_cvx = last["cvxpy_osqp"]["per_qp_s"] / e["per_qp_s"]
+    sp_jo = last["jaxopt"]["per_qp_s"] / e["per_qp_s"]
+    max_err = max(r["ecjax-ipm"]["err"][0] for r in rows)
+    out["headline"] = dict(B=last["B"], speedup_vs_osqp=sp_osqp, speedup_vs_cvxpy=sp_cvx, speedup_vs_jaxopt=sp_jo, max_rel_obj_err=max_err)
+    print(f"B={last['B']}: ecjax {1e3 * e['per_qp_s']:.4f} ms/QP; OSQP loop x{sp_osqp:.1f}, CVXPY+OSQP x{sp_cvx:.1f}, "
+          f"jaxopt x{sp_jo:.1f} slower")  # fmt: skip
+    res_dir = Path(__file__).parent / "results"
+    res_dir.mkdir(exist_ok=True)
+    (res_dir / f"qp_batch_{'quick' if q_ else 'full'}.json").write_text(json.dumps(out, indent=2, default=str))
+    print(f"qp_batch: speedup_vs_osqp={sp_osqp:.3g} speedup_vs_jaxopt={sp_jo:.3g} max_rel_obj_err={max_err:.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
