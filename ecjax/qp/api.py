@@ -2,7 +2,6 @@
 
 import equinox as eqx
 import jax
-
 import jax.numpy as jnp
 
 from .admm import ADMM, Operator, Solution, _solve_admm
@@ -10,6 +9,7 @@ from .admm import prepare as _prepare_admm
 from .host import HostOperator, solve_host
 from .ipm import IPM, IPMOperator, prepare_ipm, solve_ipm
 from .jaxopt_backend import solve_jaxopt
+from .status import Status
 
 BACKENDS = ("admm", "jaxopt")
 
@@ -35,18 +35,55 @@ def prepare(P, A, settings: ADMM | IPM = ADMM(), dtype=jnp.float64, lo=None, hi=
     return _prepare_admm(P, A, settings, dtype, lo, hi)
 
 
+def _screen(q, lo, hi):
+    """Data no iteration can fix, flagged before solving (OSQP rejects it at setup).
+
+    Returns (status, q, lo, hi): status `numerical_error` for a non-finite q, a NaN bound, or
+    lo = +inf / hi = −inf; `primal_infeasible` for a row with lo > hi (a trivial certificate);
+    `running` otherwise. Flagged samples are replaced by the trivial problem (q = 0, every row
+    free), so that under vmap they finish at once instead of holding back their batch.
+    """
+    bad = ~jnp.all(jnp.isfinite(q)) | jnp.any(jnp.isnan(lo)) | jnp.any(jnp.isnan(hi))
+    bad = bad | jnp.any(lo == jnp.inf) | jnp.any(hi == -jnp.inf)
+    crossed = jnp.any(lo > hi)
+    status = jnp.where(bad, int(Status.numerical_error), jnp.where(crossed, int(Status.primal_infeasible), int(Status.running)))
+    flag = bad | crossed
+    q = jnp.where(flag, 0.0, q)
+    lo = jnp.where(flag, -jnp.inf, lo)
+    hi = jnp.where(flag, jnp.inf, hi)
+    return status.astype(jnp.int32), q, lo, hi
+
+
+def _screened(sol: Solution, status) -> Solution:
+    """The screen's status where it flagged the data; residuals never NaN or inf (a
+    non-finite residual is reported as the dtype's largest finite number)."""
+    big = jnp.finfo(sol.prim_res.dtype).max
+    fin = lambda v: jnp.where(jnp.isfinite(v), v, big)  # noqa: E731
+    flagged = status != int(Status.running)
+    return eqx.tree_at(
+        lambda s: (s.status, s.prim_res, s.dual_res),
+        sol,
+        (jnp.where(flagged, status, sol.status).astype(jnp.int32), fin(sol.prim_res), fin(sol.dual_res)),
+    )
+
+
 def _solve(op: Operator | IPMOperator, q, lo, hi, warm=None, backend: str = "admm") -> Solution:
+    dt = op.dtype
+    q, lo, hi = (jnp.asarray(v, dt) for v in (q, lo, hi))
+    if isinstance(op, IPMOperator) and backend not in ("admm", "ipm"):
+        raise ValueError("an `IPM` operator solves with its own method; `backend` must be left as is.")
+    if not isinstance(op, (HostOperator, IPMOperator)) and backend not in BACKENDS:
+        raise ValueError(f"`backend` must be one of {BACKENDS}, got {backend!r}.")
+    status, q, lo, hi = _screen(q, lo, hi)
     if isinstance(op, HostOperator):
-        return solve_host(op, q, lo, hi, warm)
-    if isinstance(op, IPMOperator):
-        if backend not in ("admm", "ipm"):
-            raise ValueError("an `IPM` operator solves with its own method; `backend` must be left as is.")
-        return solve_ipm(op, q, lo, hi, warm)
-    if backend == "admm":
-        return _solve_admm(op, q, lo, hi, warm)
-    if backend == "jaxopt":
-        return solve_jaxopt(op, q, lo, hi, warm)
-    raise ValueError(f"`backend` must be one of {BACKENDS}, got {backend!r}.")
+        sol = solve_host(op, q, lo, hi, warm)
+    elif isinstance(op, IPMOperator):
+        sol = solve_ipm(op, q, lo, hi, warm)
+    elif backend == "admm":
+        sol = _solve_admm(op, q, lo, hi, warm)
+    else:
+        sol = solve_jaxopt(op, q, lo, hi, warm)
+    return _screened(sol, status)
 
 
 @eqx.filter_jit
@@ -67,6 +104,17 @@ def solve(op: Operator, q, lo, hi, warm=None, backend: str = "admm") -> Solution
 
 
 @eqx.filter_jit
-def solve_batch(op: Operator, q, lo, hi, warm=None, backend: str = "admm") -> Solution:
-    """`solve` over a leading batch axis of q, lo, hi (and warm); `op` is shared."""
-    return jax.vmap(lambda q_, lo_, hi_, w_: _solve(op, q_, lo_, hi_, w_, backend))(q, lo, hi, warm)
+def solve_batch(op: Operator, q, lo, hi, warm=None, backend: str = "admm", chunk: int | None = None) -> Solution:
+    """`solve` over a leading batch axis of q, lo, hi (and warm); `op` is shared.
+
+    `chunk`: solve the batch in vmapped pieces of this many samples, one after another
+    (`lax.map`). On a CPU a piece of 32-64 agent QPs keeps each iteration's arrays in cache
+    and stops as soon as its own slowest sample does: per QP, a batch of 1024 runs about twice
+    as fast in pieces of 32 as in one piece. None (default): one piece, what a GPU wants.
+    """
+    one = lambda a: _solve(op, a[0], a[1], a[2], a[3], backend)  # noqa: E731
+    if chunk is None or chunk >= jnp.shape(q)[0]:
+        return jax.vmap(one)((q, lo, hi, warm))
+    if not (isinstance(chunk, int) and chunk >= 1):
+        raise ValueError(f"`chunk` must be an integer >= 1 or None, got {chunk!r}.")
+    return jax.lax.map(one, (q, lo, hi, warm), batch_size=chunk)

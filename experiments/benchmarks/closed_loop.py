@@ -141,13 +141,18 @@ def osqp_run(c, prof, delta, S, fc, seed=0):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (under three minutes on 2 cores)")
+    ap.add_argument("--S", type=int, help="samples of the ecjax run (default 16; quick 4)")
+    ap.add_argument("--R", type=int, choices=range(1, 9), metavar="1..8", help="risk levels (default 2; quick 2)")
+    ap.add_argument("--chunk", type=int, help="samples per compiled call (default 16; quick 4)")
     ap.add_argument("--scaling", action="store_true", help="also time S, R and n scaling")
+    ap.add_argument("--sizes", default="15,30,60,120", help="community sizes n of --scaling")
     args = ap.parse_args(argv)
     fc = FCMPCSettings()
     c = paper_case(0)
     prof = profiles_for(c.n)
-    S, R, chunk = (8, 2, 8) if args.quick else (64, 4, 64)
-    deltas = [0.05, 0.1, 0.2, 0.3][:R]
+    S, R, chunk = (4, 2, 4) if args.quick else (16, 2, 16)
+    S, R, chunk = args.S or S, args.R or R, args.chunk or chunk
+    deltas = [0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4][:R] if R > 4 else [0.05, 0.1, 0.2, 0.3][:R]
     S_osqp = 1 if args.quick else 2
     out = {"machine": machine(), "sizes": {"n": c.n, "prosumers": len(c.prosumers), "N": 24, "T": 24}}
     print("machine:", json.dumps(out["machine"]))
@@ -183,7 +188,8 @@ def main(argv=None) -> int:
 
     if args.scaling:
         rows = []
-        for n, S_, R_ in [(15, 16, 1), (15, 64, 1), (15, 16, 4), (30, 16, 1), (60, 16, 1), (120, 4, 1)]:
+        grid = [(15, 4, 1), (15, 16, 1), (15, 4, 4)] + [(n, 2, 1) for n in map(int, args.sizes.split(",")) if n != 15]
+        for n, S_, R_ in grid:
             cc = paper_case(0) if n == 15 else generate_community(n, 7 / 15, seed=0)
             r = ecjax_run(cc, profiles_for(n), [0.05, 0.1, 0.2, 0.3][:R_], S_, S_, fc)
             rows.append({"n": n, "S": S_, "R": R_, "compile_s": r.compile_seconds, "run_s": r.seconds,

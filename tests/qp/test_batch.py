@@ -12,7 +12,7 @@ import pytest
 from ecjax import ocp
 from ecjax.fcmpc import make_controller
 from ecjax.plan import make_stage, zero_plan
-from ecjax.qp import ADMM, Solution, Status, prepare, solve, solve_batch
+from ecjax.qp import ADMM, IPM, Solution, Status, prepare, solve, solve_batch
 from ecjax.weights import CostWeights
 from helpers_community import random_case
 
@@ -212,3 +212,36 @@ def test_float64_needs_x64():
             prepare(P, A, ADMM(), dtype=jnp.float64)
     finally:
         jax.config.update("jax_enable_x64", True)
+
+
+# --------------------------------------------------------------------------- chunked batches
+@pytest.mark.parametrize("chunk", [1, 2, 4])
+def test_chunked_batch_equals_one_piece(chunk):
+    """`solve_batch(..., chunk=k)` (pieces of k samples, the last one shorter) gives every
+    sample what the batch in one piece gives it: same status and iterations, the same answer
+    to rounding."""
+    c, prof, _ = random_case(3, 4)
+    w = CostWeights()
+    rng = np.random.default_rng(1)
+    cap = np.asarray(c.capacity)
+    parts = [
+        _agent_data(c, prof, w, t, d, rng.uniform(0.3, 0.8, c.n) * cap, (t > 3) * 0.5 * np.asarray(c.ev_daily), True)
+        for t, d in ((2, 0.05), (9, 0.2), (15, 0.1))
+    ]
+    q, lo, hi = (jnp.concatenate([p[k] for p in parts]) for k in range(3))  # 6 QPs
+    op = make_controller(c, w, 24, IPM(eps_abs=1e-8, eps_rel=1e-8)).agent_op
+    whole = solve_batch(op, q, lo, hi)
+    pieces = solve_batch(op, q, lo, hi, chunk=chunk)
+    np.testing.assert_array_equal(np.asarray(pieces.status), np.asarray(whole.status))
+    assert np.all(np.asarray(whole.status) == int(Status.solved))
+    np.testing.assert_array_equal(np.asarray(pieces.num_steps), np.asarray(whole.num_steps))
+    for f in ("x", "obj"):
+        a, b = np.asarray(getattr(whole, f)), np.asarray(getattr(pieces, f))
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-10 * max(1.0, np.abs(a).max()), err_msg=f)
+    # the duals of these near-LPs are not unique: rounding moves them along the optimal face
+    # (2e-7 here), while both stay dual feasible at the solver's tolerance
+    a, b = np.asarray(whole.y), np.asarray(pieces.y)
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * max(1.0, np.abs(a).max()))
+    assert np.all(np.asarray(pieces.dual_res) <= 1e-7) and np.all(np.asarray(whole.dual_res) <= 1e-7)
+    with pytest.raises(ValueError, match="chunk"):
+        solve_batch(op, q, lo, hi, chunk=0)

@@ -12,13 +12,20 @@ from ecjax import ocp
 from ecjax.fcmpc import make_controller
 from ecjax.layout import AgentLayout
 from ecjax.plan import zero_plan
-from ecjax.qp import ADMM, Solution, Status, prepare, solve, solve_batch
+from ecjax.qp import ADMM, IPM, Solution, Status, prepare, solve, solve_batch
 from ecjax.qp.status import MESSAGES, message
 from ecjax.weights import CostWeights
 from helpers_community import random_case
 
 INF = np.inf
-LINSYS = ["woodbury", "dense"]
+LINSYS = ["woodbury", "dense", "ipm"]  # ADMM with either linear solver, and the IPM
+
+
+def settings(method, max_iter=None, **kw):
+    """ADMM(linsys=method) or IPM() with the same tolerances (`max_iter` per method)."""
+    if method == "ipm":
+        return IPM(**kw) if max_iter is None else IPM(max_iter=min(max_iter, 200), **kw)
+    return ADMM(linsys=method, **kw) if max_iter is None else ADMM(linsys=method, max_iter=max_iter, **kw)
 
 
 def assert_finite(sol: Solution):
@@ -49,9 +56,9 @@ PINF_WOODBURY = pytest.mark.xfail(
 )
 
 
-@pytest.mark.parametrize("linsys", [pytest.param("woodbury", marks=PINF_WOODBURY), "dense"])
+@pytest.mark.parametrize("linsys", [pytest.param("woodbury", marks=PINF_WOODBURY), "dense", "ipm"])
 def test_primal_infeasible(linsys):
-    op = prepare(P3, A3, ADMM(linsys=linsys, max_iter=4000))
+    op = prepare(P3, A3, settings(linsys, max_iter=4000))
     sol = solve(op, Q3, LO3, HI3.copy())
     assert int(sol.status) == int(Status.solved)  # the feasible version solves
     lo = LO3.copy()
@@ -61,19 +68,10 @@ def test_primal_infeasible(linsys):
     assert int(sol.status) == int(Status.primal_infeasible), (int(sol.status), int(sol.num_steps))
 
 
-LO_GT_HI = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a row with lo > hi (here 2 <= x2 <= 1) is reported `solved` with x2 = 1: the projection "
-        "clip(v, lo, hi) returns hi, the residuals vanish and nothing checks lo <= hi"
-    ),
-)
-
-
-@pytest.mark.parametrize("linsys", [pytest.param(k, marks=LO_GT_HI) for k in LINSYS])
+@pytest.mark.parametrize("linsys", LINSYS)
 def test_crossed_bounds_are_not_solved(linsys):
     """lo > hi on a row: infeasible, whatever the rest."""
-    op = prepare(P3, A3, ADMM(linsys=linsys, max_iter=4000))
+    op = prepare(P3, A3, settings(linsys, max_iter=4000))
     lo = LO3.copy()
     lo[2] = 2.0  # 2 <= x2 <= 1
     sol = solve(op, Q3, lo, HI3)
@@ -88,7 +86,7 @@ def test_dual_infeasible(linsys):
     A = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     lo = np.array([-1.0, 0.0, -INF])
     hi = np.array([1.0, INF, INF])
-    op = prepare(P, A, ADMM(linsys=linsys))
+    op = prepare(P, A, settings(linsys))
     sol = solve(op, jnp.array([0.0, -1.0]), lo, hi)
     assert_finite(sol)
     assert int(sol.status) == int(Status.dual_infeasible)
@@ -98,31 +96,14 @@ def test_dual_infeasible(linsys):
     np.testing.assert_allclose(np.asarray(sol.x), [-0.5, 0.0], atol=1e-5)
 
 
-NONFINITE_RES = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a NaN or inf in q, lo or hi leaves NaN/inf in Solution.prim_res and dual_res "
-        "(x, y, z, obj are sanitised, the residuals are not)"
-    ),
-)
-INF_Q = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "q with an infinite entry is reported `solved` at num_steps = 0 with x = 0 (the "
-        "termination test compares dual_res = inf with eps_rel · dual_scale = inf), and "
-        "dual_res = inf is returned"
-    ),
-)
-
-
 @pytest.mark.parametrize("linsys", LINSYS)
 @pytest.mark.parametrize(
     "bad",
-    [pytest.param(np.nan, marks=NONFINITE_RES), pytest.param(INF, marks=INF_Q), pytest.param(-INF, marks=INF_Q)],
+    [np.nan, INF, -INF],
     ids=["nan", "+inf", "-inf"],
 )
 def test_nonfinite_q(linsys, bad):
-    op = prepare(P3, A3, ADMM(linsys=linsys))
+    op = prepare(P3, A3, settings(linsys))
     q = Q3.copy()
     q[2] = bad
     sol = solve(op, q, LO3, HI3)
@@ -130,9 +111,9 @@ def test_nonfinite_q(linsys, bad):
     assert_finite(sol)
 
 
-@pytest.mark.parametrize("linsys", [pytest.param(k, marks=NONFINITE_RES) for k in LINSYS])
+@pytest.mark.parametrize("linsys", LINSYS)
 def test_nan_bound(linsys):
-    op = prepare(P3, A3, ADMM(linsys=linsys))
+    op = prepare(P3, A3, settings(linsys))
     lo = LO3.copy()
     lo[3] = np.nan
     sol = solve(op, Q3, lo, HI3)
@@ -179,7 +160,7 @@ def bad_batch(linsys):
     charging allowed), a NaN and an inf in q. Returns (op, Q, LO, HI, solutions, clean) with
     `clean` the solutions of the same batch with every bad sample replaced by a good one."""
     c, w, q, lo, hi = _agent_batch()
-    ctl = make_controller(c, w, 24, ADMM(linsys=linsys, eps_abs=1e-6, eps_rel=1e-6, max_iter=2500))
+    ctl = make_controller(c, w, 24, settings(linsys, eps_abs=1e-6, eps_rel=1e-6, max_iter=2500))
     lay = AgentLayout(c.n, 24)
     Q, LO, HI = [], [], []
     good = iter(range(q.shape[0]))
@@ -222,14 +203,13 @@ def test_bad_samples_do_not_disturb_the_batch(linsys):
 BAD_BATCH = {
     "woodbury": pytest.mark.xfail(
         strict=True,
-        reason="inf in q reported `solved`; NaN/inf residuals; infeasible sample ends at max_iter "
-        "(Woodbury does not certify it; the dense path does)",
+        reason="the infeasible sample (EV deadline unreachable) ends at max_iter: Woodbury does "
+        "not certify primal infeasibility (the dense path and the IPM do)",
     ),
-    "dense": pytest.mark.xfail(strict=True, reason="inf in q reported `solved`; NaN/inf residuals"),
 }
 
 
-@pytest.mark.parametrize("linsys", [pytest.param(k, marks=BAD_BATCH[k]) for k in LINSYS])
+@pytest.mark.parametrize("linsys", [pytest.param(k, marks=BAD_BATCH.get(k, ())) for k in LINSYS])
 def test_bad_samples_get_their_status(linsys):
     sols = bad_batch(linsys)[4]
     status = np.asarray(sols.status)
