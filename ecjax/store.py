@@ -27,6 +27,8 @@ import datetime as _dt
 import json
 import os
 import socket
+import time
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -147,12 +149,27 @@ def cell_state(path, cell_id: str) -> str:
     return "complete" if a.get("complete") is True else "partial"
 
 
-def all_cells(path) -> list[str]:
-    """Ids of every cell group of the store, finished or not, sorted."""
+def all_cells(path, attempts: int = 20) -> list[str]:
+    """Ids of every cell group of the store, finished or not, sorted.
+
+    Safe while another process writes the store: zarr writes metadata atomically through a
+    temporary file next to it (`cells/zarr.<hex>.partial`), which a listing may see for an
+    instant. Such an entry is not a cell: its warning is silenced, and a listing that loses
+    an entry while it reads is taken again (up to `attempts` times).
+    """
     cells = _cells_group(path)
     if cells is None:
         return []
-    return sorted(name for name, _ in cells.groups())
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
+                return sorted(name for name, _ in cells.groups() if not name.endswith(".partial"))
+        except FileNotFoundError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
+    return []
 
 
 def list_cells(path) -> list[str]:

@@ -117,3 +117,17 @@ def test_block_with_wrong_samples_is_refused(tmp_path):
 def test_not_a_store(tmp_path):
     with pytest.raises(StoreError):
         store.list_cells(tmp_path / "nothing.zarr")
+
+
+def test_listing_ignores_a_writers_temporary_metadata(tmp_path):
+    """zarr writes metadata through a temporary `zarr.<hex>.partial` file next to it; a
+    reader listing the cells while another process writes them (progress monitors, the
+    resume logic) may meet one. It is not a cell and must not break the listing."""
+    cfg = _config(tmp_path, "sim.S=2", "sim.block=2")
+    path = tmp_path / "s.zarr"
+    w = CellWriter(path, "c1", cfg)
+    w.write_block(0, _summary(0, 2))
+    w.finish()
+    (path / "cells" / "zarr.0123456789abcdef0123456789abcdef.partial").write_text("{}")
+    assert store.all_cells(path) == ["c1"]
+    assert store.list_cells(path) == ["c1"]
