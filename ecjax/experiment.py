@@ -80,30 +80,37 @@ def run_batch(
     deltas = np.atleast_1d(np.asarray(deltas, dtype=np.float64))
     _check(deltas, S, chunk, keep, options, N, fc, community)
     check_profiles(profiles, community)
-    chunk = min(chunk, S)
-    runner = _runner(community, profiles, options, N, fc, weights, solver, dtype, chunk, len(deltas))
+    # The first `keep` samples run once, with their full records, and their summaries come
+    # from that run; the summary-only program runs the other S - keep samples.
+    rest = S - keep
+    chunk = min(chunk, max(rest, 1))
+    run_opts, run_deltas = _as_run(options, deltas)
+    runner = _runner(community, profiles, run_opts, N, fc, weights, solver, dtype, chunk, len(deltas))
     base = jax.random.PRNGKey(seed)
-    d_arr = jnp.asarray(deltas, runner.dtype)
-    compile_s = runner.take_compile_seconds()
+    d_arr = jnp.asarray(run_deltas, runner.dtype)
     ids_all = sample_offset + np.arange(S)
-    pad = (-S) % chunk
-    ids_pad = np.concatenate([ids_all, np.full(pad, ids_all[-1])]).astype(np.int32)
+    record = runner.trajectories(keep, d_arr, base) if keep else None
+    summary_run = runner.summary() if rest else None
+    compile_s = runner.take_compile_seconds()
     t0 = time.perf_counter()
-    parts = []
-    for start in range(0, S + pad, chunk):
-        out = runner.summary(jnp.asarray(ids_pad[start : start + chunk]), d_arr, base)
+    parts, traj = [], None
+    if keep:
+        summ_k, rec = jax.device_get(record(jnp.asarray(ids_all[:keep], jnp.int32), d_arr, base))
+        parts.append(summ_k)
+        traj = _trajectory_dataset(community, deltas, ids_all[:keep], rec, options)
+        if progress is not None:
+            progress(keep, S)
+    ids_rest = ids_all[keep:]
+    pad = (-rest) % chunk
+    ids_pad = np.concatenate([ids_rest, np.full(pad, ids_all[-1])]).astype(np.int32)
+    for start in range(0, rest + pad, chunk):
+        out = summary_run(jnp.asarray(ids_pad[start : start + chunk]), d_arr, base)
         parts.append(jax.device_get(out))
         if progress is not None:
-            progress(min(start + chunk, S), S)
+            progress(keep + min(start + chunk, rest), S)
     seconds = time.perf_counter() - t0
     summ = {k: np.concatenate([p[k] for p in parts], axis=1)[:, :S] for k in parts[0]}
     summary = _summary_dataset(community, deltas, ids_all, summ, options)
-    traj = None
-    if keep:
-        f = runner.trajectories(keep, d_arr, base)
-        compile_s += runner.take_compile_seconds()
-        rec = jax.device_get(f(jnp.asarray(ids_all[:keep], jnp.int32), d_arr, base))
-        traj = _trajectory_dataset(community, deltas, ids_all[:keep], rec, options)
     return BatchResult(summary=summary, trajectories=traj, seconds=seconds, compile_seconds=compile_s)
 
 
@@ -135,8 +142,14 @@ class _Runner:
         self._batched = batched
         self._records: dict[int, object] = {}
         self._compile_s = 0.0
-        ids = jax.ShapeDtypeStruct((chunk,), jnp.int32)
-        self.summary = self._compile(lambda i, d, k: batched(i, d, k, False)[0], ids)
+        self._summary = None
+
+    def summary(self):
+        """The compiled summary-only run of `chunk` samples (compiled on first use)."""
+        if self._summary is None:
+            ids = jax.ShapeDtypeStruct((self.chunk,), jnp.int32)
+            self._summary = self._compile(lambda i, d, k: self._batched(i, d, k, False)[0], ids)
+        return self._summary
 
     def _compile(self, fn, ids):
         t = time.perf_counter()
@@ -147,9 +160,10 @@ class _Runner:
         return out
 
     def trajectories(self, keep: int, deltas, base):
+        """The compiled run of `keep` samples that returns (summary, full records)."""
         if keep not in self._records:
             ids = jax.ShapeDtypeStruct((keep,), jnp.int32)
-            self._records[keep] = self._compile(lambda i, d, k: self._batched(i, d, k, True)[1], ids)
+            self._records[keep] = self._compile(lambda i, d, k: self._batched(i, d, k, True), ids)
         return self._records[keep]
 
     def take_compile_seconds(self) -> float:
@@ -183,6 +197,19 @@ def _runner(community, profiles, options, N, fc, weights, solver, dtype, chunk, 
     while len(_RUNNERS) > _RUNNERS_KEPT:
         _RUNNERS.popitem(last=False)
     return r
+
+
+def _as_run(opt: Options, deltas: np.ndarray) -> tuple[Options, np.ndarray]:
+    """The standard DMPC is the cooperative scenario at δ = 0.5 (MODEL §8, z = 0): it runs
+    through the compiled closed loop of `ccdmpc` (one compilation serves both scenarios; the
+    results keep the labels of the run asked for)."""
+    if opt.scenario != "dmpc":
+        return opt, deltas
+    run = Options(
+        scenario="ccdmpc", T=opt.T, tightening=opt.tightening, tighten_consumers=opt.tighten_consumers,
+        gap=opt.gap, record_plans=opt.record_plans,
+    )  # fmt: skip
+    return run, np.full_like(deltas, 0.5)
 
 
 def _no_record(opt: Options) -> Options:
