@@ -205,18 +205,11 @@ def _as_run(opt: Options, deltas: np.ndarray) -> tuple[Options, np.ndarray]:
     results keep the labels of the run asked for)."""
     if opt.scenario != "dmpc":
         return opt, deltas
-    run = Options(
-        scenario="ccdmpc", T=opt.T, tightening=opt.tightening, tighten_consumers=opt.tighten_consumers,
-        gap=opt.gap, record_plans=opt.record_plans,
-    )  # fmt: skip
-    return run, np.full_like(deltas, 0.5)
+    return dataclasses.replace(opt, scenario="ccdmpc"), np.full_like(deltas, 0.5)
 
 
 def _no_record(opt: Options) -> Options:
-    return Options(
-        scenario=opt.scenario, T=opt.T, tightening=opt.tightening,
-        tighten_consumers=opt.tighten_consumers, gap=opt.gap, record_plans=False,
-    )  # fmt: skip
+    return dataclasses.replace(opt, record_plans=False)
 
 
 def _summary_dataset(c: Community, deltas, ids, summ: dict, opt: Options) -> xr.Dataset:

@@ -112,9 +112,9 @@ def solve_batch(op: Operator, q, lo, hi, warm=None, backend: str = "admm", chunk
     and stops as soon as its own slowest sample does: per QP, a batch of 1024 runs about twice
     as fast in pieces of 32 as in one piece. None (default): one piece, what a GPU wants.
     """
+    if chunk is not None and not (isinstance(chunk, int) and chunk >= 1):
+        raise ValueError(f"`chunk` must be an integer >= 1 or None, got {chunk!r}.")
     one = lambda a: _solve(op, a[0], a[1], a[2], a[3], backend)  # noqa: E731
     if chunk is None or chunk >= jnp.shape(q)[0]:
         return jax.vmap(one)((q, lo, hi, warm))
-    if not (isinstance(chunk, int) and chunk >= 1):
-        raise ValueError(f"`chunk` must be an integer >= 1 or None, got {chunk!r}.")
     return jax.lax.map(one, (q, lo, hi, warm), batch_size=chunk)
