@@ -30,7 +30,7 @@ from jaxtyping import Array, Float, Int
 
 from .._iterate import bounded_while
 from . import linsys as _ls
-from . import normal
+from . import normal, schur  # noqa: F401  (schur: the two-level form of the Newton system)
 from .admm import Solution, _Data, _dual_infeasible, _finite, _inf, _primal_infeasible, _scale_data
 from .scaling import ruiz
 from .status import Status
@@ -67,7 +67,7 @@ class IPMOperator(eqx.Module):
 
     settings: IPM
     A: _ls.SplitA
-    kkt: normal.NormalKKT
+    kkt: "normal.NormalKKT | schur.SchurKKT"
     P: Float[Array, " n"]
     D: Float[Array, " n"]
     E: Float[Array, " m"]

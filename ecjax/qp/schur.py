@@ -1,0 +1,186 @@
+"""The Newton system (N2) of `normal.py` by two-level elimination, when the coupling rows fall
+into small independent groups.
+
+Write M = diag(d_c⁻¹ + δ_d) + C_S Kd_S⁻¹ C_Sᵀ for the lower right block of (N2). Two coupling
+rows are tied in M only when they share a strong column, so M is block diagonal over the
+connected components of |C_S||C_S|ᵀ: in the FC-MPC subproblem one component per time step
+(the six rows dyn_b, dyn_ev, dis, own_ug, soft_lo, soft_hi of step k), whose strong columns
+are that step's inputs and slacks. Eliminating the multipliers w of every component leaves
+the Schur complement on the weak columns (battery and EV energies: the states),
+
+    S_W = Kd_W + Σ_c C_{W,c}ᵀ M_c⁻¹ C_{W,c},                                        (N4)
+    S_W dx_W = r_W + Σ_c C_{W,c}ᵀ M_c⁻¹ t'_c,     w_c = M_c⁻¹ (C_{W,c} dx_W − t'_c),    (N5)
+
+with t' = t − C_S Kd_S⁻¹ r_S. The M_c are inverted all at once (one batched Gauss-Jordan on
+(components, b, b) arrays, no sequential dependence); S_W couples only the states of
+neighbouring steps, so it is block-tridiagonal with blocks of 2-3 (`blocktri.py`): the
+sequential part of the factorization is a recursion over tiny blocks, instead of one over
+the (N2) blocks of ~8. This is the structure an MPC-tailored interior-point method exploits
+(a Riccati recursion on the states, Rao, Wright & Rawlings 1998), found here from the sparsity
+pattern alone. S_W is positive definite (M_c is), so (T1) needs no pivoting.
+
+`build` returns None when a component is larger than `max_block` (the centralized problem,
+where trades tie every prosumer's rows of a step together); `normal.py` then factors (N2)
+directly.
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
+from jaxtyping import Array, Bool, Float, Int
+
+from . import blocktri
+from .linsys import Mat
+
+MAX_BLOCK = 16  # largest component of coupling rows eliminated as a dense block
+
+
+def _padded(lists, pad, k=None):
+    k = k or max((len(v) for v in lists), default=1) or 1
+    out = np.full((len(lists), k), pad, np.int64)
+    for i, v in enumerate(lists):
+        out[i, : len(v)] = v
+    return out
+
+
+class SchurKKT(eqx.Module):
+    """Host-built structure of (N4)-(N5)."""
+
+    is_strong: Bool[Array, " n"]
+    weak_cols: Int[Array, " nw"]
+    weak_pos: Int[Array, " n"]
+    C: Mat  # coupling rows (m_c × n)
+    comp_rows: Int[Array, "nc b"]  # coupling rows of each component (pad = m_c)
+    row_slot: Int[Array, " mc"]  # coupling row -> flat slot c*b + a
+    Cs_cols: Int[Array, "nc kc"]  # strong columns of each component (pad = n)
+    Cs: Float[Array, "nc b kc"]  # C[rows_c, cols_c]
+    Cw_cols: Int[Array, "nc kw"]  # weak columns (index among weak, pad = nw)
+    Cw: Float[Array, "nc b kw"]  # C[rows_c, weak cols_c]
+    w_src: Int[Array, "nw kr"]  # weak column <- flat entries of C_{W,c}ᵀ g_c (pad = nc*kw)
+    slot_src: Int[Array, "nslot k2"]  # S_W storage slot <- sum of sources
+    order: Int[Array, " u"]
+    where: Int[Array, " nw"]
+    nb: int = eqx.field(static=True)
+    bs: int = eqx.field(static=True)
+    nw: int = eqx.field(static=True)
+    mc: int = eqx.field(static=True)
+
+    @staticmethod
+    def build(C: np.ndarray, weak: np.ndarray, max_block: int, dtype):
+        mc, n = C.shape
+        strong = ~weak
+        weak_cols = np.nonzero(weak)[0]
+        nw = len(weak_cols)
+        if mc == 0 or nw == 0:
+            return None
+        weak_pos = np.full(n, nw, np.int64)
+        weak_pos[weak_cols] = np.arange(nw)
+        nzs = sp.csr_matrix((C != 0) & strong[None, :])
+        ncomp, label = connected_components(nzs @ nzs.T + sp.identity(mc), directed=False)
+        rows = [np.nonzero(label == c)[0] for c in range(ncomp)]
+        b = max(len(r) for r in rows)
+        if b > max_block:
+            return None
+        comp_rows = _padded(rows, mc, b)
+        row_slot = np.empty(mc, np.int64)
+        for c, r in enumerate(rows):
+            row_slot[r] = c * b + np.arange(len(r))
+        scols = [np.nonzero(((C[r] != 0) & strong[None, :]).any(axis=0))[0] for r in rows]
+        wcols = [np.nonzero(((C[r] != 0) & weak[None, :]).any(axis=0))[0] for r in rows]
+        Cs_cols, Cw_cols = _padded(scols, n), _padded(wcols, n)
+        kc, kw = Cs_cols.shape[1], Cw_cols.shape[1]
+        Cs = np.zeros((ncomp, b, kc))
+        Cw = np.zeros((ncomp, b, kw))
+        for c, r in enumerate(rows):
+            Cs[c, : len(r), : len(scols[c])] = C[np.ix_(r, scols[c])]
+            Cw[c, : len(r), : len(wcols[c])] = C[np.ix_(r, wcols[c])]
+        # (N4) pattern on the weak columns and its block-tridiagonal storage
+        ent_i, ent_j, ent_s = list(range(nw)), list(range(nw)), list(range(nw))  # Kd_W
+        w_lists = [[] for _ in range(nw)]
+        for c, wc in enumerate(wcols):
+            pos = weak_pos[wc]
+            for a in range(len(wc)):
+                w_lists[pos[a]].append(c * kw + a)
+                for a2 in range(a, len(wc)):
+                    ent_i.append(pos[a]), ent_j.append(pos[a2]), ent_s.append(nw + c * kw * kw + a * kw + a2)
+        ent_i, ent_j, ent_s = map(np.asarray, (ent_i, ent_j, ent_s))
+        pat = sp.coo_matrix((np.ones(len(ent_i)), (ent_i, ent_j)), shape=(nw, nw))
+        order, bs, nb = blocktri.analyse(pat)
+        slot, mirror, where = blocktri.block_slots(order, bs, nb, nw, ent_i, ent_j)
+        one_src = nw + ncomp * kw * kw
+        nslot = (2 * nb - 1) * bs * bs
+        lists = [[] for _ in range(nslot)]
+        for sl, mi, s in zip(slot, mirror, ent_s):
+            lists[sl].append(s)
+            if mi != sl:
+                lists[mi].append(s)
+        for p in np.nonzero(order == nw)[0]:  # padding unknowns: identity
+            blk, o = divmod(p, bs)
+            lists[blk * bs * bs + o * bs + o].append(one_src)
+        return SchurKKT(
+            is_strong=jnp.asarray(strong),
+            weak_cols=jnp.asarray(weak_cols.astype(np.int32)),
+            weak_pos=jnp.asarray(weak_pos.astype(np.int32)),
+            C=Mat.build(C, "gather", dtype),
+            comp_rows=jnp.asarray(comp_rows.astype(np.int32)),
+            row_slot=jnp.asarray(row_slot.astype(np.int32)),
+            Cs_cols=jnp.asarray(Cs_cols.astype(np.int32)),
+            Cs=jnp.asarray(Cs, dtype),
+            Cw_cols=jnp.asarray(np.where(Cw_cols < n, weak_pos[np.minimum(Cw_cols, n - 1)], nw).astype(np.int32)),
+            Cw=jnp.asarray(Cw, dtype),
+            w_src=jnp.asarray(_padded(w_lists, ncomp * kw).astype(np.int32)),
+            slot_src=jnp.asarray(_padded(lists, one_src + 1).astype(np.int32)),
+            order=jnp.asarray(order.astype(np.int32)),
+            where=jnp.asarray(where.astype(np.int32)),
+            nb=nb,
+            bs=bs,
+            nw=nw,
+            mc=mc,
+        )
+
+
+class SchurFactored(eqx.Module):
+    f: blocktri.Factor  # (T1) of S_W
+    Minv: Float[Array, "nc b b"]
+    Kd_inv_s: Float[Array, " n"]
+    dc_inv: Float[Array, " mc"]
+
+
+def _pad1(v):
+    return jnp.concatenate([v, jnp.zeros((1,), v.dtype)])
+
+
+def factor(kkt: SchurKKT, Kd, dc_inv, reg_d) -> SchurFactored:
+    """M_c⁻¹ for every component, then (N4) and its block-tridiagonal factorization."""
+    dt = Kd.dtype
+    Kd_inv_s = jnp.where(kkt.is_strong, 1.0 / Kd, 0.0)
+    kin = _pad1(Kd_inv_s)[kkt.Cs_cols]
+    diag = jnp.concatenate([dc_inv + reg_d, jnp.ones((1,), dt)])[kkt.comp_rows]  # pad rows: 1
+    M = jnp.einsum("cak,ck,cbk->cab", kkt.Cs, kin, kkt.Cs) + diag[:, :, None] * jnp.eye(diag.shape[1], dtype=dt)[None]
+    Minv = jax.vmap(blocktri._inv)(M)
+    T = jnp.einsum("caw,cab,cbv->cwv", kkt.Cw, Minv, kkt.Cw)
+    src = jnp.concatenate([Kd[kkt.weak_cols], T.reshape(-1), jnp.ones((1,), dt), jnp.zeros((1,), dt)])
+    flat = jnp.sum(src[kkt.slot_src], axis=-1)
+    nd = kkt.nb * kkt.bs * kkt.bs
+    D = flat[:nd].reshape(kkt.nb, kkt.bs, kkt.bs)
+    L = flat[nd:].reshape(kkt.nb - 1, kkt.bs, kkt.bs)
+    return SchurFactored(f=blocktri.factor(D, L), Minv=Minv, Kd_inv_s=Kd_inv_s, dc_inv=dc_inv)
+
+
+def solve(kkt: SchurKKT, fac: SchurFactored, r, t):
+    """(dx, v) of [Kd Cᵀ; C −diag(1/d_c)] [dx; v] = [r; t] by (N5) and (N3)."""
+    tp = t - kkt.C.mv(fac.Kd_inv_s * r)
+    tc = _pad1(tp)[kkt.comp_rows]
+    g = jnp.einsum("cab,cb->ca", fac.Minv, tc)
+    h = jnp.einsum("caw,ca->cw", kkt.Cw, g).reshape(-1)
+    rhs = r[kkt.weak_cols] + jnp.sum(_pad1(h)[kkt.w_src], axis=-1)
+    u = _pad1(rhs)[kkt.order].reshape(kkt.nb, kkt.bs)
+    xw = blocktri.solve(fac.f, u).reshape(-1)[kkt.where]
+    xwc = _pad1(xw)[kkt.Cw_cols]
+    wv = jnp.einsum("cab,cb->ca", fac.Minv, jnp.einsum("caw,cw->ca", kkt.Cw, xwc) - tc)
+    v = wv.reshape(-1)[kkt.row_slot]
+    dx_s = fac.Kd_inv_s * (r - kkt.C.rmv(v))
+    return jnp.where(kkt.is_strong, dx_s, _pad1(xw)[kkt.weak_pos]), v
