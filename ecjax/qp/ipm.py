@@ -18,6 +18,16 @@ depends on the data (20-30 here), which is what a vmapped batch needs: under `vm
 sample runs until the slowest one stops. Warm starts are accepted and ignored (an interior
 point cannot use them); ADMM (`admm.py`) is the warm-startable alternative.
 
+Rows with one nonzero (variable bounds: most rows of the MPC QPs) are merged per column before
+the iteration: a_r x_j ∈ [lo_r, hi_r] for every such row r of column j becomes
+
+    lb_j = max_r lo_r/a_r,  ub_j = min_r hi_r/a_r   (sides swapped where a_r < 0),          (I3)
+
+so the method runs on x ∈ [lb, ub], lo_c <= C x <= hi_c: one bound pair per column, products
+with the bound rows are the identity. The bound multipliers go back to the rows that attain
+lb_j and ub_j; crossed bounds (lb_j > ub_j from two rows) are a primal infeasibility
+certificate by themselves.
+
 Residuals, termination and infeasibility certificates follow the ADMM conventions (OSQP §3.4),
 so `Solution` means the same for both: y = λ_u − λ_l, z = clip(Ax, lo, hi).
 """
@@ -26,12 +36,12 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Bool, Float, Int
 
 from .._iterate import bounded_while
 from . import linsys as _ls
 from . import normal, schur  # noqa: F401  (schur: the two-level form of the Newton system)
-from .admm import Solution, _Data, _dual_infeasible, _finite, _inf, _primal_infeasible, _scale_data
+from .admm import Solution, _Data, _finite, _inf
 from .scaling import ruiz
 from .status import Status
 
@@ -63,14 +73,21 @@ class IPM(eqx.Module):
 
 
 class IPMOperator(eqx.Module):
-    """What a batch shares (scaled, rows permuted to [singleton | coupling])."""
+    """What a batch shares, scaled. `A` is the merged problem's matrix [I; C] (n bound rows,
+    then the coupling rows); `A_rows` the user's rows, permuted to [singleton | coupling]."""
 
     settings: IPM
     A: _ls.SplitA
+    A_rows: _ls.SplitA
     kkt: "normal.NormalKKT | schur.SchurKKT"
     P: Float[Array, " n"]
     D: Float[Array, " n"]
-    E: Float[Array, " m"]
+    E: Float[Array, " m"]  # row scaling of the user's rows (permuted)
+    Einv: Float[Array, " mb"]  # unscaling of the merged rows (0: column without a bound row)
+    b_row: Int[Array, "n kb"]  # singleton rows of each column (pad = m_s)
+    b_val: Float[Array, "n kb"]  # their coefficient a_r (pad 0)
+    r_col: Int[Array, " ms"]  # singleton row -> its column
+    r_slot: Int[Array, " ms"]  # ... and its place among that column's rows
     c: Float[Array, ""]
     perm: Int[Array, " m"]
     iperm: Int[Array, " m"]
@@ -85,6 +102,11 @@ class IPMOperator(eqx.Module):
     @property
     def dtype(self):
         return self.D.dtype
+
+    @property
+    def mb(self) -> int:
+        """Rows of the merged problem: n bounds + the coupling rows."""
+        return self.A.m_s + self.A.m_c
 
     def Pmv(self, x):
         return self.P * x
@@ -101,7 +123,25 @@ def prepare_ipm(P, A, settings: IPM, dtype) -> IPMOperator:
     Ab = E[:, None] * A * D[None, :]
     perm, m_s = _ls.split_rows(Ab)
     Ab_p = Ab[perm]
-    kkt = normal.NormalKKT.build(pd, Ab_p, m_s, settings.weak_p, settings.max_dense, dtype)
+    S, C = Ab_p[:m_s], Ab_p[m_s:]
+    # (I3): the singleton rows of each column
+    r_col = np.argmax(S != 0, axis=1) if m_s else np.zeros(0, np.int64)
+    r_val = S[np.arange(m_s), r_col] if m_s else np.zeros(0)
+    keep = r_val != 0  # an all-zero row bounds nothing (its feasibility is 0 ∈ [lo, hi])
+    rows_of = [np.nonzero((r_col == j) & keep)[0] for j in range(n)]
+    kb = max(max((len(r) for r in rows_of), default=1), 1)
+    b_row = np.full((n, kb), m_s, np.int64)
+    b_val = np.zeros((n, kb))
+    r_slot = np.zeros(m_s, np.int64)
+    for j, r in enumerate(rows_of):
+        b_row[j, : len(r)], b_val[j, : len(r)], r_slot[r] = r, r_val[r], np.arange(len(r))
+    r_slot[~keep] = kb  # never attains a bound
+    Eb_inv = np.zeros(n)
+    for j, r in enumerate(rows_of):
+        if len(r):  # unscaled residual of row r = |a_r| / E_r × that of the bound (conservative max)
+            Eb_inv[j] = np.max(np.abs(r_val[r]) / E[perm][r])
+    Av = np.vstack([np.eye(n), C])
+    kkt = normal.NormalKKT.build(pd, Av, n, settings.weak_p, settings.max_dense, dtype)
     s = settings
     f64 = dtype == jnp.float64
     if s.reg is None:
@@ -110,11 +150,17 @@ def prepare_ipm(P, A, settings: IPM, dtype) -> IPMOperator:
         s = eqx.tree_at(lambda t: t.reg_eq, s, 1e-8 if f64 else 1e-5, is_leaf=lambda v: v is None)
     return IPMOperator(
         settings=jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), s),
-        A=_ls.build_split(Ab_p, m_s, "gather", dtype),
+        A=_ls.build_split(Av, n, "gather", dtype, identity=True),
+        A_rows=_ls.build_split(Ab_p, m_s, "gather", dtype),
         kkt=kkt,
         P=jnp.asarray(pd, dtype),
         D=jnp.asarray(D, dtype),
         E=jnp.asarray(E[perm], dtype),
+        Einv=jnp.asarray(np.concatenate([Eb_inv, 1.0 / E[perm][m_s:]]), dtype),
+        b_row=jnp.asarray(b_row.astype(np.int32)),
+        b_val=jnp.asarray(b_val, dtype),
+        r_col=jnp.asarray(r_col.astype(np.int32)),
+        r_slot=jnp.asarray(r_slot.astype(np.int32)),
         c=jnp.asarray(c, dtype),
         perm=jnp.asarray(perm.astype(np.int32)),
         iperm=jnp.asarray(np.argsort(perm).astype(np.int32)),
@@ -128,11 +174,11 @@ def prepare_ipm(P, A, settings: IPM, dtype) -> IPMOperator:
 
 class IPMState(eqx.Module):
     x: Float[Array, " n"]
-    sl: Float[Array, " m"]
-    su: Float[Array, " m"]
-    ll: Float[Array, " m"]
-    lu: Float[Array, " m"]
-    ye: Float[Array, " m"]  # multipliers of equality rows (lo = hi)
+    sl: Float[Array, " mb"]
+    su: Float[Array, " mb"]
+    ll: Float[Array, " mb"]
+    lu: Float[Array, " mb"]
+    ye: Float[Array, " mb"]  # multipliers of equality rows (lo = hi)
     k: Int[Array, ""]
     status: Int[Array, ""]
     prim: Float[Array, ""]
@@ -140,11 +186,12 @@ class IPMState(eqx.Module):
 
 
 class _Sides(eqx.Module):
-    hl: Float[Array, " m"]  # 1 where lo is finite (and the row is not an equality)
-    hu: Float[Array, " m"]
-    he: Float[Array, " m"]  # 1 on equality rows (lo = hi, up to rounding)
-    lo: Float[Array, " m"]  # infinite entries replaced by 0
-    hi: Float[Array, " m"]
+    hl: Float[Array, " mb"]  # 1 where lo is finite (and the row is not an equality)
+    hu: Float[Array, " mb"]
+    he: Float[Array, " mb"]  # 1 on equality rows (lo = hi, up to rounding)
+    lo: Float[Array, " mb"]  # infinite entries replaced by 0
+    hi: Float[Array, " mb"]
+    n_act: Float[Array, ""]  # number of finite inequality sides (at least 1)
 
 
 def _sides(data: _Data) -> _Sides:
@@ -152,37 +199,84 @@ def _sides(data: _Data) -> _Sides:
     dt = data.q.dtype
     lo, hi = jnp.where(fl, data.lo, 0.0), jnp.where(fu, data.hi, 0.0)
     eq = fl & fu & (hi - lo <= 100 * jnp.finfo(dt).eps * (1.0 + jnp.abs(lo)))
+    hl, hu = (fl & ~eq).astype(dt), (fu & ~eq).astype(dt)
     return _Sides(
-        hl=(fl & ~eq).astype(dt), hu=(fu & ~eq).astype(dt), he=eq.astype(dt), lo=lo, hi=jnp.where(eq, lo, hi)
+        hl=hl, hu=hu, he=eq.astype(dt), lo=lo, hi=jnp.where(eq, lo, hi), n_act=jnp.maximum(jnp.sum(hl + hu), 1.0)
     )
 
 
+class _Bounds(eqx.Module):
+    """(I3) for one sample: the merged problem's data and which row attains each bound."""
+
+    data: _Data  # q̄; [lb; lō_c], [ub; hī_c]
+    lo_p: Float[Array, " m"]  # the user's rows, scaled and permuted
+    hi_p: Float[Array, " m"]
+    i_lo: Int[Array, " n"]  # slot (in b_row) of the row attaining lb_j
+    i_hi: Int[Array, " n"]
+    crossed: Bool[Array, ""]  # lb_j > ub_j for some j: primal infeasible
+
+
+def _merge(op: IPMOperator, q, lo, hi) -> _Bounds:
+    dt = op.dtype
+    q, lo, hi = (jnp.asarray(v, dt) for v in (q, lo, hi))
+    lo_p, hi_p = op.E * lo[op.perm], op.E * hi[op.perm]
+    m_s = op.A_rows.m_s
+    inf = jnp.full((1,), jnp.inf, dt)
+    l_r = jnp.concatenate([lo_p[:m_s], -inf])[op.b_row]
+    h_r = jnp.concatenate([hi_p[:m_s], inf])[op.b_row]
+    a = op.b_val
+    a_ = jnp.where(a == 0, 1.0, a)
+    c_lo = jnp.where(a == 0, -jnp.inf, jnp.where(a > 0, l_r, h_r) / a_)
+    c_hi = jnp.where(a == 0, jnp.inf, jnp.where(a > 0, h_r, l_r) / a_)
+    lb, ub = jnp.max(c_lo, axis=-1), jnp.min(c_hi, axis=-1)
+    tol = 100 * jnp.finfo(dt).eps * (1.0 + jnp.abs(ub))
+    crossed = jnp.any(lb > ub + tol)
+    lb = jnp.where(crossed, -jnp.inf, jnp.minimum(lb, ub))  # lb > ub by rounding: an equality
+    ub = jnp.where(crossed, jnp.inf, ub)
+    lo_c = jnp.where(crossed, -jnp.inf, lo_p[m_s:])
+    hi_c = jnp.where(crossed, jnp.inf, hi_p[m_s:])
+    data = _Data(q=jnp.where(crossed, 0.0, op.c * op.D * q), lo=jnp.concatenate([lb, lo_c]), hi=jnp.concatenate([ub, hi_c]))
+    return _Bounds(data, lo_p, hi_p, jnp.argmax(c_lo, axis=-1), jnp.argmin(c_hi, axis=-1), crossed)
+
+
+def _row_multipliers(op: IPMOperator, b: _Bounds, st: "IPMState"):
+    """ȳ of the user's rows (permuted) from the merged problem's multipliers."""
+    n, m_s = op.n, op.A_rows.m_s
+    j, k = op.r_col, op.r_slot
+    # the lb_j row takes −λ_l, the ub_j row λ_u; an equality's multiplier goes by its sign
+    low = (-st.ll + jnp.minimum(st.ye, 0.0))[:n][j] * (b.i_lo[j] == k)
+    up = (st.lu + jnp.maximum(st.ye, 0.0))[:n][j] * (b.i_hi[j] == k)
+    a = op.A_rows.s_val
+    y_s = jnp.where(a == 0, 0.0, (low + up) / jnp.where(a == 0, 1.0, a))
+    y_c = (st.lu - st.ll + st.ye)[n:]
+    return jnp.concatenate([y_s, y_c]) if m_s else y_c
+
+
 def _Kd_mv(op: IPMOperator, d, v):
-    """(P̄ + Āₛᵀ diag(dₛ) Āₛ) v: the singleton rows' part of (I2), unregularized."""
-    Av = op.A.mv(v)
-    ds = jnp.where(jnp.arange(op.m) < op.A.m_s, d, 0.0)
-    return op.P * v + op.A.rmv(ds * Av)
+    """(P̄ + Āₛᵀ diag(dₛ) Āₛ) v: the bound rows' part of (I2), unregularized."""
+    return op.P * v + d[: op.n] * v
 
 
 def _newton(op: IPMOperator, fac, d, r, t):
     """Solve [Kd Cᵀ; C −diag(1/d_c)] [dx; v] = [r; t] with iterative refinement."""
     dx, v = normal.solve(op.kkt, fac, r, t)
-    m_s = op.A.m_s
     for _ in range(op.host.refine):
-        Cdx = op.A.mv(dx)[m_s:]
-        Ctv = op.A.rmv(jnp.concatenate([jnp.zeros((m_s,), v.dtype), v]))
-        e1 = r - _Kd_mv(op, d, dx) - Ctv
-        e2 = t - (Cdx - fac.dc_inv * v)
+        e1 = r - _Kd_mv(op, d, dx) - op.A.C.rmv(v)
+        e2 = t - (op.A.C.mv(dx) - fac.dc_inv * v)
         ddx, dv = normal.solve(op.kkt, fac, e1, e2)
         dx, v = dx + ddx, v + dv
     return dx, v
 
 
-def _max_step(v, dv, mask):
-    """Largest α <= 1 with v + α dv >= 0 on the masked entries."""
-    neg = (mask > 0) & (dv < 0)
-    ratios = jnp.where(neg, -v / jnp.where(neg, dv, -1.0), jnp.inf)
-    return jnp.minimum(1.0, jnp.min(ratios, initial=jnp.inf))
+def _step_to_boundary(pairs):
+    """Largest α <= 1 with v + α dv >= 0 on the masked entries of every (v, dv, mask); one
+    reduction for all of them."""
+    ratio = None
+    for v, dv, mask in pairs:
+        neg = (mask > 0) & (dv < 0)
+        r = jnp.where(neg, -v / jnp.where(neg, dv, -1.0), jnp.inf)
+        ratio = r if ratio is None else jnp.minimum(ratio, r)
+    return jnp.minimum(1.0, jnp.min(ratio, initial=jnp.inf))
 
 
 def _residuals(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState):
@@ -198,32 +292,63 @@ def _residuals(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState):
 
 
 def _check(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState):
+    """(prim, dual, solved, z): OSQP's criteria on the unscaled residuals, plus complementarity."""
     s = op.settings
     z, y, Px, Aty, rd, rl, ru, re = _residuals(op, data, sd, st)
-    prim = jnp.maximum(jnp.maximum(_inf(rl / op.E), _inf(ru / op.E)), _inf(re / op.E))
-    dual = _inf(rd / op.D) / op.c
-    prim_scale = jnp.maximum(_inf(z / op.E), _inf((sd.hl + sd.he) * sd.lo / op.E))
-    prim_scale = jnp.maximum(prim_scale, _inf(sd.hu * sd.hi / op.E))
-    dual_scale = jnp.maximum(jnp.maximum(_inf(Px / op.D), _inf(Aty / op.D)), _inf(data.q / op.D)) / op.c
-    comp = (jnp.dot(sd.hl * st.sl, st.ll) + jnp.dot(sd.hu * st.su, st.lu)) / op.c
-    pobj = (0.5 * jnp.dot(st.x, Px) + jnp.dot(data.q, st.x)) / op.c
+    Ei, Di = op.Einv, 1.0 / op.D
+    # four infinity norms and two sums in four reductions
+    pr = jnp.max(jnp.abs(jnp.stack([
+        jnp.maximum(jnp.maximum(jnp.abs(rl), jnp.abs(ru)), jnp.abs(re)) * Ei,
+        jnp.maximum(jnp.maximum(jnp.abs(z), jnp.abs((sd.hl + sd.he) * sd.lo)), jnp.abs(sd.hu * sd.hi)) * Ei,
+    ])), axis=-1)  # fmt: skip
+    du = jnp.max(jnp.stack([
+        jnp.abs(rd) * Di, jnp.maximum(jnp.maximum(jnp.abs(Px), jnp.abs(Aty)), jnp.abs(data.q)) * Di,
+    ]), axis=-1) / op.c  # fmt: skip
+    prim, prim_scale, dual, dual_scale = pr[0], pr[1], du[0], du[1]
+    comp = jnp.sum(sd.hl * st.sl * st.ll + sd.hu * st.su * st.lu) / op.c
+    pobj = jnp.sum(st.x * (0.5 * Px + data.q)) / op.c
     solved = (
         (prim <= s.eps_abs + s.eps_rel * prim_scale)
         & (dual <= s.eps_abs + s.eps_rel * dual_scale)
         & (comp <= s.eps_abs + s.eps_rel * jnp.abs(pobj))
     )
-    return prim, dual, solved
+    return prim, dual, solved, z, Aty
 
 
-def init(op: IPMOperator, data: _Data) -> IPMState:
+def _primal_infeasible(op: IPMOperator, data: _Data, dy):
+    """OSQP eq. 26 on the unscaled δy = E δȳ / c (normalised; c cancels)."""
+    s = op.settings
+    lo_inf, hi_inf = ~jnp.isfinite(data.lo), ~jnp.isfinite(data.hi)
+    dy = jnp.where((hi_inf & (dy > 0)) | (lo_inf & (dy < 0)), 0.0, dy)  # polar recession cone
+    Ei = jnp.where(op.Einv > 0, 1.0 / jnp.where(op.Einv > 0, op.Einv, 1.0), 0.0)
+    nrm = _inf(Ei * dy)
+    ok = nrm > s.eps_pinf
+    dyn = dy / jnp.where(ok, nrm, 1.0)
+    bound = jnp.sum(jnp.where(hi_inf, 0.0, data.hi) * jnp.maximum(dyn, 0.0) + jnp.where(lo_inf, 0.0, data.lo) * jnp.minimum(dyn, 0.0))
+    return ok & (_inf(op.A.rmv(dyn) / op.D) <= s.eps_pinf) & (bound < -s.eps_pinf)
+
+
+def _dual_infeasible(op: IPMOperator, data: _Data, dx, Adx):
+    """OSQP eq. 27 on the unscaled δx = D δx̄ (normalised); Adx = Ā δx̄ (from the iterates)."""
+    s = op.settings
+    nrm = _inf(op.D * dx)
+    ok = nrm > s.eps_dinf
+    scale = 1.0 / jnp.where(ok, nrm, 1.0)
+    q_dx = jnp.sum(data.q * dx) * scale / op.c
+    P_dx = _inf(op.P * dx / op.D) * scale / op.c
+    Adx = Adx * scale * op.Einv
+    out = jnp.where(jnp.isfinite(data.hi), Adx > s.eps_dinf, False) | jnp.where(jnp.isfinite(data.lo), Adx < -s.eps_dinf, False)
+    return ok & (q_dx < -s.eps_dinf) & (P_dx <= s.eps_dinf) & ~jnp.any(out)
+
+
+def init(op: IPMOperator, data: _Data, sd: _Sides) -> IPMState:
     """Start: x from (P + Aᵀ diag(has side) A) x = −q, slacks pushed to >= 1, multipliers 1."""
-    sd = _sides(data)
     d0 = sd.hl + sd.hu + sd.he
     fac = normal.factor(op.kkt, op.A, op.P, d0, op.settings.reg, op.settings.reg)
     target = (sd.hl + sd.he) * sd.lo + sd.hu * sd.hi  # d0 ∘ target: pull Ax towards the bounds
-    m_s = op.A.m_s
-    r = -data.q + op.A.rmv(jnp.where(jnp.arange(op.m) < m_s, target, 0.0))
-    t = jnp.where(d0[m_s:] > 0, target[m_s:] / jnp.maximum(d0[m_s:], 1.0), 0.0)
+    n = op.n
+    r = -data.q + target[:n]
+    t = jnp.where(d0[n:] > 0, target[n:] / jnp.maximum(d0[n:], 1.0), 0.0)
     x, _ = _newton(op, fac, d0, r, t)
     z = op.A.mv(x)
     one = jnp.ones_like(z)
@@ -234,35 +359,32 @@ def init(op: IPMOperator, data: _Data) -> IPMState:
         status=jnp.asarray(int(Status.running), jnp.int32), prim=jnp.asarray(jnp.inf, z.dtype),
         dual=jnp.asarray(jnp.inf, z.dtype),
     )  # fmt: skip
-    prim, dual, solved = _check(op, data, sd, st)
+    prim, dual, solved, _, _ = _check(op, data, sd, st)
     status = jnp.where(solved, int(Status.solved), int(Status.running)).astype(jnp.int32)
     return eqx.tree_at(lambda t: (t.status, t.prim, t.dual), st, (status, prim, dual))
 
 
-def step(op: IPMOperator, data: _Data, st: IPMState) -> IPMState:
+def step(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState) -> IPMState:
     """One Mehrotra predictor-corrector iteration, then termination checks."""
     s = op.settings
-    sd = _sides(data)
-    _, _, _, _, rd, rl, ru, re = _residuals(op, data, sd, st)
-    n_act = jnp.maximum(jnp.sum(sd.hl) + jnp.sum(sd.hu), 1.0)
-    mu = (jnp.dot(sd.hl * st.sl, st.ll) + jnp.dot(sd.hu * st.su, st.lu)) / n_act
+    z0, _, _, _, rd, rl, ru, re = _residuals(op, data, sd, st)
+    n_act = sd.n_act
+    mu = jnp.sum(sd.hl * st.sl * st.ll + sd.hu * st.su * st.lu) / n_act
     dl = sd.hl * st.ll / st.sl
     du = sd.hu * st.lu / st.su
     de = sd.he / s.reg_eq
     d = dl + du + de
     fac = normal.factor(op.kkt, op.A, op.P, d, s.reg, s.reg)
-
-    m_s = op.A.m_s
-    is_s = jnp.arange(op.m) < m_s
+    n = op.n
 
     def direction(cl, cu):
         g = sd.hu * (cu / st.su + du * ru) + sd.hl * (-cl / st.sl + dl * rl) + de * re
-        r = -rd - op.A.rmv(jnp.where(is_s, g, 0.0))
-        gc, dc = g[m_s:], d[m_s:]
+        r = -rd - g[:n]
+        gc, dc = g[n:], d[n:]
         t = -jnp.where(dc > 0, gc / jnp.where(dc > 0, dc, 1.0), 0.0)
         dx, v = _newton(op, fac, d, r, t)
         Adx = op.A.mv(dx)
-        dy = jnp.concatenate([(d * Adx + g)[:m_s], v])  # coupling rows: v from the solve
+        dy = jnp.concatenate([(d * Adx + g)[:n], v])  # coupling rows: v from the solve
         dsl = sd.hl * (Adx + rl)
         dsu = sd.hu * (-ru - Adx)
         dll_f = sd.hl * (cl / st.sl - dl * (Adx + rl))
@@ -275,16 +397,13 @@ def step(op: IPMOperator, data: _Data, st: IPMState) -> IPMState:
         return dx, dsl, dsu, dll, dlu, dye
 
     def steplen(dsl, dsu, dll, dlu):
-        ap = jnp.minimum(_max_step(st.sl, dsl, sd.hl), _max_step(st.su, dsu, sd.hu))
-        ad = jnp.minimum(_max_step(st.ll, dll, sd.hl), _max_step(st.lu, dlu, sd.hu))
-        return jnp.minimum(ap, ad)
+        return _step_to_boundary(((st.sl, dsl, sd.hl), (st.su, dsu, sd.hu), (st.ll, dll, sd.hl), (st.lu, dlu, sd.hu)))
 
     # predictor (affine scaling)
     _, asl, asu, all_, alu, _ = direction(-st.sl * st.ll * sd.hl, -st.su * st.lu * sd.hu)
     a_aff = steplen(asl, asu, all_, alu)
-    mu_aff = (
-        jnp.dot(sd.hl * (st.sl + a_aff * asl), st.ll + a_aff * all_)
-        + jnp.dot(sd.hu * (st.su + a_aff * asu), st.lu + a_aff * alu)
+    mu_aff = jnp.sum(
+        sd.hl * (st.sl + a_aff * asl) * (st.ll + a_aff * all_) + sd.hu * (st.su + a_aff * asu) * (st.lu + a_aff * alu)
     ) / n_act
     sigma = jnp.clip((mu_aff / jnp.maximum(mu, jnp.finfo(mu.dtype).tiny)) ** 3, 0.0, 1.0)
     # corrector
@@ -305,11 +424,12 @@ def step(op: IPMOperator, data: _Data, st: IPMState) -> IPMState:
         prim=st.prim,
         dual=st.dual,
     )
-    prim, dual, solved = _check(op, data, sd, new)
+    prim, dual, solved, z1, _ = _check(op, data, sd, new)
     pinf = _primal_infeasible(op, data, a * (dlu - dll + dye))
-    dinf = _dual_infeasible(op, data, a * dx)
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in (new.x, new.sl, new.su, new.ll, new.lu, new.ye)]))
-    finite = finite & jnp.isfinite(prim) & jnp.isfinite(dual)
+    dinf = _dual_infeasible(op, data, a * dx, z1 - z0)
+    # a NaN or inf anywhere in the iterate reaches prim (x via A, slacks), dual (multipliers) or
+    # the sum over x (columns in no row and without cost)
+    finite = jnp.isfinite(prim) & jnp.isfinite(dual) & jnp.isfinite(jnp.sum(new.x))
     status = jnp.select(
         [~finite, solved, pinf, dinf],
         [int(Status.numerical_error), int(Status.solved), int(Status.primal_infeasible), int(Status.dual_infeasible)],
@@ -325,14 +445,16 @@ def solve_ipm(op: IPMOperator, q, lo, hi, warm=None) -> Solution:
     from .admm import _check_args
 
     _check_args(op, q, lo, hi)
-    data = _scale_data(op, q, lo, hi)
-    st = init(op, data)
-    st = bounded_while(lambda t: t.status == int(Status.running), lambda t: step(op, data, t), st, op.host.max_iter)
-    status = jnp.where(st.status == int(Status.running), int(Status.max_iter), st.status).astype(jnp.int32)
-    Ax = op.A.mv(st.x)
+    b = _merge(op, q, lo, hi)
+    data = b.data
+    sd = _sides(data)
+    st = init(op, data, sd)
+    st = bounded_while(lambda t: t.status == int(Status.running), lambda t: step(op, data, sd, t), st, op.host.max_iter)
+    status = jnp.where(st.status == int(Status.running), int(Status.max_iter), st.status)
+    status = jnp.where(b.crossed, int(Status.primal_infeasible), status).astype(jnp.int32)
     x = op.D * st.x
-    y = (op.E * (st.lu - st.ll + st.ye) / op.c)[op.iperm]
-    z = (jnp.clip(Ax, data.lo, data.hi) / op.E)[op.iperm]
+    y = (op.E * _row_multipliers(op, b, st) / op.c)[op.iperm]
+    z = (jnp.clip(op.A_rows.mv(st.x), b.lo_p, b.hi_p) / op.E)[op.iperm]
     obj = (0.5 * jnp.dot(st.x, op.P * st.x) + jnp.dot(data.q, st.x)) / op.c
     return Solution(
         x=_finite(x), y=_finite(y), z=_finite(z), rho=jnp.zeros((), x.dtype), status=status,

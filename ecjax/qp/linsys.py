@@ -110,13 +110,18 @@ class SplitA(eqx.Module):
     C: Mat
     m_s: int = eqx.field(static=True)
     m_c: int = eqx.field(static=True)
+    identity: bool = eqx.field(static=True, default=False)  # singleton rows = I (one per column)
 
     def mv(self, x):
         """Ā x (permuted rows)."""
+        if self.identity:
+            return jnp.concatenate([x, self.C.mv(x)])
         return jnp.concatenate([self.s_val * x[self.s_col], self.C.mv(x)])
 
     def rmv(self, y):
         """Āᵀ y (y in permuted rows)."""
+        if self.identity:
+            return y[: self.m_s] + self.C.rmv(y[self.m_s :])
         ys = jnp.concatenate([y[: self.m_s], jnp.zeros((1,), y.dtype)])
         return jnp.sum(self.s_cval * ys[self.s_cidx], axis=-1) + self.C.rmv(y[self.m_s :])
 
@@ -129,8 +134,11 @@ def split_rows(Ab: np.ndarray):
     return np.concatenate([single, coupling]).astype(np.int64), len(single)
 
 
-def build_split(Ab_perm: np.ndarray, m_s: int, fmt: str, dtype) -> SplitA:
+def build_split(Ab_perm: np.ndarray, m_s: int, fmt: str, dtype, identity: bool = False) -> SplitA:
+    """`identity`: the first m_s = n rows are the identity (checked), products skip them."""
     m, n = Ab_perm.shape
+    if identity and not (m_s == n and np.array_equal(Ab_perm[:m_s], np.eye(n))):
+        raise ValueError("`identity=True` needs the first n rows to be the identity.")
     S = Ab_perm[:m_s]
     s_col = np.argmax(S != 0, axis=1)  # a zero row gets column 0 with value 0
     s_val = S[np.arange(m_s), s_col] if m_s else np.zeros(0)
@@ -153,6 +161,7 @@ def build_split(Ab_perm: np.ndarray, m_s: int, fmt: str, dtype) -> SplitA:
         C=Mat.build(Ab_perm[m_s:], fmt, dtype),
         m_s=m_s,
         m_c=m - m_s,
+        identity=identity,
     )
 
 

@@ -157,8 +157,11 @@ class Factored(eqx.Module):
 def factor(kkt: "NormalKKT | schur.SchurKKT", A: SplitA, pdiag, d, reg_p, reg_d):
     """Assemble and factor (N2) for row weights d (permuted rows, [singleton | coupling])."""
     dt = pdiag.dtype
-    ds = jnp.concatenate([d[: A.m_s], jnp.zeros((1,), dt)])
-    Kd = pdiag + reg_p + jnp.sum(A.s_cval**2 * ds[A.s_cidx], axis=-1)
+    if A.identity:
+        Kd = pdiag + reg_p + d[: A.m_s]
+    else:
+        ds = jnp.concatenate([d[: A.m_s], jnp.zeros((1,), dt)])
+        Kd = pdiag + reg_p + jnp.sum(A.s_cval**2 * ds[A.s_cidx], axis=-1)
     dc = d[A.m_s :]
     dc_inv = 1.0 / jnp.maximum(dc, jnp.finfo(dt).tiny ** 0.5)
     if isinstance(kkt, schur.SchurKKT):

@@ -60,13 +60,13 @@ def test_blocking_is_block_tridiagonal_and_solves(u, band, seed):
 
 
 def _dense_augmented(op, d):
-    """[[Kd, Cᵀ], [C, −diag(1/d_c)]] of the scaled problem, dense (rows in the operator order)."""
+    """[[Kd, Cᵀ], [C, −diag(1/d_c)]] of the scaled, bound-merged problem (rows [I; C]), dense."""
     Ab = np.asarray(op.A_orig)[np.asarray(op.perm)] * np.asarray(op.E)[:, None] * np.asarray(op.D)[None, :]
-    m_s = op.A.m_s
-    S, C = Ab[:m_s], Ab[m_s:]
-    Kd = np.diag(np.asarray(op.P) + S.T**2 @ d[:m_s])
-    dc = d[m_s:]
-    return np.block([[Kd, C.T], [C, -np.diag(1.0 / dc)]]), m_s
+    C = Ab[op.A_rows.m_s :]  # the coupling rows; the bound rows of the merged problem are I
+    n = op.n
+    Kd = np.diag(np.asarray(op.P) + d[:n])
+    dc = d[n:]
+    return np.block([[Kd, C.T], [C, -np.diag(1.0 / dc)]]), n
 
 
 @pytest.mark.parametrize("n,seed,central", [(3, 1, False), (6, 2, True), (15, 3, False), (15, 4, True)])
@@ -76,10 +76,10 @@ def test_normal_solve_matches_dense(n, seed, central):
     S = ocp.centralized_structure(c, 24, w) if central else ocp.agent_structure(c, 24, w)
     op = prepare(S.P.toarray(), S.A.toarray(), IPM())
     rng = np.random.default_rng(seed)
-    d = 10.0 ** rng.uniform(-8, 8, op.m)  # barrier weights of inactive ... active/equality rows
+    d = 10.0 ** rng.uniform(-8, 8, op.mb)  # barrier weights of inactive ... active/equality rows
     fac = normal.factor(op.kkt, op.A, op.P, jnp.asarray(d), 0.0, 0.0)
     r = rng.normal(size=op.n)
-    t = rng.normal(size=op.m - op.A.m_s)
+    t = rng.normal(size=op.A.m_c)
     dx, v = normal.solve(op.kkt, fac, jnp.asarray(r), jnp.asarray(t))
     K, _ = _dense_augmented(op, d)
     ref = np.linalg.solve(K, np.concatenate([r, t]))
@@ -104,9 +104,9 @@ def test_structure_is_shared_by_jit_and_vmap():
     S = ocp.agent_structure(c, 24, CostWeights())
     op = prepare(S.P.toarray(), S.A.toarray(), IPM())
     rng = np.random.default_rng(0)
-    d = jnp.asarray(10.0 ** rng.uniform(-4, 4, (3, op.m)))
+    d = jnp.asarray(10.0 ** rng.uniform(-4, 4, (3, op.mb)))
     r = jnp.asarray(rng.normal(size=(3, op.n)))
-    t = jnp.asarray(rng.normal(size=(3, op.m - op.A.m_s)))
+    t = jnp.asarray(rng.normal(size=(3, op.A.m_c)))
 
     def one(d, r, t):
         return normal.solve(op.kkt, normal.factor(op.kkt, op.A, op.P, d, 0.0, 0.0), r, t)

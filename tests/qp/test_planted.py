@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ecjax.qp import ADMM, Status, kkt, prepare, solve, solve_batch
+from ecjax.qp import ADMM, IPM, Status, kkt, prepare, solve, solve_batch
 
 from .helpers import (
     KINDS,
@@ -45,8 +45,12 @@ def problem(kind, seed):
     return P, A, rng
 
 
-def check_solution(P, A, q, lo, hi, x_star, y_star, sol, tol, exact_x):
-    """The checks every planted solve must pass (one sample, numpy inputs)."""
+def check_solution(P, A, q, lo, hi, x_star, y_star, sol, tol, exact_x, interior=False):
+    """The checks every planted solve must pass (one sample, numpy inputs).
+
+    `interior`: an interior-point solution, whose multipliers of inactive rows are small but not
+    zero (of the order of the final barrier parameter) and whose reported primal residual is
+    that of its slacks (an upper bound of the returned point's)."""
     assert int(sol.status) == int(Status.solved), (int(sol.status), int(sol.num_steps))
     x, y, z = (np.asarray(v, np.float64) for v in (sol.x, sol.y, sol.z))
     f_star = objective(P, q, x_star)
@@ -60,25 +64,30 @@ def check_solution(P, A, q, lo, hi, x_star, y_star, sol, tol, exact_x):
     assert float(r.prim) <= tol * max(1.0, np.abs(A @ x_star).max())
     assert float(r.dual) <= dual_tol
     ulp = 8 * np.finfo(sol.x.dtype).eps  # ADMM keeps y in the normal cone at z up to rounding
-    assert float(r.cone) <= ulp * max(1.0, np.abs(y).max())
+    y_floor = (10 * tol if interior else ulp) * max(1.0, np.abs(y).max())
+    assert float(r.cone) <= y_floor
     # ... and independently in numpy
     k = kkt_numpy(P, q, A, lo, hi, x, y)
     assert k["prim"] <= tol * max(1.0, np.abs(A @ x_star).max())
     assert k["stat"] <= dual_tol
-    assert k["sign"] <= ulp * max(1.0, np.abs(y).max())
+    assert k["sign"] <= ulp * max(1.0, np.abs(y).max())  # exact for both methods
     assert k["compl"] <= tol * max(1.0, np.abs(y_star).max()) * max(1.0, np.abs(A @ x_star).max())
     # z is A x projected on the box: inside [lo, hi], y presses only where z is at a bound
     bnd = ulp * np.maximum(1.0, np.abs(np.where(np.isfinite(lo), lo, 0.0)) + np.abs(np.where(np.isfinite(hi), hi, 0.0)))
     assert np.all((z >= lo - bnd) & (z <= hi + bnd))
-    big = np.abs(y) > ulp * max(1.0, np.abs(y).max())
-    assert np.all(np.where(big & (y > 0), np.abs(z - hi) <= bnd, True))
-    assert np.all(np.where(big & (y < 0), np.abs(z - lo) <= bnd, True))
+    big = np.abs(y) > y_floor
+    at = bnd * (tol / ulp if interior else 1.0)  # an interior point reaches a bound within tol
+    assert np.all(np.where(big & (y > 0), np.abs(z - hi) <= at, True))
+    assert np.all(np.where(big & (y < 0), np.abs(z - lo) <= at, True))
     # the reported residuals are the unscaled ones of the returned point
     prim = np.abs(A @ x - z).max()
     dual = np.abs(P @ x + q + A.T @ y).max()
     terms = max(np.abs(A @ x).max(), np.abs(P @ x).max(), np.abs(q).max(), np.abs(A.T @ y).max())
     rtol = 1e-6 if sol.x.dtype == np.float64 else 1e-2
-    np.testing.assert_allclose(float(sol.prim_res), prim, rtol=rtol, atol=100 * ulp * terms)
+    if interior:
+        assert prim <= float(sol.prim_res) * (1 + rtol) + 100 * ulp * terms
+    else:
+        np.testing.assert_allclose(float(sol.prim_res), prim, rtol=rtol, atol=100 * ulp * terms)
     np.testing.assert_allclose(float(sol.dual_res), dual, rtol=rtol, atol=100 * ulp * terms)
     if exact_x:  # P > 0: x* is the unique minimiser
         assert np.abs(x - x_star).max() <= 100 * tol * max(1.0, np.abs(x_star).max())
@@ -93,14 +102,31 @@ def _run(kind, linsys, dtype, settings, tol, seed=0, per_sample_kinds=False):
     q, lo, hi, xs, ys, kd = plant_batch(rng, P, A, B, kinds=kinds)
     for k in KINDS:  # the batch covers every row kind
         assert (kd == k).any(), k
-    op = prepare(P, A, ADMM(linsys=linsys, **settings), dtype=dtype, lo=lo, hi=hi)
+    interior = linsys == "ipm"
+    if interior:
+        op = prepare(P, A, IPM(**settings), dtype=dtype)
+    else:
+        op = prepare(P, A, ADMM(linsys=linsys, **settings), dtype=dtype, lo=lo, hi=hi)
     assert op.kind == linsys
     sols = solve_batch(op, jnp.asarray(q), jnp.asarray(lo), jnp.asarray(hi))
     assert sols.x.dtype == dtype
     exact = bool(np.all(np.linalg.eigvalsh(P) > 1e-6))
     for b in range(B):
         sol = type(sols)(**{f: getattr(sols, f)[b] for f in sols.__dataclass_fields__})
-        check_solution(P, A, q[b], lo[b], hi[b], xs[b], ys[b], sol, tol, exact)
+        check_solution(P, A, q[b], lo[b], hi[b], xs[b], ys[b], sol, tol, exact, interior)
+
+
+IPM64 = dict(eps_abs=1e-9, eps_rel=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["diag", "diag_pd"])
+@pytest.mark.parametrize("per_sample_kinds", [False, True])
+def test_planted_ipm_float64(kind, per_sample_kinds):
+    """The interior-point method (diagonal P) on the same planted QPs. A quarter of the
+    columns have two bound rows (coefficients 1, −2 or 0.5): the IPM merges them into one bound
+    pair per column (ipm.py (I3)) and hands the multipliers back to the rows that attain the
+    bounds, so y must satisfy the KKT conditions of the user's rows."""
+    _run(kind, "ipm", jnp.float64, IPM64, 1e-7, seed=2, per_sample_kinds=per_sample_kinds)
 
 
 @pytest.mark.parametrize(

@@ -79,6 +79,29 @@ def test_crossed_bounds_are_not_solved(linsys):
     assert int(sol.status) == int(Status.primal_infeasible), (int(sol.status), int(sol.num_steps))
 
 
+# the x0 bounds twice more, as rows of their own: x0 <= hi5 and −2 x0 <= −lo6 (x0 >= lo6/2)
+A5 = np.vstack([A3, [[1.0, 0, 0], [-2.0, 0, 0]]])
+
+
+@pytest.mark.parametrize("linsys", LINSYS)
+def test_bounds_crossed_across_rows(linsys):
+    """Every row has lo <= hi, but two rows on one variable leave no room (x0 <= 0.2 and
+    x0 >= 0.4): primal infeasible, without NaN, and the other sample of the batch solves with
+    the tighter of the bounds active (the IPM merges such rows, ipm.py (I3))."""
+    op = prepare(P3, A5, settings(linsys, max_iter=4000))
+    lo = np.stack([np.r_[LO3, -INF, -INF], np.r_[LO3, -INF, -INF]])
+    hi = np.stack([np.r_[HI3, 0.2, -0.8], np.r_[HI3, 0.2, INF]])  # sample 0: x0 >= 0.4
+    lo[:, 3] = -INF  # x0 + x1 free: only the bound rows act on x0
+    q = np.stack([[-1.0, -1.0, 0.3]] * 2)  # pulls x0 up to its upper bound
+    sols = solve_batch(op, jnp.asarray(q), jnp.asarray(lo), jnp.asarray(hi))
+    assert_finite(sols)
+    assert [int(v) for v in sols.status] == [int(Status.primal_infeasible), int(Status.solved)]
+    x, y = np.asarray(sols.x[1]), np.asarray(sols.y[1])
+    assert abs(x[0] - 0.2) <= 1e-5  # the row x0 <= 0.2 binds, not x0 <= 1
+    assert y[4] > 0.5 and abs(y[0]) <= 1e-5  # its multiplier: 1 − x0 = 0.8 on row 4, none on row 0
+    np.testing.assert_allclose(y[4], 0.8, atol=1e-5)
+
+
 @pytest.mark.parametrize("linsys", LINSYS)
 def test_dual_infeasible(linsys):
     """min ½x0² − x1 s.t. −1 <= x0 <= 1, x1 >= 0: unbounded below along x1."""
