@@ -2,7 +2,8 @@
 
 `run_batch` runs the closed loop of one community for S disturbance samples × R risk levels in
 one compiled call per chunk of samples (memory-bounded: chunks have a fixed size, so one
-compilation serves them all), vmapped over samples and risk levels. Sample s always draws
+compilation serves them all), vmapped over samples and risk levels, the chunk's samples split
+over the local devices (`ecjax.parallel`). Sample s always draws
 its disturbances from `fold_in(key(seed), s)`, whatever the chunking, and every risk level
 sees the same draws (common random numbers). Returns xarray Datasets built after
 `jax.device_get`.
@@ -25,6 +26,7 @@ from .community import Community
 from .disturbance import Profiles, check_profiles, sample_day
 from .fcmpc import FCMPCSettings, make_controller
 from .metrics import INDEX_NAMES
+from .parallel import over_devices
 from .qp import ADMM
 from .simulate import Options, closed_loop
 from .weights import CostWeights
@@ -136,8 +138,12 @@ class _Runner:
             return metrics.summary(community, weights.gamma, rec), (rec if record else None)
 
         def batched(ids, deltas, base, record):
-            f = jax.vmap(lambda i, d: one(i, d, base, record), in_axes=(0, None))
-            return jax.vmap(lambda d: f(ids, d))(deltas)
+            def share(ids, deltas, base):
+                f = jax.vmap(lambda i, d: one(i, d, base, record), in_axes=(0, None))
+                return jax.vmap(lambda d: f(ids, d))(deltas)
+
+            # the chunk's samples split over the local devices (one per CPU core, or the GPUs)
+            return over_devices(share, batched=(0,), out_axis=1)(ids, deltas, base)
 
         self._batched = batched
         self._records: dict[int, object] = {}

@@ -9,6 +9,7 @@ from .admm import prepare as _prepare_admm
 from .host import HostOperator, solve_host
 from .ipm import IPM, IPMOperator, prepare_ipm, solve_ipm
 from .jaxopt_backend import solve_jaxopt
+from ..parallel import over_devices
 from .status import Status
 
 BACKENDS = ("admm", "jaxopt")
@@ -107,14 +108,23 @@ def solve(op: Operator, q, lo, hi, warm=None, backend: str = "admm") -> Solution
 def solve_batch(op: Operator, q, lo, hi, warm=None, backend: str = "admm", chunk: int | None = None) -> Solution:
     """`solve` over a leading batch axis of q, lo, hi (and warm); `op` is shared.
 
-    `chunk`: solve the batch in vmapped pieces of this many samples, one after another
-    (`lax.map`). On a CPU a piece of 32-64 agent QPs keeps each iteration's arrays in cache
+    The batch is split over the local devices (`ecjax.parallel`: one per CPU core, or every
+    GPU), each solving its share.
+
+    `chunk`: each device solves its share in vmapped pieces of this many samples, one after
+    another (`lax.map`). On a CPU a piece of 32-64 agent QPs keeps each iteration's arrays in cache
     and stops as soon as its own slowest sample does: per QP, a batch of 1024 runs about twice
     as fast in pieces of 32 as in one piece. None (default): one piece, what a GPU wants.
     """
     if chunk is not None and not (isinstance(chunk, int) and chunk >= 1):
         raise ValueError(f"`chunk` must be an integer >= 1 or None, got {chunk!r}.")
     one = lambda a: _solve(op, a[0], a[1], a[2], a[3], backend)  # noqa: E731
-    if chunk is None or chunk >= jnp.shape(q)[0]:
-        return jax.vmap(one)((q, lo, hi, warm))
-    return jax.lax.map(one, (q, lo, hi, warm), batch_size=chunk)
+
+    def share(q, lo, hi, warm):
+        if chunk is None or chunk >= jnp.shape(q)[0]:
+            return jax.vmap(one)((q, lo, hi, warm))
+        return jax.lax.map(one, (q, lo, hi, warm), batch_size=chunk)
+
+    if isinstance(op, HostOperator):  # a host callback: one device
+        return share(q, lo, hi, warm)
+    return over_devices(share, batched=(0, 1, 2, 3))(q, lo, hi, warm)

@@ -25,7 +25,6 @@ directly.
 """
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
@@ -56,7 +55,7 @@ class SchurKKT(eqx.Module):
     comp_rows: Int[Array, "nc b"]  # coupling rows of each component (pad = m_c)
     row_slot: Int[Array, " mc"]  # coupling row -> flat slot c*b + a
     Cs_cols: Int[Array, "nc kc"]  # strong columns of each component (pad = n)
-    Cs: Float[Array, "nc b kc"]  # C[rows_c, cols_c]
+    CsCs: Float[Array, "nc b b kc"]  # C[r_a, j] C[r_b, j] over the strong columns j of c
     Cw_cols: Int[Array, "nc kw"]  # weak columns (index among weak, pad = nw)
     Cw: Float[Array, "nc b kw"]  # C[rows_c, weak cols_c]
     w_src: Int[Array, "nw kr"]  # weak column <- flat entries of C_{W,c}ᵀ g_c (pad = nc*kw)
@@ -128,7 +127,7 @@ class SchurKKT(eqx.Module):
             comp_rows=jnp.asarray(comp_rows.astype(np.int32)),
             row_slot=jnp.asarray(row_slot.astype(np.int32)),
             Cs_cols=jnp.asarray(Cs_cols.astype(np.int32)),
-            Cs=jnp.asarray(Cs, dtype),
+            CsCs=jnp.asarray(Cs[:, :, None, :] * Cs[:, None, :, :], dtype),
             Cw_cols=jnp.asarray(np.where(Cw_cols < n, weak_pos[np.minimum(Cw_cols, n - 1)], nw).astype(np.int32)),
             Cw=jnp.asarray(Cw, dtype),
             w_src=jnp.asarray(_padded(w_lists, ncomp * kw).astype(np.int32)),
@@ -159,9 +158,11 @@ def factor(kkt: SchurKKT, Kd, dc_inv, reg_d) -> SchurFactored:
     Kd_inv_s = jnp.where(kkt.is_strong, 1.0 / Kd, 0.0)
     kin = _pad1(Kd_inv_s)[kkt.Cs_cols]
     diag = jnp.concatenate([dc_inv + reg_d, jnp.ones((1,), dt)])[kkt.comp_rows]  # pad rows: 1
-    M = jnp.einsum("cak,ck,cbk->cab", kkt.Cs, kin, kkt.Cs) + diag[:, :, None] * jnp.eye(diag.shape[1], dtype=dt)[None]
-    Minv = jax.vmap(blocktri._inv)(M)
-    T = jnp.einsum("caw,cab,cbv->cwv", kkt.Cw, Minv, kkt.Cw)
+    # products written as broadcasts and sums over the small axes: XLA fuses them
+    M = jnp.sum(kkt.CsCs * kin[:, None, None, :], axis=-1) + diag[:, :, None] * jnp.eye(diag.shape[1], dtype=dt)[None]
+    Minv = blocktri._inv(M)
+    MiCw = jnp.sum(Minv[:, :, :, None] * kkt.Cw[:, None, :, :], axis=2)  # (c, a, w) = M_c⁻¹ C_{W,c}
+    T = jnp.sum(kkt.Cw[:, :, :, None] * MiCw[:, :, None, :], axis=1)  # C_{W,c}ᵀ M_c⁻¹ C_{W,c}
     src = jnp.concatenate([Kd[kkt.weak_cols], T.reshape(-1), jnp.ones((1,), dt), jnp.zeros((1,), dt)])
     flat = jnp.sum(src[kkt.slot_src], axis=-1)
     nd = kkt.nb * kkt.bs * kkt.bs

@@ -59,6 +59,7 @@ def machine() -> dict:
     except OSError:
         pass
     info["devices"] = [d.device_kind for d in jax.devices()]
+    info["xla_flags"] = os.environ.get("XLA_FLAGS", "")
     return info
 
 

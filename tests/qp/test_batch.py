@@ -54,8 +54,13 @@ def test_vmap_equals_loop_of_single_solves(linsys):
     op = prepare(P, A, ADMM(linsys=linsys, eps_abs=1e-9, eps_rel=1e-9, max_iter=20000), lo=lo, hi=hi)
     sols = solve_batch(op, q, lo, hi)
     vm = jax.vmap(solve, in_axes=(None, 0, 0, 0))(op, q, lo, hi)  # the documented vmap of `solve`
-    for f in Solution.__dataclass_fields__:
+    # solve_batch splits the batch over the local devices (ecjax.parallel): the same up to the
+    # order of sums in the batched products
+    for f in ("status", "num_steps"):
         np.testing.assert_array_equal(np.asarray(getattr(vm, f)), np.asarray(getattr(sols, f)), err_msg=f)
+    for f in ("x", "y", "z", "obj"):
+        a, g = np.asarray(getattr(vm, f)), np.asarray(getattr(sols, f))
+        np.testing.assert_allclose(g, a, rtol=0, atol=1e-10 * max(1.0, np.abs(a).max()), err_msg=f)
     for b in range(q.shape[0]):
         alone, got = solve(op, q[b], lo[b], hi[b]), _sample(sols, b)
         assert int(got.status) == int(alone.status) == int(Status.solved)
