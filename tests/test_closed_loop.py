@@ -221,15 +221,18 @@ def test_recorded_gap_to_the_centralized_optimum(world):
     ok = (rec.central_status == 0) & (rec.qp_status == 0)
     assert ok.mean() >= 0.75, (rec.qp_status, rec.central_status)
     gap = (rec.phi - rec.phi_central)[ok]
-    tol = 1e-4  # cost tolerance of eps 1e-6 solves at this size (tests/test_fcmpc.py derives it)
-    assert gap.min() >= -tol, gap.min()
+    # cost tolerance of eps 1e-6 ADMM solves: 1e-4 at this size (tests/test_fcmpc.py derives
+    # it) plus the relative objective error ADMM reaches at eps 1e-6 (up to 1.6e-5 on the
+    # paper case's agent QPs in experiments/benchmarks/qp_batch.py); Φ here is up to ~200
+    tol = 1e-4 + 2e-5 * np.abs(rec.phi_central[ok])
+    assert np.all(gap >= -tol), (gap.min(), (gap / np.abs(rec.phi_central[ok])).min())
     assert gap.max() > 1e-6  # 6 FC-MPC iterations do not reach the optimum at every step
     stage = make_stage(c, jax.tree_util.tree_map(jnp.asarray, prof), 0, jnp.asarray(c.eb0), jnp.zeros(c.n), 0.05, N)
     phi_ref, _, status = solve_reference(c, W, stage, free=c.prosumers)
     assert status == "optimal"
     for s in range(2):
         if ok[s, 0]:
-            assert float(rec.phi_central[s, 0]) == pytest.approx(phi_ref, abs=tol)
+            assert float(rec.phi_central[s, 0]) == pytest.approx(phi_ref, abs=1e-4 + 2e-5 * abs(phi_ref))
 
 
 def planted_record(c, T=2):

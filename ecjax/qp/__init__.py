@@ -13,6 +13,7 @@ Usage::
     sol = solve(op, q, lo, hi)                        # one instance (jitted)
     sols = solve_batch(op, Q, LO, HI)                 # leading batch axis, op shared
     sols = solve_batch(op, Q, LO, HI, warm=sols)      # warm start (ADMM; IPM ignores it)
+    sols = solve_batch(op, Q, LO, HI, chunk=8)        # pieces of 8 per device (CPU: one per core)
     sols.status == Status.solved                      # per-sample int32 status
     sol = solve(op, q, lo, hi, backend="jaxopt")      # jaxopt BoxOSQP (ADMM operators)
 
@@ -22,10 +23,13 @@ numerical_error (`Status(code).message` explains each). Nothing is ever NaN.
 
 Two methods, one `Solution`:
 
-* `IPM` (`ipm.py`, the default of the engine): Mehrotra predictor-corrector. Its Newton
-  system is reduced once, on the host, to a quasi-definite matrix over the weak columns and
-  coupling rows that is block-tridiagonal after reverse Cuthill-McKee (`normal.py`,
-  `blocktri.py`); each sample factors its own small blocks at every iteration. 10-20
+* `IPM` (`ipm.py`, the default of the engine): Mehrotra predictor-corrector. Bound rows are
+  merged into one bound pair per variable; the Newton system is reduced once, on the host,
+  to a quasi-definite matrix over the weak columns and coupling rows (`normal.py`): when the
+  coupling rows fall into small groups (one per time step in the agent QP) they are
+  eliminated first and only the states' Schur complement is factored (`schur.py`), otherwise
+  the whole matrix, block-tridiagonal after reverse Cuthill-McKee (`blocktri.py`); each
+  sample factors its own small blocks at every iteration. 10-20
   iterations to 1e-8 on the community QPs, nearly the same for every sample, which is what a
   vmapped batch needs (it runs until its slowest sample stops).
 * `ADMM` (`admm.py`): OSQP's iteration with Ruiz scaling; the x-update uses a Woodbury

@@ -11,11 +11,14 @@ differ per instance. Batch size B takes the first B instances of the pool.
 Solvers, all at the same accuracy target (eps_abs = eps_rel = 1e-6, OSQP's criteria):
 
 * (a) ecjax: `solve_batch` (jit ∘ vmap), the engine's interior-point method (IPM); on a CPU
-  in pieces of `--chunk` QPs (`solve_batch(..., chunk=32)`), on a GPU in one piece; the
+  split over one XLA device per core (`ecjax.parallel`), each in pieces of `--chunk` QPs
+  (`solve_batch(..., chunk=8)`), on a GPU in one piece; the
   shared structure is prepared once, outside the timing. ecjax's ADMM is timed too, on
   batches up to `--admm-max`;
 * (b) OSQP (pinned in pyproject.toml) in a loop: one OSQP object, set up once, then only
   q, l, u updated for each instance, warm-started from the previous solution (ρ reset);
+  also the same loop in one process per core (`osqp_<k>cores`: OSQP with every core busy,
+  the instances split evenly; `osqp_loop.py`);
 * (c) CVXPY + OSQP: a parameterized problem (q, lo, hi as Parameters), re-solved per
   instance, as a user would write it;
 * (d) jaxopt's BoxOSQP under vmap (`solve_batch(..., backend="jaxopt")`, capped at
@@ -43,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -64,6 +68,7 @@ from ecjax.weights import CostWeights  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from closed_loop import machine, profiles_for  # noqa: E402
+from osqp_loop import OSQPLoop, OSQPPool  # noqa: E402
 
 EPS = 1e-6
 N = 24
@@ -118,33 +123,6 @@ def make_instances(c, prof, w, ctl, count, seed=0):
 
 
 # ----------------------------------------------------------------------------- solvers
-class OSQPLoop:
-    """(b): one OSQP object, set up once; only q, l, u change; warm-started from the previous
-    solution. ρ goes back to its start value before each solve: a ρ adapted to one instance
-    derails the next one (without the reset, most instances of the pool end at the iteration
-    cap after the first few dozen)."""
-
-    def __init__(self, P, A):
-        import osqp
-
-        self.P, self.A = sp.csc_matrix(np.triu(P)), sp.csc_matrix(A)
-        self.solver = None
-        self.osqp = osqp
-
-    def solve(self, q, lo, hi):
-        if self.solver is None:
-            self.solver = self.osqp.OSQP()
-            self.solver.setup(
-                self.P, q, self.A, lo, hi, eps_abs=EPS, eps_rel=EPS, max_iter=100000, polishing=False,
-                warm_starting=True, verbose=False,
-            )  # fmt: skip
-        else:
-            self.solver.update(q=q, l=lo, u=hi)
-            self.solver.update_settings(rho=0.1)
-        r = self.solver.solve()
-        return r.x, r.info.iter, r.info.status_val == 1
-
-
 class CVXPYModel:
     """(c): min ½xᵀPx + qᵀx s.t. lo <= Ax <= hi with q, lo, hi as CVXPY Parameters."""
 
@@ -239,7 +217,7 @@ def main(argv=None) -> int:
     ap.add_argument("--jaxopt-n", type=int, help="instances timed with jaxopt (default 8; quick 4)")
     ap.add_argument("--jaxopt-iters", type=int, help="jaxopt's iteration cap (default 4000; quick 1000)")
     ap.add_argument("--admm-max", type=int, help="largest batch timed with ecjax's ADMM (default 64; quick 16)")
-    ap.add_argument("--chunk", type=int, default=None, help="IPM piece size (default 32 on a CPU, one piece on a GPU)")
+    ap.add_argument("--chunk", type=int, default=None, help="IPM piece size per device (default 8 on a CPU, one piece on a GPU)")
     ap.add_argument("--ref", type=int, help="instances checked against Clarabel (default 64; quick 32)")
     ap.add_argument("--reps", type=int, default=3, help="timed repeats of each jitted batch (best taken)")
     args = ap.parse_args(argv)
@@ -249,7 +227,7 @@ def main(argv=None) -> int:
     jaxopt_n = args.jaxopt_n or (4 if q_ else 8)
     jaxopt_iters = args.jaxopt_iters or (1000 if q_ else 4000)
     admm_max = args.admm_max or (16 if q_ else 64)
-    chunk = args.chunk or (32 if jax.default_backend() == "cpu" else None)
+    chunk = args.chunk or (8 if jax.default_backend() == "cpu" else None)
     n_ref = args.ref or (32 if q_ else 64)
     B = max(sizes)
 
@@ -278,7 +256,11 @@ def main(argv=None) -> int:
 
     # (b), (c): loops, timed once on up to loop_max instances (the same per QP at every B)
     k = min(loop_max, Q.shape[0])
-    s_o, x_o, it_o, ok_o = time_loop(OSQPLoop(P, A), Q[:k], LO[:k], HI[:k])
+    s_o, x_o, it_o, ok_o = time_loop(OSQPLoop(P, A, EPS), Q[:k], LO[:k], HI[:k])
+    cores = os.cpu_count() or 1
+    pool = OSQPPool(P, A, EPS, cores, Q[0], LO[0], HI[0])
+    s_p, x_p, it_p, ok_p = pool.solve_all(Q[:k], LO[:k], HI[:k])
+    pool.close()
     cvx = CVXPYModel(P, A, LO, HI, solver="OSQP", eps_abs=EPS, eps_rel=EPS, max_iter=100000, polish=False, warm_start=True)
     k_c = min(k, 64)
     cvx.solve(Q[0], LO[0], HI[0])  # first solve compiles the parameterized problem
@@ -286,6 +268,8 @@ def main(argv=None) -> int:
     loops = {
         "osqp": dict(per_qp_s=s_o / k, iters=float(it_o.mean()), solved=float(ok_o.mean()), timed_on=k,
                      err=errors(P, A, Q, LO, HI, x_o, f_ref)),
+        f"osqp_{cores}cores": dict(per_qp_s=s_p / k, iters=float(it_p.mean()), solved=float(ok_p.mean()), timed_on=k,
+                                  err=errors(P, A, Q, LO, HI, x_p, f_ref)),
         "cvxpy_osqp": dict(per_qp_s=s_c / k_c, iters=float(it_c.mean()), solved=float(ok_c.mean()), timed_on=k_c,
                            err=errors(P, A, Q, LO, HI, x_c, f_ref)),
     }  # fmt: skip
@@ -317,11 +301,12 @@ def main(argv=None) -> int:
     last = rows[-1]
     e = last["ecjax-ipm"]
     sp_osqp = last["osqp"]["per_qp_s"] / e["per_qp_s"]
+    sp_pool = last[f"osqp_{cores}cores"]["per_qp_s"] / e["per_qp_s"]
     sp_cvx = last["cvxpy_osqp"]["per_qp_s"] / e["per_qp_s"]
     sp_jo = last["jaxopt"]["per_qp_s"] / e["per_qp_s"]
     max_err = max(r["ecjax-ipm"]["err"][0] for r in rows)
-    out["headline"] = dict(B=last["B"], speedup_vs_osqp=sp_osqp, speedup_vs_cvxpy=sp_cvx, speedup_vs_jaxopt=sp_jo, max_rel_obj_err=max_err)
-    print(f"B={last['B']}: ecjax {1e3 * e['per_qp_s']:.4f} ms/QP; OSQP loop x{sp_osqp:.2f}, CVXPY+OSQP x{sp_cvx:.2f}, "
+    out["headline"] = dict(B=last["B"], speedup_vs_osqp=sp_osqp, speedup_vs_osqp_all_cores=sp_pool, speedup_vs_cvxpy=sp_cvx, speedup_vs_jaxopt=sp_jo, max_rel_obj_err=max_err)
+    print(f"B={last['B']}: ecjax {1e3 * e['per_qp_s']:.4f} ms/QP; OSQP loop x{sp_osqp:.2f}, OSQP on {cores} cores x{sp_pool:.2f}, CVXPY+OSQP x{sp_cvx:.2f}, "
           f"jaxopt x{sp_jo:.0f}{' (lower bound)' if last['jaxopt']['solved'] < 1 else ''} the time of ecjax")  # fmt: skip
     res_dir = Path(__file__).parent / "results"
     res_dir.mkdir(exist_ok=True)
