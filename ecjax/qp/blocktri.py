@@ -85,6 +85,22 @@ def block_slots(order: np.ndarray, bs: int, nb: int, u0: int, rows: np.ndarray, 
     return slot, mirror, where
 
 
+def slot_sources(order: np.ndarray, bs: int, nb: int, u0: int, rows, cols, srcs, one_src: int):
+    """For entries (rows[i], cols[i]) of value src[srcs[i]] (each unordered pair once), the
+    sources summed into every storage slot of [D | L] (`block_slots`), padding unknowns on
+    the identity (source `one_src`). Returns (lists of source ids per slot, where)."""
+    slot, mirror, where = block_slots(order, bs, nb, u0, np.asarray(rows), np.asarray(cols))
+    lists = [[] for _ in range((2 * nb - 1) * bs * bs if nb else 0)]
+    for sl, mi, s in zip(slot, mirror, srcs):
+        lists[sl].append(int(s))
+        if mi != sl:
+            lists[mi].append(int(s))
+    for p in np.nonzero(order == u0)[0]:
+        b, o = divmod(p, bs)
+        lists[b * bs * bs + o * bs + o].append(one_src)
+    return lists, where
+
+
 class Factor(eqx.Module):
     """(T1) for one matrix: Gₖ, Sₖ⁻¹ and the sub-diagonal blocks Lₖ."""
 

@@ -116,18 +116,8 @@ class NormalKKT(eqx.Module):
             ent_i.append(nw + r), ent_j.append(nw + s), ent_s.append(off_p + p)
         for e in range(nconst):
             ent_i.append(nw + int(Cw_coo.row[e])), ent_j.append(int(Cw_coo.col[e])), ent_s.append(off_k + e)
-        ent_i, ent_j, ent_s = map(np.asarray, (ent_i, ent_j, ent_s))
-        slot, mirror, where = blocktri.block_slots(order, bs, nb, u0, ent_i, ent_j)
-        nslot = (2 * nb - 1) * bs * bs if nb else 0
-        lists = [[] for _ in range(nslot)]
-        for sl, mi, s in zip(slot, mirror, ent_s):
-            lists[sl].append((s, 1.0))
-            if mi != sl:
-                lists[mi].append((s, 1.0))
-        for p in np.nonzero(order == u0)[0]:  # padding unknowns: identity
-            b, o = divmod(p, bs)
-            lists[b * bs * bs + o * bs + o].append((one_src, 1.0))
-        slot_src, _ = _ell_lists(lists, zero_src)
+        lists, where = blocktri.slot_sources(order, bs, nb, u0, ent_i, ent_j, ent_s, one_src)
+        slot_src, _ = _ell_lists([[(s, 1.0) for s in v] for v in lists], zero_src)
         return NormalKKT(
             is_strong=jnp.asarray(~weak),
             weak_cols=jnp.asarray(weak_cols.astype(np.int32)),

@@ -105,20 +105,10 @@ class SchurKKT(eqx.Module):
                 w_lists[pos[a]].append(c * kw + a)
                 for a2 in range(a, len(wc)):
                     ent_i.append(pos[a]), ent_j.append(pos[a2]), ent_s.append(nw + c * kw * kw + a * kw + a2)
-        ent_i, ent_j, ent_s = map(np.asarray, (ent_i, ent_j, ent_s))
         pat = sp.coo_matrix((np.ones(len(ent_i)), (ent_i, ent_j)), shape=(nw, nw))
         order, bs, nb = blocktri.analyse(pat)
-        slot, mirror, where = blocktri.block_slots(order, bs, nb, nw, ent_i, ent_j)
         one_src = nw + ncomp * kw * kw
-        nslot = (2 * nb - 1) * bs * bs
-        lists = [[] for _ in range(nslot)]
-        for sl, mi, s in zip(slot, mirror, ent_s):
-            lists[sl].append(s)
-            if mi != sl:
-                lists[mi].append(s)
-        for p in np.nonzero(order == nw)[0]:  # padding unknowns: identity
-            blk, o = divmod(p, bs)
-            lists[blk * bs * bs + o * bs + o].append(one_src)
+        lists, where = blocktri.slot_sources(order, bs, nb, nw, ent_i, ent_j, ent_s, one_src)
         return SchurKKT(
             is_strong=jnp.asarray(strong),
             weak_cols=jnp.asarray(weak_cols.astype(np.int32)),
