@@ -12,7 +12,7 @@ Usage::
     op = prepare(P, A, ADMM(eps_abs=1e-6), lo=lo0, hi=hi0)  # or ADMM (any PSD P)
     sol = solve(op, q, lo, hi)                        # one instance (jitted)
     sols = solve_batch(op, Q, LO, HI)                 # leading batch axis, op shared
-    sols = solve_batch(op, Q, LO, HI, warm=sols)      # warm start (ADMM; IPM ignores it)
+    sols = solve_batch(op, Q, LO, HI, warm=sols)      # warm start (both methods)
     sols = solve_batch(op, Q, LO, HI, chunk=8)        # pieces of 8 per device (CPU: one per core)
     sols.status == Status.solved                      # per-sample int32 status
     sol = solve(op, q, lo, hi, backend="jaxopt")      # jaxopt BoxOSQP (ADMM operators)

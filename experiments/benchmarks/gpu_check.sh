@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The GPU figures of docs/performance.md in one short run on a GPU host (jax with CUDA there,
+# the test extras installed: osqp, cvxpy, clarabel, jaxopt). Writes to $OUT (or results/).
+#
+#   bash experiments/benchmarks/gpu_check.sh
+#
+# qp_batch: every batch size in one piece per GPU, OSQP in a loop and on all the host's cores;
+# closed_loop: 10 000 samples x 8 risk levels of the paper case (issue target: under 5 min).
+set -u
+cd "$(dirname "$0")/../.."
+out=${OUT:-experiments/benchmarks/results}
+mkdir -p "$out"
+python -c "import jax; print(jax.__version__, jax.devices())" 2>&1 | tee "$out/devices.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$out/devices.txt"
+timeout "${QP_TIMEOUT:-240}" python experiments/benchmarks/qp_batch.py --jaxopt-iters 1000 2>&1 | tee "$out/qp_batch.txt"
+timeout "${CL_TIMEOUT:-330}" python experiments/benchmarks/closed_loop.py --S 10000 --R 8 --chunk "${CL_CHUNK:-2500}" 2>&1 \
+  | tee "$out/closed_loop.txt"
+cp experiments/benchmarks/results/*.json "$out/" 2>/dev/null || true

@@ -1,0 +1,69 @@
+"""Warm starts of the interior-point method: from a previous solution (x, y), slacks and
+multipliers pushed to `warm_margin`; the answer is the cold start's (up to the tolerance)."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ecjax.qp import IPM, Status, prepare, solve, solve_batch
+
+from .helpers import assign_kinds, objective, plant_batch, structured_PA
+
+B = 6
+
+
+def _problem(seed):
+    rng = np.random.default_rng(seed)
+    P, A = structured_PA(rng, 30, 10, zero_cost_frac=0.2)
+    q, lo, hi, xs, ys, _ = plant_batch(rng, P, A, B, kinds=assign_kinds(rng, A.shape[0]))
+    return P, A, q, lo, hi, xs, rng
+
+
+def _f(P, q, x):
+    return np.array([objective(P, q[b], np.asarray(x[b])) for b in range(q.shape[0])])
+
+
+@pytest.mark.parametrize("margin", [0.1, 1e-2])
+def test_warm_start_from_a_nearby_solution(margin):
+    """Solve, perturb q and the bounds a little, re-solve warm: solved, the cold start's
+    optimum, and no more iterations than the cold start on average."""
+    P, A, q, lo, hi, xs, rng = _problem(0)
+    op = prepare(P, A, IPM(eps_abs=1e-9, eps_rel=1e-9, warm_margin=margin))
+    first = solve_batch(op, jnp.asarray(q), jnp.asarray(lo), jnp.asarray(hi))
+    q2 = q + 1e-2 * rng.normal(size=q.shape)
+    shift = 1e-2 * rng.uniform(size=lo.shape)
+    lo2, hi2 = lo - shift, hi + shift
+    cold = solve_batch(op, jnp.asarray(q2), jnp.asarray(lo2), jnp.asarray(hi2))
+    warm = solve_batch(op, jnp.asarray(q2), jnp.asarray(lo2), jnp.asarray(hi2), warm=first)
+    assert np.all(np.asarray(warm.status) == int(Status.solved))
+    f_c, f_w = _f(P, q2, cold.x), _f(P, q2, warm.x)
+    np.testing.assert_allclose(f_w, f_c, rtol=0, atol=1e-7 * max(1.0, np.abs(f_c).max()))
+    assert np.asarray(warm.num_steps).mean() <= np.asarray(cold.num_steps).mean()
+
+
+def test_warm_start_from_nonsense_still_solves():
+    """Any x, y: the start is an interior point all the same (infeasible-start method)."""
+    P, A, q, lo, hi, xs, rng = _problem(1)
+    op = prepare(P, A, IPM(eps_abs=1e-9, eps_rel=1e-9))
+    cold = solve_batch(op, jnp.asarray(q), jnp.asarray(lo), jnp.asarray(hi))
+    junk = cold.__class__(**{**{f: getattr(cold, f) for f in cold.__dataclass_fields__},
+                             "x": jnp.asarray(100 * rng.normal(size=cold.x.shape)),
+                             "y": jnp.asarray(100 * rng.normal(size=cold.y.shape))})  # fmt: skip
+    warm = solve_batch(op, jnp.asarray(q), jnp.asarray(lo), jnp.asarray(hi), warm=junk)
+    assert np.all(np.asarray(warm.status) == int(Status.solved))
+    np.testing.assert_allclose(_f(P, q, warm.x), _f(P, q, xs), rtol=0, atol=1e-7 * max(1.0, np.abs(_f(P, q, xs)).max()))
+
+
+def test_warm_margin_none_ignores_the_warm_start():
+    P, A, q, lo, hi, _, rng = _problem(2)
+    op = prepare(P, A, IPM(warm_margin=None))
+    cold = solve(op, jnp.asarray(q[0]), jnp.asarray(lo[0]), jnp.asarray(hi[0]))
+    junk = cold.__class__(**{**{f: getattr(cold, f) for f in cold.__dataclass_fields__}, "x": jnp.full_like(cold.x, 7.0)})
+    again = solve(op, jnp.asarray(q[0]), jnp.asarray(lo[0]), jnp.asarray(hi[0]), junk)
+    np.testing.assert_array_equal(np.asarray(again.x), np.asarray(cold.x))
+    assert int(again.num_steps) == int(cold.num_steps)
+
+
+def test_warm_margin_is_checked():
+    with pytest.raises(ValueError, match="warm_margin"):
+        IPM(warm_margin=0.0)
