@@ -276,30 +276,33 @@ def _residuals(op: Operator, data: _Data, x, z, y, rho_bar) -> _Check:
     return _Check(prim=prim, dual=dual, solved=solved, rho_est=rho_est)
 
 
-def _primal_infeasible(op: Operator, data: _Data, dy):
-    """OSQP eq. 26 on the unscaled δy = E δȳ / c (normalised; c cancels)."""
+def _primal_infeasible(op: Operator, data: _Data, dy, E=None):
+    """OSQP eq. 26 on the unscaled δy = E δȳ / c (normalised; c cancels). `E`: the rows'
+    scaling, `op.E` unless given (the IPM's merged rows have their own)."""
     s = op.settings
+    E = op.E if E is None else E
     lo_inf, hi_inf = ~jnp.isfinite(data.lo), ~jnp.isfinite(data.hi)
     # project onto the polar recession cone of [lo, hi] (OSQP does the same)
     dy = jnp.where((hi_inf & (dy > 0)) | (lo_inf & (dy < 0)), 0.0, dy)
-    nrm = _inf(op.E * dy)
+    nrm = _inf(E * dy)
     ok = nrm > s.eps_pinf
     dyn = dy / jnp.where(ok, nrm, 1.0)
-    bound = jnp.sum(jnp.where(hi_inf, 0.0, data.hi) * jnp.maximum(dyn, 0.0)) + jnp.sum(
-        jnp.where(lo_inf, 0.0, data.lo) * jnp.minimum(dyn, 0.0)
-    )
+    bound = jnp.sum(jnp.where(hi_inf, 0.0, data.hi) * jnp.maximum(dyn, 0.0) + jnp.where(lo_inf, 0.0, data.lo) * jnp.minimum(dyn, 0.0))
     return ok & (_inf(op.A.rmv(dyn) / op.D) <= s.eps_pinf) & (bound < -s.eps_pinf)
 
 
-def _dual_infeasible(op: Operator, data: _Data, dx):
-    """OSQP eq. 27 on the unscaled δx = D δx̄ (normalised)."""
+def _dual_infeasible(op: Operator, data: _Data, dx, Adx=None, Einv=None):
+    """OSQP eq. 27 on the unscaled δx = D δx̄ (normalised). `Adx`: Ā δx̄ where the caller
+    has it already (not normalised); `Einv`: the rows' unscaling, 1/`op.E` unless given."""
     s = op.settings
     nrm = _inf(op.D * dx)
     ok = nrm > s.eps_dinf
-    dxn = dx / jnp.where(ok, nrm, 1.0)
+    scale = 1.0 / jnp.where(ok, nrm, 1.0)
+    dxn = dx * scale
     q_dx = jnp.dot(data.q, dxn) / op.c
     P_dx = _inf(op.Pmv(dxn) / op.D) / op.c
-    Adx = op.A.mv(dxn) / op.E
+    Adx = op.A.mv(dxn) if Adx is None else Adx * scale
+    Adx = Adx / op.E if Einv is None else Adx * Einv
     cone = jnp.all(
         jnp.where(jnp.isfinite(data.hi), Adx <= s.eps_dinf, True)
         & jnp.where(jnp.isfinite(data.lo), Adx >= -s.eps_dinf, True)

@@ -85,10 +85,20 @@ def block_slots(order: np.ndarray, bs: int, nb: int, u0: int, rows: np.ndarray, 
     return slot, mirror, where
 
 
+def padded(lists, pad: int, k: int | None = None) -> np.ndarray:
+    """(len(lists), k) int array of the lists, filled with `pad` (k: the longest list)."""
+    k = k or max((len(v) for v in lists), default=1) or 1
+    out = np.full((len(lists), k), pad, np.int64)
+    for i, v in enumerate(lists):
+        out[i, : len(v)] = v
+    return out
+
+
 def slot_sources(order: np.ndarray, bs: int, nb: int, u0: int, rows, cols, srcs, one_src: int):
     """For entries (rows[i], cols[i]) of value src[srcs[i]] (each unordered pair once), the
     sources summed into every storage slot of [D | L] (`block_slots`), padding unknowns on
-    the identity (source `one_src`). Returns (lists of source ids per slot, where)."""
+    the identity (source `one_src`; `one_src + 1` is the zero source that pads the lists).
+    Returns ((nslot, k) source ids, where)."""
     slot, mirror, where = block_slots(order, bs, nb, u0, np.asarray(rows), np.asarray(cols))
     lists = [[] for _ in range((2 * nb - 1) * bs * bs if nb else 0)]
     for sl, mi, s in zip(slot, mirror, srcs):
@@ -98,7 +108,7 @@ def slot_sources(order: np.ndarray, bs: int, nb: int, u0: int, rows, cols, srcs,
     for p in np.nonzero(order == u0)[0]:
         b, o = divmod(p, bs)
         lists[b * bs * bs + o * bs + o].append(one_src)
-    return lists, where
+    return padded(lists, one_src + 1), where
 
 
 class Factor(eqx.Module):

@@ -45,7 +45,7 @@ from jaxtyping import Array, Bool, Float, Int
 from .._iterate import bounded_while
 from . import linsys as _ls
 from . import normal, schur  # noqa: F401  (schur: the two-level form of the Newton system)
-from .admm import Solution, _Data, _finite, _inf
+from .admm import Solution, _Data, _dual_infeasible, _finite, _inf, _primal_infeasible
 from .scaling import ruiz
 from .status import Status
 
@@ -304,10 +304,10 @@ def _check(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState):
     z, y, Px, Aty, rd, rl, ru, re = _residuals(op, data, sd, st)
     Ei, Di = op.Einv, 1.0 / op.D
     # four infinity norms and two sums in four reductions
-    pr = jnp.max(jnp.abs(jnp.stack([
+    pr = jnp.max(jnp.stack([
         jnp.maximum(jnp.maximum(jnp.abs(rl), jnp.abs(ru)), jnp.abs(re)) * Ei,
         jnp.maximum(jnp.maximum(jnp.abs(z), jnp.abs((sd.hl + sd.he) * sd.lo)), jnp.abs(sd.hu * sd.hi)) * Ei,
-    ])), axis=-1)  # fmt: skip
+    ]), axis=-1)  # fmt: skip
     du = jnp.max(jnp.stack([
         jnp.abs(rd) * Di, jnp.maximum(jnp.maximum(jnp.abs(Px), jnp.abs(Aty)), jnp.abs(data.q)) * Di,
     ]), axis=-1) / op.c  # fmt: skip
@@ -319,33 +319,23 @@ def _check(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState):
         & (dual <= s.eps_abs + s.eps_rel * dual_scale)
         & (comp <= s.eps_abs + s.eps_rel * jnp.abs(pobj))
     )
-    return prim, dual, solved, z, Aty
+    return prim, dual, solved, z
 
 
-def _primal_infeasible(op: IPMOperator, data: _Data, dy):
-    """OSQP eq. 26 on the unscaled δy = E δȳ / c (normalised; c cancels)."""
-    s = op.settings
-    lo_inf, hi_inf = ~jnp.isfinite(data.lo), ~jnp.isfinite(data.hi)
-    dy = jnp.where((hi_inf & (dy > 0)) | (lo_inf & (dy < 0)), 0.0, dy)  # polar recession cone
-    Ei = jnp.where(op.Einv > 0, 1.0 / jnp.where(op.Einv > 0, op.Einv, 1.0), 0.0)
-    nrm = _inf(Ei * dy)
-    ok = nrm > s.eps_pinf
-    dyn = dy / jnp.where(ok, nrm, 1.0)
-    bound = jnp.sum(jnp.where(hi_inf, 0.0, data.hi) * jnp.maximum(dyn, 0.0) + jnp.where(lo_inf, 0.0, data.lo) * jnp.minimum(dyn, 0.0))
-    return ok & (_inf(op.A.rmv(dyn) / op.D) <= s.eps_pinf) & (bound < -s.eps_pinf)
-
-
-def _dual_infeasible(op: IPMOperator, data: _Data, dx, Adx):
-    """OSQP eq. 27 on the unscaled δx = D δx̄ (normalised); Adx = Ā δx̄ (from the iterates)."""
-    s = op.settings
-    nrm = _inf(op.D * dx)
-    ok = nrm > s.eps_dinf
-    scale = 1.0 / jnp.where(ok, nrm, 1.0)
-    q_dx = jnp.sum(data.q * dx) * scale / op.c
-    P_dx = _inf(op.P * dx / op.D) * scale / op.c
-    Adx = Adx * scale * op.Einv
-    out = jnp.where(jnp.isfinite(data.hi), Adx > s.eps_dinf, False) | jnp.where(jnp.isfinite(data.lo), Adx < -s.eps_dinf, False)
-    return ok & (q_dx < -s.eps_dinf) & (P_dx <= s.eps_dinf) & ~jnp.any(out)
+def _interior(op: IPMOperator, data: _Data, sd: _Sides, x, y, tau) -> IPMState:
+    """The iterate at x with multipliers from y (merged rows, scaled), every slack and
+    multiplier of a finite side at least `tau`; status from the termination test."""
+    z = op.A.mv(x)
+    one = jnp.ones_like(z)
+    dt = z.dtype
+    st = IPMState(
+        x=x, sl=jnp.where(sd.hl > 0, jnp.maximum(z - sd.lo, tau), one), su=jnp.where(sd.hu > 0, jnp.maximum(sd.hi - z, tau), one),
+        ll=sd.hl * jnp.maximum(-y, tau), lu=sd.hu * jnp.maximum(y, tau), ye=sd.he * y, k=jnp.asarray(0, jnp.int32),
+        status=jnp.asarray(int(Status.running), jnp.int32), prim=jnp.asarray(jnp.inf, dt), dual=jnp.asarray(jnp.inf, dt),
+    )  # fmt: skip
+    prim, dual, solved, _ = _check(op, data, sd, st)
+    status = jnp.where(solved, int(Status.solved), int(Status.running)).astype(jnp.int32)
+    return eqx.tree_at(lambda t: (t.status, t.prim, t.dual), st, (status, prim, dual))
 
 
 def init(op: IPMOperator, data: _Data, sd: _Sides) -> IPMState:
@@ -357,18 +347,7 @@ def init(op: IPMOperator, data: _Data, sd: _Sides) -> IPMState:
     r = -data.q + target[:n]
     t = jnp.where(d0[n:] > 0, target[n:] / jnp.maximum(d0[n:], 1.0), 0.0)
     x, _ = _newton(op, fac, d0, r, t)
-    z = op.A.mv(x)
-    one = jnp.ones_like(z)
-    sl = jnp.where(sd.hl > 0, jnp.maximum(z - sd.lo, 1.0), one)
-    su = jnp.where(sd.hu > 0, jnp.maximum(sd.hi - z, 1.0), one)
-    st = IPMState(
-        x=x, sl=sl, su=su, ll=sd.hl * one, lu=sd.hu * one, ye=jnp.zeros_like(z), k=jnp.asarray(0, jnp.int32),
-        status=jnp.asarray(int(Status.running), jnp.int32), prim=jnp.asarray(jnp.inf, z.dtype),
-        dual=jnp.asarray(jnp.inf, z.dtype),
-    )  # fmt: skip
-    prim, dual, solved, _, _ = _check(op, data, sd, st)
-    status = jnp.where(solved, int(Status.solved), int(Status.running)).astype(jnp.int32)
-    return eqx.tree_at(lambda t: (t.status, t.prim, t.dual), st, (status, prim, dual))
+    return _interior(op, data, sd, x, jnp.zeros((op.mb,), x.dtype), 1.0)
 
 
 def init_warm(op: IPMOperator, data: _Data, sd: _Sides, warm, tau) -> IPMState:
@@ -376,21 +355,10 @@ def init_warm(op: IPMOperator, data: _Data, sd: _Sides, warm, tau) -> IPMState:
     multipliers summed per column, as in (I3)), with every slack and multiplier pushed to at
     least `tau` (an interior point near the old optimum)."""
     dt = op.dtype
-    x = jnp.asarray(warm.x, dt) / op.D
-    z = op.A.mv(x)
     m_s = op.A_rows.m_s
     y_rows = op.c * jnp.asarray(warm.y, dt)[op.perm] / op.E
     y_b = jnp.sum(jnp.concatenate([y_rows[:m_s], jnp.zeros((1,), dt)])[op.b_row] * op.b_val, axis=-1)
-    y = jnp.concatenate([y_b, y_rows[m_s:]])
-    one = jnp.ones_like(z)
-    st = IPMState(
-        x=x, sl=jnp.where(sd.hl > 0, jnp.maximum(z - sd.lo, tau), one), su=jnp.where(sd.hu > 0, jnp.maximum(sd.hi - z, tau), one),
-        ll=sd.hl * jnp.maximum(-y, tau), lu=sd.hu * jnp.maximum(y, tau), ye=sd.he * y, k=jnp.asarray(0, jnp.int32),
-        status=jnp.asarray(int(Status.running), jnp.int32), prim=jnp.asarray(jnp.inf, dt), dual=jnp.asarray(jnp.inf, dt),
-    )  # fmt: skip
-    prim, dual, solved, _, _ = _check(op, data, sd, st)
-    status = jnp.where(solved, int(Status.solved), int(Status.running)).astype(jnp.int32)
-    return eqx.tree_at(lambda t: (t.status, t.prim, t.dual), st, (status, prim, dual))
+    return _interior(op, data, sd, jnp.asarray(warm.x, dt) / op.D, jnp.concatenate([y_b, y_rows[m_s:]]), tau)
 
 
 def step(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState) -> IPMState:
@@ -453,9 +421,11 @@ def step(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState) -> IPMState:
         prim=st.prim,
         dual=st.dual,
     )
-    prim, dual, solved, z1, _ = _check(op, data, sd, new)
-    pinf = _primal_infeasible(op, data, a * (dlu - dll + dye))
-    dinf = _dual_infeasible(op, data, a * dx, z1 - z0)
+    prim, dual, solved, z1 = _check(op, data, sd, new)
+    # the merged rows' scaling (0 on columns without a bound row: their δy is 0 anyway)
+    E_m = jnp.where(op.Einv > 0, 1.0 / jnp.where(op.Einv > 0, op.Einv, 1.0), 0.0)
+    pinf = _primal_infeasible(op, data, a * (dlu - dll + dye), E=E_m)
+    dinf = _dual_infeasible(op, data, a * dx, Adx=z1 - z0, Einv=op.Einv)  # A(x₁ − x₀) = a Ā dx
     # a NaN or inf anywhere in the iterate reaches prim (x via A, slacks), dual (multipliers) or
     # the sum over x (columns in no row and without cost)
     finite = jnp.isfinite(prim) & jnp.isfinite(dual) & jnp.isfinite(jnp.sum(new.x))

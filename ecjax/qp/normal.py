@@ -107,7 +107,7 @@ class NormalKKT(eqx.Module):
         const = Cw_coo.data
         npair, nconst = len(pairs), len(const)
         off_c, off_p, off_k = nw, nw + mc, nw + mc + npair
-        one_src, zero_src = off_k + nconst, off_k + nconst + 1
+        one_src = off_k + nconst  # then the zero source
         # entries (unknown i, unknown j, source)
         ent_i = list(range(nw)) + [nw + r for r in range(mc)]
         ent_j = list(ent_i)
@@ -116,8 +116,7 @@ class NormalKKT(eqx.Module):
             ent_i.append(nw + r), ent_j.append(nw + s), ent_s.append(off_p + p)
         for e in range(nconst):
             ent_i.append(nw + int(Cw_coo.row[e])), ent_j.append(int(Cw_coo.col[e])), ent_s.append(off_k + e)
-        lists, where = blocktri.slot_sources(order, bs, nb, u0, ent_i, ent_j, ent_s, one_src)
-        slot_src, _ = _ell_lists([[(s, 1.0) for s in v] for v in lists], zero_src)
+        slot_src, where = blocktri.slot_sources(order, bs, nb, u0, ent_i, ent_j, ent_s, one_src)
         return NormalKKT(
             is_strong=jnp.asarray(~weak),
             weak_cols=jnp.asarray(weak_cols.astype(np.int32)),
@@ -126,7 +125,7 @@ class NormalKKT(eqx.Module):
             pair_col=jnp.asarray(pair_col),
             pair_coef=jnp.asarray(pair_coef, dtype),
             const=jnp.asarray(const, dtype),
-            slot_src=jnp.asarray(slot_src),
+            slot_src=jnp.asarray(slot_src.astype(np.int32)),
             order=jnp.asarray(order.astype(np.int32)),
             where=jnp.asarray(where.astype(np.int32)),
             nb=nb,

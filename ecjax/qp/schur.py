@@ -37,14 +37,6 @@ from .linsys import Mat
 MAX_BLOCK = 16  # largest component of coupling rows eliminated as a dense block
 
 
-def _padded(lists, pad, k=None):
-    k = k or max((len(v) for v in lists), default=1) or 1
-    out = np.full((len(lists), k), pad, np.int64)
-    for i, v in enumerate(lists):
-        out[i, : len(v)] = v
-    return out
-
-
 class SchurKKT(eqx.Module):
     """Host-built structure of (N4)-(N5)."""
 
@@ -83,13 +75,13 @@ class SchurKKT(eqx.Module):
         b = max(len(r) for r in rows)
         if b > max_block:
             return None
-        comp_rows = _padded(rows, mc, b)
+        comp_rows = blocktri.padded(rows, mc, b)
         row_slot = np.empty(mc, np.int64)
         for c, r in enumerate(rows):
             row_slot[r] = c * b + np.arange(len(r))
         scols = [np.nonzero(((C[r] != 0) & strong[None, :]).any(axis=0))[0] for r in rows]
         wcols = [np.nonzero(((C[r] != 0) & weak[None, :]).any(axis=0))[0] for r in rows]
-        Cs_cols, Cw_cols = _padded(scols, n), _padded(wcols, n)
+        Cs_cols, Cw_cols = blocktri.padded(scols, n), blocktri.padded(wcols, n)
         kc, kw = Cs_cols.shape[1], Cw_cols.shape[1]
         Cs = np.zeros((ncomp, b, kc))
         Cw = np.zeros((ncomp, b, kw))
@@ -108,7 +100,7 @@ class SchurKKT(eqx.Module):
         pat = sp.coo_matrix((np.ones(len(ent_i)), (ent_i, ent_j)), shape=(nw, nw))
         order, bs, nb = blocktri.analyse(pat)
         one_src = nw + ncomp * kw * kw
-        lists, where = blocktri.slot_sources(order, bs, nb, nw, ent_i, ent_j, ent_s, one_src)
+        slot_src, where = blocktri.slot_sources(order, bs, nb, nw, ent_i, ent_j, ent_s, one_src)
         return SchurKKT(
             is_strong=jnp.asarray(strong),
             weak_cols=jnp.asarray(weak_cols.astype(np.int32)),
@@ -120,8 +112,8 @@ class SchurKKT(eqx.Module):
             CsCs=jnp.asarray(Cs[:, :, None, :] * Cs[:, None, :, :], dtype),
             Cw_cols=jnp.asarray(np.where(Cw_cols < n, weak_pos[np.minimum(Cw_cols, n - 1)], nw).astype(np.int32)),
             Cw=jnp.asarray(Cw, dtype),
-            w_src=jnp.asarray(_padded(w_lists, ncomp * kw).astype(np.int32)),
-            slot_src=jnp.asarray(_padded(lists, one_src + 1).astype(np.int32)),
+            w_src=jnp.asarray(blocktri.padded(w_lists, ncomp * kw).astype(np.int32)),
+            slot_src=jnp.asarray(slot_src.astype(np.int32)),
             order=jnp.asarray(order.astype(np.int32)),
             where=jnp.asarray(where.astype(np.int32)),
             nb=nb,
