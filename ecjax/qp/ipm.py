@@ -179,6 +179,17 @@ def prepare_ipm(P, A, settings: IPM, dtype) -> IPMOperator:
     )
 
 
+class _Res(eqx.Module):
+    """Residuals of (I1) at an iterate: computed once by the termination test and reused by
+    the next step."""
+
+    z: Float[Array, " mb"]  # Ā x
+    rd: Float[Array, " n"]  # P̄x + q̄ + Āᵀy
+    rl: Float[Array, " mb"]  # Āx − s_l − lo (finite lower sides)
+    ru: Float[Array, " mb"]  # Āx + s_u − hi (finite upper sides)
+    re: Float[Array, " mb"]  # Āx − lo (equality rows)
+
+
 class IPMState(eqx.Module):
     x: Float[Array, " n"]
     sl: Float[Array, " mb"]
@@ -190,6 +201,7 @@ class IPMState(eqx.Module):
     status: Int[Array, ""]
     prim: Float[Array, ""]
     dual: Float[Array, ""]
+    res: _Res
 
 
 class _Sides(eqx.Module):
@@ -295,13 +307,15 @@ def _residuals(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState):
     rl = sd.hl * (z - st.sl - sd.lo)
     ru = sd.hu * (z + st.su - sd.hi)
     re = sd.he * (z - sd.lo)
-    return z, y, Px, Aty, rd, rl, ru, re
+    return Px, Aty, _Res(z=z, rd=rd, rl=rl, ru=ru, re=re)
 
 
 def _check(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState):
-    """(prim, dual, solved, z): OSQP's criteria on the unscaled residuals, plus complementarity."""
+    """(prim, dual, solved, residuals): OSQP's criteria on the unscaled residuals, plus
+    complementarity."""
     s = op.settings
-    z, y, Px, Aty, rd, rl, ru, re = _residuals(op, data, sd, st)
+    Px, Aty, res = _residuals(op, data, sd, st)
+    z, rd, rl, ru, re = res.z, res.rd, res.rl, res.ru, res.re
     Ei, Di = op.Einv, 1.0 / op.D
     # four infinity norms and two sums in four reductions
     pr = jnp.max(jnp.stack([
@@ -319,7 +333,7 @@ def _check(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState):
         & (dual <= s.eps_abs + s.eps_rel * dual_scale)
         & (comp <= s.eps_abs + s.eps_rel * jnp.abs(pobj))
     )
-    return prim, dual, solved, z
+    return prim, dual, solved, res
 
 
 def _interior(op: IPMOperator, data: _Data, sd: _Sides, x, y, tau) -> IPMState:
@@ -328,14 +342,16 @@ def _interior(op: IPMOperator, data: _Data, sd: _Sides, x, y, tau) -> IPMState:
     z = op.A.mv(x)
     one = jnp.ones_like(z)
     dt = z.dtype
+    zn, zm = jnp.zeros_like(x), jnp.zeros_like(z)
     st = IPMState(
         x=x, sl=jnp.where(sd.hl > 0, jnp.maximum(z - sd.lo, tau), one), su=jnp.where(sd.hu > 0, jnp.maximum(sd.hi - z, tau), one),
         ll=sd.hl * jnp.maximum(-y, tau), lu=sd.hu * jnp.maximum(y, tau), ye=sd.he * y, k=jnp.asarray(0, jnp.int32),
         status=jnp.asarray(int(Status.running), jnp.int32), prim=jnp.asarray(jnp.inf, dt), dual=jnp.asarray(jnp.inf, dt),
+        res=_Res(z=z, rd=zn, rl=zm, ru=zm, re=zm),
     )  # fmt: skip
-    prim, dual, solved, _ = _check(op, data, sd, st)
+    prim, dual, solved, res = _check(op, data, sd, st)
     status = jnp.where(solved, int(Status.solved), int(Status.running)).astype(jnp.int32)
-    return eqx.tree_at(lambda t: (t.status, t.prim, t.dual), st, (status, prim, dual))
+    return eqx.tree_at(lambda t: (t.status, t.prim, t.dual, t.res), st, (status, prim, dual, res))
 
 
 def init(op: IPMOperator, data: _Data, sd: _Sides) -> IPMState:
@@ -364,7 +380,7 @@ def init_warm(op: IPMOperator, data: _Data, sd: _Sides, warm, tau) -> IPMState:
 def step(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState) -> IPMState:
     """One Mehrotra predictor-corrector iteration, then termination checks."""
     s = op.settings
-    z0, _, _, _, rd, rl, ru, re = _residuals(op, data, sd, st)
+    z0, rd, rl, ru, re = st.res.z, st.res.rd, st.res.rl, st.res.ru, st.res.re
     n_act = sd.n_act
     mu = jnp.sum(sd.hl * st.sl * st.ll + sd.hu * st.su * st.lu) / n_act
     dl = sd.hl * st.ll / st.sl
@@ -420,12 +436,13 @@ def step(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState) -> IPMState:
         status=st.status,
         prim=st.prim,
         dual=st.dual,
+        res=st.res,
     )
-    prim, dual, solved, z1 = _check(op, data, sd, new)
+    prim, dual, solved, res = _check(op, data, sd, new)
     # the merged rows' scaling (0 on columns without a bound row: their δy is 0 anyway)
     E_m = jnp.where(op.Einv > 0, 1.0 / jnp.where(op.Einv > 0, op.Einv, 1.0), 0.0)
     pinf = _primal_infeasible(op, data, a * (dlu - dll + dye), E=E_m)
-    dinf = _dual_infeasible(op, data, a * dx, Adx=z1 - z0, Einv=op.Einv)  # A(x₁ − x₀) = a Ā dx
+    dinf = _dual_infeasible(op, data, a * dx, Adx=res.z - z0, Einv=op.Einv)  # A(x₁ − x₀) = a Ā dx
     # a NaN or inf anywhere in the iterate reaches prim (x via A, slacks), dual (multipliers) or
     # the sum over x (columns in no row and without cost)
     finite = jnp.isfinite(prim) & jnp.isfinite(dual) & jnp.isfinite(jnp.sum(new.x))
@@ -434,7 +451,7 @@ def step(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState) -> IPMState:
         [int(Status.numerical_error), int(Status.solved), int(Status.primal_infeasible), int(Status.dual_infeasible)],
         int(Status.running),
     ).astype(jnp.int32)
-    new = eqx.tree_at(lambda t: (t.status, t.prim, t.dual), new, (status, prim, dual))
+    new = eqx.tree_at(lambda t: (t.status, t.prim, t.dual, t.res), new, (status, prim, dual, res))
     held = eqx.tree_at(lambda t: (t.status, t.k), st, (status, st.k + 1))
     return jax.tree_util.tree_map(lambda a_, b_: jnp.where(finite, a_, b_), new, held)
 

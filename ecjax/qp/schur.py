@@ -12,7 +12,8 @@ the Schur complement on the weak columns (battery and EV energies: the states),
     S_W dx_W = r_W + Σ_c C_{W,c}ᵀ M_c⁻¹ t'_c,     w_c = M_c⁻¹ (C_{W,c} dx_W − t'_c),    (N5)
 
 with t' = t − C_S Kd_S⁻¹ r_S. The M_c are inverted all at once (one batched Gauss-Jordan on
-(components, b, b) arrays, no sequential dependence); S_W couples only the states of
+(components, b, b) arrays per component size b, no sequential dependence: components are
+grouped by their number of rows, so that a one-row component is not padded to the largest); S_W couples only the states of
 neighbouring steps, so it is block-tridiagonal with blocks of 2-3 (`blocktri.py`): the
 sequential part of the factorization is a recursion over tiny blocks, instead of one over
 the (N2) blocks of ~8. This is the structure an MPC-tailored interior-point method exploits
@@ -37,6 +38,16 @@ from .linsys import Mat
 MAX_BLOCK = 16  # largest component of coupling rows eliminated as a dense block
 
 
+class _Group(eqx.Module):
+    """The components with b coupling rows, as (components, b, ...) arrays."""
+
+    rows: Int[Array, "nc b"]  # coupling rows of each component (pad = m_c)
+    Cs_cols: Int[Array, "nc kc"]  # strong columns of each component (pad = n)
+    CsCs: Float[Array, "nc b b kc"]  # C[r_a, j] C[r_b, j] over the strong columns j of c
+    Cw_cols: Int[Array, "nc kw"]  # weak columns (index among weak, pad = nw)
+    Cw: Float[Array, "nc b kw"]  # C[rows_c, weak cols_c]
+
+
 class SchurKKT(eqx.Module):
     """Host-built structure of (N4)-(N5)."""
 
@@ -44,13 +55,9 @@ class SchurKKT(eqx.Module):
     weak_cols: Int[Array, " nw"]
     weak_pos: Int[Array, " n"]
     C: Mat  # coupling rows (m_c × n)
-    comp_rows: Int[Array, "nc b"]  # coupling rows of each component (pad = m_c)
-    row_slot: Int[Array, " mc"]  # coupling row -> flat slot c*b + a
-    Cs_cols: Int[Array, "nc kc"]  # strong columns of each component (pad = n)
-    CsCs: Float[Array, "nc b b kc"]  # C[r_a, j] C[r_b, j] over the strong columns j of c
-    Cw_cols: Int[Array, "nc kw"]  # weak columns (index among weak, pad = nw)
-    Cw: Float[Array, "nc b kw"]  # C[rows_c, weak cols_c]
-    w_src: Int[Array, "nw kr"]  # weak column <- flat entries of C_{W,c}ᵀ g_c (pad = nc*kw)
+    groups: tuple[_Group, ...]  # components grouped by their number of rows
+    row_slot: Int[Array, " mc"]  # coupling row -> flat slot (groups one after another)
+    w_src: Int[Array, "nw kr"]  # weak column <- flat entries of C_{W,c}ᵀ g_c (pad = their count)
     slot_src: Int[Array, "nslot k2"]  # S_W storage slot <- sum of sources
     order: Int[Array, " u"]
     where: Int[Array, " nw"]
@@ -72,47 +79,49 @@ class SchurKKT(eqx.Module):
         nzs = sp.csr_matrix((C != 0) & strong[None, :])
         ncomp, label = connected_components(nzs @ nzs.T + sp.identity(mc), directed=False)
         rows = [np.nonzero(label == c)[0] for c in range(ncomp)]
-        b = max(len(r) for r in rows)
-        if b > max_block:
+        if max(len(r) for r in rows) > max_block:
             return None
-        comp_rows = blocktri.padded(rows, mc, b)
-        row_slot = np.empty(mc, np.int64)
-        for c, r in enumerate(rows):
-            row_slot[r] = c * b + np.arange(len(r))
-        scols = [np.nonzero(((C[r] != 0) & strong[None, :]).any(axis=0))[0] for r in rows]
-        wcols = [np.nonzero(((C[r] != 0) & weak[None, :]).any(axis=0))[0] for r in rows]
-        Cs_cols, Cw_cols = blocktri.padded(scols, n), blocktri.padded(wcols, n)
-        kc, kw = Cs_cols.shape[1], Cw_cols.shape[1]
-        Cs = np.zeros((ncomp, b, kc))
-        Cw = np.zeros((ncomp, b, kw))
-        for c, r in enumerate(rows):
-            Cs[c, : len(r), : len(scols[c])] = C[np.ix_(r, scols[c])]
-            Cw[c, : len(r), : len(wcols[c])] = C[np.ix_(r, wcols[c])]
-        # (N4) pattern on the weak columns and its block-tridiagonal storage
+        groups, row_slot = [], np.empty(mc, np.int64)
         ent_i, ent_j, ent_s = list(range(nw)), list(range(nw)), list(range(nw))  # Kd_W
         w_lists = [[] for _ in range(nw)]
-        for c, wc in enumerate(wcols):
-            pos = weak_pos[wc]
-            for a in range(len(wc)):
-                w_lists[pos[a]].append(c * kw + a)
-                for a2 in range(a, len(wc)):
-                    ent_i.append(pos[a]), ent_j.append(pos[a2]), ent_s.append(nw + c * kw * kw + a * kw + a2)
+        off_slot = off_h = off_T = 0
+        for b in sorted({len(r) for r in rows}):
+            comps = [r for r in rows if len(r) == b]
+            scols = [np.nonzero(((C[r] != 0) & strong[None, :]).any(axis=0))[0] for r in comps]
+            wcols = [np.nonzero(((C[r] != 0) & weak[None, :]).any(axis=0))[0] for r in comps]
+            Cs_cols, Cw_cols = blocktri.padded(scols, n), blocktri.padded(wcols, n)
+            kc, kw = Cs_cols.shape[1], Cw_cols.shape[1]
+            Cs = np.zeros((len(comps), b, kc))
+            Cw = np.zeros((len(comps), b, kw))
+            for c, r in enumerate(comps):
+                row_slot[r] = off_slot + c * b + np.arange(b)
+                Cs[c, :, : len(scols[c])] = C[np.ix_(r, scols[c])]
+                Cw[c, :, : len(wcols[c])] = C[np.ix_(r, wcols[c])]
+                # (N4) pattern on the weak columns: C_{W,c}ᵀ M_c⁻¹ C_{W,c} (sources T, then h)
+                pos = weak_pos[wcols[c]]
+                for a in range(len(pos)):
+                    w_lists[pos[a]].append(off_h + c * kw + a)
+                    for a2 in range(a, len(pos)):
+                        ent_i.append(pos[a]), ent_j.append(pos[a2]), ent_s.append(nw + off_T + c * kw * kw + a * kw + a2)
+            groups.append(_Group(
+                rows=jnp.asarray(blocktri.padded(comps, mc).astype(np.int32)),
+                Cs_cols=jnp.asarray(Cs_cols.astype(np.int32)),
+                CsCs=jnp.asarray(Cs[:, :, None, :] * Cs[:, None, :, :], dtype),
+                Cw_cols=jnp.asarray(np.where(Cw_cols < n, weak_pos[np.minimum(Cw_cols, n - 1)], nw).astype(np.int32)),
+                Cw=jnp.asarray(Cw, dtype),
+            ))  # fmt: skip
+            off_slot, off_h, off_T = off_slot + len(comps) * b, off_h + len(comps) * kw, off_T + len(comps) * kw * kw
         pat = sp.coo_matrix((np.ones(len(ent_i)), (ent_i, ent_j)), shape=(nw, nw))
         order, bs, nb = blocktri.analyse(pat)
-        one_src = nw + ncomp * kw * kw
-        slot_src, where = blocktri.slot_sources(order, bs, nb, nw, ent_i, ent_j, ent_s, one_src)
+        slot_src, where = blocktri.slot_sources(order, bs, nb, nw, ent_i, ent_j, ent_s, nw + off_T)
         return SchurKKT(
             is_strong=jnp.asarray(strong),
             weak_cols=jnp.asarray(weak_cols.astype(np.int32)),
             weak_pos=jnp.asarray(weak_pos.astype(np.int32)),
             C=Mat.build(C, "gather", dtype),
-            comp_rows=jnp.asarray(comp_rows.astype(np.int32)),
+            groups=tuple(groups),
             row_slot=jnp.asarray(row_slot.astype(np.int32)),
-            Cs_cols=jnp.asarray(Cs_cols.astype(np.int32)),
-            CsCs=jnp.asarray(Cs[:, :, None, :] * Cs[:, None, :, :], dtype),
-            Cw_cols=jnp.asarray(np.where(Cw_cols < n, weak_pos[np.minimum(Cw_cols, n - 1)], nw).astype(np.int32)),
-            Cw=jnp.asarray(Cw, dtype),
-            w_src=jnp.asarray(blocktri.padded(w_lists, ncomp * kw).astype(np.int32)),
+            w_src=jnp.asarray(blocktri.padded(w_lists, off_h).astype(np.int32)),
             slot_src=jnp.asarray(slot_src.astype(np.int32)),
             order=jnp.asarray(order.astype(np.int32)),
             where=jnp.asarray(where.astype(np.int32)),
@@ -125,7 +134,7 @@ class SchurKKT(eqx.Module):
 
 class SchurFactored(eqx.Module):
     f: blocktri.Factor  # (T1) of S_W
-    Minv: Float[Array, "nc b b"]
+    Minv: tuple[Float[Array, "nc b b"], ...]  # per group
     Kd_inv_s: Float[Array, " n"]
     dc_inv: Float[Array, " mc"]
 
@@ -138,32 +147,38 @@ def factor(kkt: SchurKKT, Kd, dc_inv, reg_d) -> SchurFactored:
     """M_c⁻¹ for every component, then (N4) and its block-tridiagonal factorization."""
     dt = Kd.dtype
     Kd_inv_s = jnp.where(kkt.is_strong, 1.0 / Kd, 0.0)
-    kin = _pad1(Kd_inv_s)[kkt.Cs_cols]
-    diag = jnp.concatenate([dc_inv + reg_d, jnp.ones((1,), dt)])[kkt.comp_rows]  # pad rows: 1
-    # products written as broadcasts and sums over the small axes: XLA fuses them
-    M = jnp.sum(kkt.CsCs * kin[:, None, None, :], axis=-1) + diag[:, :, None] * jnp.eye(diag.shape[1], dtype=dt)[None]
-    Minv = blocktri._inv(M)
-    MiCw = jnp.sum(Minv[:, :, :, None] * kkt.Cw[:, None, :, :], axis=2)  # (c, a, w) = M_c⁻¹ C_{W,c}
-    T = jnp.sum(kkt.Cw[:, :, :, None] * MiCw[:, :, None, :], axis=1)  # C_{W,c}ᵀ M_c⁻¹ C_{W,c}
-    src = jnp.concatenate([Kd[kkt.weak_cols], T.reshape(-1), jnp.ones((1,), dt), jnp.zeros((1,), dt)])
+    kin_all = _pad1(Kd_inv_s)
+    diag_all = jnp.concatenate([dc_inv + reg_d, jnp.ones((1,), dt)])  # pad rows: 1
+    Minv, Ts = [], []
+    for g in kkt.groups:
+        kin, diag = kin_all[g.Cs_cols], diag_all[g.rows]
+        # products written as broadcasts and sums over the small axes: XLA fuses them
+        M = jnp.sum(g.CsCs * kin[:, None, None, :], axis=-1) + diag[:, :, None] * jnp.eye(diag.shape[1], dtype=dt)[None]
+        Mi = blocktri._inv(M)
+        MiCw = jnp.sum(Mi[:, :, :, None] * g.Cw[:, None, :, :], axis=2)  # (c, a, w) = M_c⁻¹ C_{W,c}
+        Ts.append(jnp.sum(g.Cw[:, :, :, None] * MiCw[:, :, None, :], axis=1).reshape(-1))  # C_{W,c}ᵀ M_c⁻¹ C_{W,c}
+        Minv.append(Mi)
+    src = jnp.concatenate([Kd[kkt.weak_cols], *Ts, jnp.ones((1,), dt), jnp.zeros((1,), dt)])
     flat = jnp.sum(src[kkt.slot_src], axis=-1)
     nd = kkt.nb * kkt.bs * kkt.bs
     D = flat[:nd].reshape(kkt.nb, kkt.bs, kkt.bs)
     L = flat[nd:].reshape(kkt.nb - 1, kkt.bs, kkt.bs)
-    return SchurFactored(f=blocktri.factor(D, L), Minv=Minv, Kd_inv_s=Kd_inv_s, dc_inv=dc_inv)
+    return SchurFactored(f=blocktri.factor(D, L), Minv=tuple(Minv), Kd_inv_s=Kd_inv_s, dc_inv=dc_inv)
 
 
 def solve(kkt: SchurKKT, fac: SchurFactored, r, t):
     """(dx, v) of [Kd Cᵀ; C −diag(1/d_c)] [dx; v] = [r; t] by (N5) and (N3)."""
-    tp = t - kkt.C.mv(fac.Kd_inv_s * r)
-    tc = _pad1(tp)[kkt.comp_rows]
-    g = jnp.einsum("cab,cb->ca", fac.Minv, tc)
-    h = jnp.einsum("caw,ca->cw", kkt.Cw, g).reshape(-1)
+    tp = _pad1(t - kkt.C.mv(fac.Kd_inv_s * r))
+    tcs = [tp[g.rows] for g in kkt.groups]
+    gs = [jnp.einsum("cab,cb->ca", Mi, tc) for Mi, tc in zip(fac.Minv, tcs)]
+    h = jnp.concatenate([jnp.einsum("caw,ca->cw", g.Cw, gg).reshape(-1) for g, gg in zip(kkt.groups, gs)])
     rhs = r[kkt.weak_cols] + jnp.sum(_pad1(h)[kkt.w_src], axis=-1)
     u = _pad1(rhs)[kkt.order].reshape(kkt.nb, kkt.bs)
-    xw = blocktri.solve(fac.f, u).reshape(-1)[kkt.where]
-    xwc = _pad1(xw)[kkt.Cw_cols]
-    wv = jnp.einsum("cab,cb->ca", fac.Minv, jnp.einsum("caw,cw->ca", kkt.Cw, xwc) - tc)
-    v = wv.reshape(-1)[kkt.row_slot]
+    xw = _pad1(blocktri.solve(fac.f, u).reshape(-1)[kkt.where])
+    wv = [
+        jnp.einsum("cab,cb->ca", Mi, jnp.einsum("caw,cw->ca", g.Cw, xw[g.Cw_cols]) - tc).reshape(-1)
+        for g, Mi, tc in zip(kkt.groups, fac.Minv, tcs)
+    ]
+    v = jnp.concatenate(wv)[kkt.row_slot]
     dx_s = fac.Kd_inv_s * (r - kkt.C.rmv(v))
-    return jnp.where(kkt.is_strong, dx_s, _pad1(xw)[kkt.weak_pos]), v
+    return jnp.where(kkt.is_strong, dx_s, xw[kkt.weak_pos]), v
