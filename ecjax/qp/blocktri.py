@@ -124,6 +124,23 @@ MAX_UNROLLED_CHAIN = 0  # Python-unrolled recursions up to this many blocks, lax
 SCAN_UNROLL = 1  # lax.scan unroll factor (speed against compile time)
 
 
+# Small-block products as broadcasts and sums: XLA fuses them with their neighbours, where a
+# batched dot of 3×3 blocks is a kernel of its own.
+def _mm(A, B):
+    """A @ B over the last two axes."""
+    return jnp.sum(A[..., :, :, None] * B[..., None, :, :], axis=-2)
+
+
+def _mv(A, x):
+    """A @ x."""
+    return jnp.sum(A * x[..., None, :], axis=-1)
+
+
+def _mtv(A, x):
+    """Aᵀ @ x."""
+    return jnp.sum(A * x[..., :, None], axis=-2)
+
+
 def _inv(M):
     """Inverse of a small block (or of a stack of them: leading axes are batch). Gauss-Jordan
     without pivoting (exists for the quasi-definite blocks of (T1) and for positive definite
@@ -150,15 +167,15 @@ def factor(D: Float[Array, "nb bs bs"], L: Float[Array, "nb1 bs bs"]) -> Factor:
     if nb <= MAX_UNROLLED_CHAIN:
         Sinv, G = [_inv(D[0])], []
         for k in range(1, nb):
-            G.append(L[k - 1] @ Sinv[-1])
-            Sinv.append(_inv(D[k] - G[-1] @ L[k - 1].T))
+            G.append(_mm(L[k - 1], Sinv[-1]))
+            Sinv.append(_inv(D[k] - _mm(G[-1], jnp.swapaxes(L[k - 1], -1, -2))))
         G = jnp.stack(G) if G else L
         return Factor(G=G, Sinv=jnp.stack(Sinv), L=L)
 
     def body(Sinv_prev, DL):
         Dk, Lk = DL
-        Gk = Lk @ Sinv_prev
-        Sinv = _inv(Dk - Gk @ Lk.T)
+        Gk = _mm(Lk, Sinv_prev)
+        Sinv = _inv(Dk - _mm(Gk, jnp.swapaxes(Lk, -1, -2)))
         return Sinv, (Gk, Sinv)
 
     S0inv = _inv(D[0])
@@ -172,24 +189,24 @@ def solve(f: Factor, b: Float[Array, "nb bs"]) -> Float[Array, "nb bs"]:
     if nb <= MAX_UNROLLED_CHAIN:
         y = [b[0]]
         for k in range(1, nb):
-            y.append(b[k] - f.G[k - 1] @ y[-1])
-        x = [f.Sinv[-1] @ y[-1]]
+            y.append(b[k] - _mv(f.G[k - 1], y[-1]))
+        x = [_mv(f.Sinv[-1], y[-1])]
         for k in range(nb - 2, -1, -1):
-            x.append(f.Sinv[k] @ (y[k] - f.L[k].T @ x[-1]))
+            x.append(_mv(f.Sinv[k], y[k] - _mtv(f.L[k], x[-1])))
         return jnp.stack(x[::-1])
 
     def fwd(y_prev, Gb):
         Gk, bk = Gb
-        y = bk - Gk @ y_prev
+        y = bk - _mv(Gk, y_prev)
         return y, y
 
     _, ys = jax.lax.scan(fwd, b[0], (f.G, b[1:]), unroll=SCAN_UNROLL)
     y = jnp.concatenate([b[:1], ys])
-    x_last = f.Sinv[-1] @ y[-1]
+    x_last = _mv(f.Sinv[-1], y[-1])
 
     def bwd(x_next, SyL):
         Sinv, yk, Lk1 = SyL
-        x = Sinv @ (yk - Lk1.T @ x_next)
+        x = _mv(Sinv, yk - _mtv(Lk1, x_next))
         return x, x
 
     _, xs = jax.lax.scan(bwd, x_last, (f.Sinv[:-1], y[:-1], f.L), reverse=True, unroll=SCAN_UNROLL)
