@@ -276,38 +276,34 @@ def _residuals(op: Operator, data: _Data, x, z, y, rho_bar) -> _Check:
     return _Check(prim=prim, dual=dual, solved=solved, rho_est=rho_est)
 
 
-def _primal_infeasible(op: Operator, data: _Data, dy, E=None):
-    """OSQP eq. 26 on the unscaled δy = E δȳ / c (normalised; c cancels). `E`: the rows'
-    scaling, `op.E` unless given (the IPM's merged rows have their own)."""
+def _infeasible(op: Operator, data: _Data, dy, dx, Adx=None, E=None, Einv=None):
+    """(primal, dual) infeasibility certificates, OSQP eqs. 26 and 27, on the unscaled
+    δy = E δȳ / c and δx = D δx̄. The tests are written for δy / ‖δy‖∞ and δx / ‖δx‖∞; here
+    both sides are multiplied by the norm instead, so that the norms and the tests share
+    four reductions. `Adx`: Ā δx̄ where the caller has it already; `E`, `Einv`: the rows'
+    scaling and unscaling, `op.E` and 1/`op.E` unless given (the IPM's merged rows have
+    their own)."""
     s = op.settings
     E = op.E if E is None else E
-    lo_inf, hi_inf = ~jnp.isfinite(data.lo), ~jnp.isfinite(data.hi)
-    # project onto the polar recession cone of [lo, hi] (OSQP does the same)
-    dy = jnp.where((hi_inf & (dy > 0)) | (lo_inf & (dy < 0)), 0.0, dy)
-    nrm = _inf(E * dy)
-    ok = nrm > s.eps_pinf
-    dyn = dy / jnp.where(ok, nrm, 1.0)
-    bound = jnp.sum(jnp.where(hi_inf, 0.0, data.hi) * jnp.maximum(dyn, 0.0) + jnp.where(lo_inf, 0.0, data.lo) * jnp.minimum(dyn, 0.0))
-    return ok & (_inf(op.A.rmv(dyn) / op.D) <= s.eps_pinf) & (bound < -s.eps_pinf)
-
-
-def _dual_infeasible(op: Operator, data: _Data, dx, Adx=None, Einv=None):
-    """OSQP eq. 27 on the unscaled δx = D δx̄ (normalised). `Adx`: Ā δx̄ where the caller
-    has it already (not normalised); `Einv`: the rows' unscaling, 1/`op.E` unless given."""
-    s = op.settings
-    nrm = _inf(op.D * dx)
-    ok = nrm > s.eps_dinf
-    scale = 1.0 / jnp.where(ok, nrm, 1.0)
-    dxn = dx * scale
-    q_dx = jnp.dot(data.q, dxn) / op.c
-    P_dx = _inf(op.Pmv(dxn) / op.D) / op.c
-    Adx = op.A.mv(dxn) if Adx is None else Adx * scale
+    lo_fin, hi_fin = jnp.isfinite(data.lo), jnp.isfinite(data.hi)
+    # δy projected onto the polar recession cone of [lo, hi] (OSQP does the same)
+    dy = jnp.where((~hi_fin & (dy > 0)) | (~lo_fin & (dy < 0)), 0.0, dy)
+    Adx = op.A.mv(dx) if Adx is None else Adx
     Adx = Adx / op.E if Einv is None else Adx * Einv
-    cone = jnp.all(
-        jnp.where(jnp.isfinite(data.hi), Adx <= s.eps_dinf, True)
-        & jnp.where(jnp.isfinite(data.lo), Adx >= -s.eps_dinf, True)
-    )
-    return ok & (q_dx < -s.eps_dinf) & (P_dx <= s.eps_dinf) & cone
+    ninf = -jnp.inf
+    rows = jnp.max(jnp.stack([
+        jnp.abs(E * dy),
+        jnp.maximum(jnp.where(hi_fin, Adx, ninf), jnp.where(lo_fin, -Adx, ninf)),  # leaves the recession cone
+    ]), axis=-1, initial=ninf)  # fmt: skip
+    cols = jnp.max(jnp.stack([jnp.abs(op.A.rmv(dy) / op.D), jnp.abs(op.D * dx), jnp.abs(op.Pmv(dx) / op.D)]), axis=-1, initial=0.0)
+    ny, cone = jnp.maximum(rows[0], 0.0), rows[1]
+    Aty, nx, P_dx = cols[0], cols[1], cols[2]
+    bound = jnp.sum(jnp.where(hi_fin, data.hi, 0.0) * jnp.maximum(dy, 0.0) + jnp.where(lo_fin, data.lo, 0.0) * jnp.minimum(dy, 0.0))
+    q_dx = jnp.dot(data.q, dx)
+    pinf = (ny > s.eps_pinf) & (Aty <= s.eps_pinf * ny) & (bound < -s.eps_pinf * ny)
+    dx_tol = s.eps_dinf * nx
+    dinf = (nx > s.eps_dinf) & (q_dx < -dx_tol * op.c) & (P_dx <= dx_tol * op.c) & (cone <= dx_tol)
+    return pinf, dinf
 
 
 def _all_finite(*xs):
@@ -350,8 +346,7 @@ def step(op: Operator, data: _Data, state: ADMMState) -> ADMMState:
     x, z, y = jax.lax.fori_loop(0, k - 1, body, (state.x, state.z, state.y))
     x1, z1, y1 = _admm_iter(op, data, x, z, y, rho)
     chk = _residuals(op, data, x1, z1, y1, rho)
-    pinf = _primal_infeasible(op, data, y1 - y)
-    dinf = _dual_infeasible(op, data, x1 - x)
+    pinf, dinf = _infeasible(op, data, y1 - y, x1 - x)
     finite = _all_finite(x1, z1, y1, chk.prim, chk.dual)
     status = jnp.select(
         [~finite, chk.solved, pinf, dinf],

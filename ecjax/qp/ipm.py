@@ -45,7 +45,7 @@ from jaxtyping import Array, Bool, Float, Int
 from .._iterate import bounded_while
 from . import linsys as _ls
 from . import normal, schur  # noqa: F401  (schur: the two-level form of the Newton system)
-from .admm import Solution, _Data, _dual_infeasible, _finite, _inf, _primal_infeasible
+from .admm import Solution, _Data, _finite, _inf, _infeasible
 from .scaling import ruiz
 from .status import Status
 
@@ -441,8 +441,8 @@ def step(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState) -> IPMState:
     prim, dual, solved, res = _check(op, data, sd, new)
     # the merged rows' scaling (0 on columns without a bound row: their δy is 0 anyway)
     E_m = jnp.where(op.Einv > 0, 1.0 / jnp.where(op.Einv > 0, op.Einv, 1.0), 0.0)
-    pinf = _primal_infeasible(op, data, a * (dlu - dll + dye), E=E_m)
-    dinf = _dual_infeasible(op, data, a * dx, Adx=res.z - z0, Einv=op.Einv)  # A(x₁ − x₀) = a Ā dx
+    # A(x₁ − x₀) = a Ā dx is known from the residuals
+    pinf, dinf = _infeasible(op, data, a * (dlu - dll + dye), a * dx, Adx=res.z - z0, E=E_m, Einv=op.Einv)
     # a NaN or inf anywhere in the iterate reaches prim (x via A, slacks), dual (multipliers) or
     # the sum over x (columns in no row and without cost)
     finite = jnp.isfinite(prim) & jnp.isfinite(dual) & jnp.isfinite(jnp.sum(new.x))
