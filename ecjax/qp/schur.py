@@ -170,13 +170,13 @@ def solve(kkt: SchurKKT, fac: SchurFactored, r, t):
     """(dx, v) of [Kd Cᵀ; C −diag(1/d_c)] [dx; v] = [r; t] by (N5) and (N3)."""
     tp = _pad1(t - kkt.C.mv(fac.Kd_inv_s * r))
     tcs = [tp[g.rows] for g in kkt.groups]
-    gs = [jnp.einsum("cab,cb->ca", Mi, tc) for Mi, tc in zip(fac.Minv, tcs)]
-    h = jnp.concatenate([jnp.einsum("caw,ca->cw", g.Cw, gg).reshape(-1) for g, gg in zip(kkt.groups, gs)])
+    gs = [blocktri._mv(Mi, tc) for Mi, tc in zip(fac.Minv, tcs)]
+    h = jnp.concatenate([blocktri._mtv(g.Cw, gg).reshape(-1) for g, gg in zip(kkt.groups, gs)])
     rhs = r[kkt.weak_cols] + jnp.sum(_pad1(h)[kkt.w_src], axis=-1)
     u = _pad1(rhs)[kkt.order].reshape(kkt.nb, kkt.bs)
     xw = _pad1(blocktri.solve(fac.f, u).reshape(-1)[kkt.where])
     wv = [
-        jnp.einsum("cab,cb->ca", Mi, jnp.einsum("caw,cw->ca", g.Cw, xw[g.Cw_cols]) - tc).reshape(-1)
+        blocktri._mv(Mi, blocktri._mv(g.Cw, xw[g.Cw_cols]) - tc).reshape(-1)
         for g, Mi, tc in zip(kkt.groups, fac.Minv, tcs)
     ]
     v = jnp.concatenate(wv)[kkt.row_slot]
