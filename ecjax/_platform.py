@@ -6,9 +6,12 @@ backends; a process that already ran a jax computation keeps what it has).
   one core. XLA's own intra-op threading gains nothing on these kernels (small arrays, ~10³
   elements per sample): on 2 cores the paper case's agent QPs run ~1.7x faster per QP split
   over two devices than on one device with two threads (docs/performance.md).
-- YNNPACK fusions off (`--xla_cpu_experimental_ynn_fusion_type=`, jaxlib 0.10 only, where
-  the flag is known to exist: XLA aborts on flags it does not know): they are slower here
-  than XLA's own loop fusions for the reductions over small axes of these solvers.
+- YNNPACK fusions off (`--xla_cpu_experimental_ynn_fusion_type=`) and XLA's classic loop
+  emitters instead of its MLIR fusion emitters (`--xla_cpu_use_fusion_emitters=false`), both
+  on jaxlib 0.10 only, where the flags are known to exist (XLA aborts on flags it does not
+  know). Both measured on the solvers' kernels (many small fusions, reductions over small
+  axes): YNNPACK fusions ~1.6x slower, the MLIR emitters ~1.2x slower per interior-point
+  iteration (docs/performance.md).
 
 Set `ECJAX_XLA_TUNING=0` to leave XLA_FLAGS alone; flags already in XLA_FLAGS are respected.
 """
@@ -55,8 +58,11 @@ def configure() -> list[str]:
     added = []
     if "xla_force_host_platform_device_count" not in flags and _cores() > 1:
         added.append(f"--xla_force_host_platform_device_count={_cores()}")
-    if "xla_cpu_experimental_ynn_fusion_type" not in flags and _jaxlib_minor() == (0, 10):
-        added.append("--xla_cpu_experimental_ynn_fusion_type=")
+    if _jaxlib_minor() == (0, 10):
+        if "xla_cpu_experimental_ynn_fusion_type" not in flags:
+            added.append("--xla_cpu_experimental_ynn_fusion_type=")
+        if "xla_cpu_use_fusion_emitters" not in flags:
+            added.append("--xla_cpu_use_fusion_emitters=false")
     if added:
         os.environ["XLA_FLAGS"] = " ".join([flags, *added]).strip()
     return added

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ecjax import _platform
 from ecjax.parallel import device_count, over_devices
 
 TWO = pytest.mark.skipif(device_count() < 2, reason="needs two local devices (one per core on a CPU)")
@@ -63,8 +64,12 @@ def test_platform_flags_one_device_per_core_and_opt_out():
     assert n == cores
     if cores > 1:
         assert f"--xla_force_host_platform_device_count={cores}" in flags
+    if _platform._jaxlib_minor() == (0, 10):  # the emitter flags exist (and are set) on 0.10 only
+        assert "--xla_cpu_use_fusion_emitters=false" in flags and "--xla_cpu_experimental_ynn_fusion_type=" in flags
     n, flags = _devices_in_subprocess({**env, "ECJAX_XLA_TUNING": "0"})
     assert n == 1 and flags == ""
     # a user's own setting wins
     n, flags = _devices_in_subprocess({**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=3"})
     assert n == 3 and flags.count("device_count") == 1
+    n, flags = _devices_in_subprocess({**env, "XLA_FLAGS": "--xla_cpu_use_fusion_emitters=true"})
+    assert flags.count("use_fusion_emitters") == 1 and "use_fusion_emitters=true" in flags

@@ -44,7 +44,7 @@ class _Group(eqx.Module):
     rows: Int[Array, "nc b"]  # coupling rows of each component (pad = m_c)
     Cs_cols: Int[Array, "nc kc"]  # strong columns of each component (pad = n)
     CsCs: Float[Array, "nc b b kc"]  # C[r_a, j] C[r_b, j] over the strong columns j of c
-    Cw_cols: Int[Array, "nc kw"]  # weak columns (index among weak, pad = nw)
+    Cw_pos: Int[Array, "nc kw"]  # weak columns, as positions in the padded order of S_W (pad: its zero)
     Cw: Float[Array, "nc b kw"]  # C[rows_c, weak cols_c]
 
 
@@ -53,14 +53,13 @@ class SchurKKT(eqx.Module):
 
     is_strong: Bool[Array, " n"]
     weak_cols: Int[Array, " nw"]
-    weak_pos: Int[Array, " n"]
+    x_pos: Int[Array, " n"]  # column j -> its position in the padded order of S_W (strong: the zero)
     C: Mat  # coupling rows (m_c × n)
     groups: tuple[_Group, ...]  # components grouped by their number of rows
     row_slot: Int[Array, " mc"]  # coupling row -> flat slot (groups one after another)
-    w_src: Int[Array, "nw kr"]  # weak column <- flat entries of C_{W,c}ᵀ g_c (pad = their count)
     slot_src: Int[Array, "nslot k2"]  # S_W storage slot <- sum of sources
-    order: Int[Array, " u"]
-    where: Int[Array, " nw"]
+    u_r: Int[Array, " u"]  # (N5) right-hand side in the padded order of S_W: r at these columns (pad: n)
+    u_h: Int[Array, "u kr"]  # ... plus these entries of C_{W,c}ᵀ g_c (pad: their count)
     nb: int = eqx.field(static=True)
     bs: int = eqx.field(static=True)
     nw: int = eqx.field(static=True)
@@ -81,7 +80,7 @@ class SchurKKT(eqx.Module):
         rows = [np.nonzero(label == c)[0] for c in range(ncomp)]
         if max(len(r) for r in rows) > max_block:
             return None
-        groups, row_slot = [], np.empty(mc, np.int64)
+        parts, row_slot = [], np.empty(mc, np.int64)
         ent_i, ent_j, ent_s = list(range(nw)), list(range(nw)), list(range(nw))  # Kd_W
         w_lists = [[] for _ in range(nw)]
         off_slot = off_h = off_T = 0
@@ -103,28 +102,35 @@ class SchurKKT(eqx.Module):
                     w_lists[pos[a]].append(off_h + c * kw + a)
                     for a2 in range(a, len(pos)):
                         ent_i.append(pos[a]), ent_j.append(pos[a2]), ent_s.append(nw + off_T + c * kw * kw + a * kw + a2)
-            groups.append(_Group(
-                rows=jnp.asarray(blocktri.padded(comps, mc).astype(np.int32)),
-                Cs_cols=jnp.asarray(Cs_cols.astype(np.int32)),
-                CsCs=jnp.asarray(Cs[:, :, None, :] * Cs[:, None, :, :], dtype),
-                Cw_cols=jnp.asarray(np.where(Cw_cols < n, weak_pos[np.minimum(Cw_cols, n - 1)], nw).astype(np.int32)),
-                Cw=jnp.asarray(Cw, dtype),
-            ))  # fmt: skip
+            Cw_weak = np.where(Cw_cols < n, weak_pos[np.minimum(Cw_cols, n - 1)], nw)  # index among weak
+            parts.append((blocktri.padded(comps, mc), Cs_cols, Cs, Cw_weak, Cw))
             off_slot, off_h, off_T = off_slot + len(comps) * b, off_h + len(comps) * kw, off_T + len(comps) * kw * kw
         pat = sp.coo_matrix((np.ones(len(ent_i)), (ent_i, ent_j)), shape=(nw, nw))
         order, bs, nb = blocktri.analyse(pat)
         slot_src, where = blocktri.slot_sources(order, bs, nb, nw, ent_i, ent_j, ent_s, nw + off_T)
+        # the gathers around the recursion composed on the host: weak unknown i of S_W sits at
+        # padded position where[i]; a padded solution gets one trailing zero (position nb*bs)
+        pos_of = np.append(where, nb * bs)  # weak index (nw = none) -> padded position
+        w_src = blocktri.padded(w_lists, off_h)
+        real = order < nw
+        u_r = np.where(real, weak_cols[np.minimum(order, nw - 1)], n)
+        u_h = np.where(real[:, None], w_src[np.minimum(order, nw - 1)], off_h)
+        i32 = lambda v: jnp.asarray(v.astype(np.int32))  # noqa: E731
+        groups = tuple(
+            _Group(rows=i32(r), Cs_cols=i32(cs), CsCs=jnp.asarray(Cs[:, :, None, :] * Cs[:, None, :, :], dtype),
+                   Cw_pos=i32(pos_of[cw]), Cw=jnp.asarray(Cw, dtype))
+            for r, cs, Cs, cw, Cw in parts
+        )  # fmt: skip
         return SchurKKT(
             is_strong=jnp.asarray(strong),
             weak_cols=jnp.asarray(weak_cols.astype(np.int32)),
-            weak_pos=jnp.asarray(weak_pos.astype(np.int32)),
+            x_pos=jnp.asarray(pos_of[weak_pos].astype(np.int32)),
             C=Mat.build(C, "gather", dtype),
-            groups=tuple(groups),
+            groups=groups,
             row_slot=jnp.asarray(row_slot.astype(np.int32)),
-            w_src=jnp.asarray(blocktri.padded(w_lists, off_h).astype(np.int32)),
             slot_src=jnp.asarray(slot_src.astype(np.int32)),
-            order=jnp.asarray(order.astype(np.int32)),
-            where=jnp.asarray(where.astype(np.int32)),
+            u_r=jnp.asarray(u_r.astype(np.int32)),
+            u_h=jnp.asarray(u_h.astype(np.int32)),
             nb=nb,
             bs=bs,
             nw=nw,
@@ -172,13 +178,12 @@ def solve(kkt: SchurKKT, fac: SchurFactored, r, t):
     tcs = [tp[g.rows] for g in kkt.groups]
     gs = [blocktri._mv(Mi, tc) for Mi, tc in zip(fac.Minv, tcs)]
     h = jnp.concatenate([blocktri._mtv(g.Cw, gg).reshape(-1) for g, gg in zip(kkt.groups, gs)])
-    rhs = r[kkt.weak_cols] + jnp.sum(_pad1(h)[kkt.w_src], axis=-1)
-    u = _pad1(rhs)[kkt.order].reshape(kkt.nb, kkt.bs)
-    xw = _pad1(blocktri.solve(fac.f, u).reshape(-1)[kkt.where])
+    u = (_pad1(r)[kkt.u_r] + jnp.sum(_pad1(h)[kkt.u_h], axis=-1)).reshape(kkt.nb, kkt.bs)
+    xw = _pad1(blocktri.solve(fac.f, u).reshape(-1))  # padded order, then a zero
     wv = [
-        blocktri._mv(Mi, blocktri._mv(g.Cw, xw[g.Cw_cols]) - tc).reshape(-1)
+        blocktri._mv(Mi, blocktri._mv(g.Cw, xw[g.Cw_pos]) - tc).reshape(-1)
         for g, Mi, tc in zip(kkt.groups, fac.Minv, tcs)
     ]
     v = jnp.concatenate(wv)[kkt.row_slot]
     dx_s = fac.Kd_inv_s * (r - kkt.C.rmv(v))
-    return jnp.where(kkt.is_strong, dx_s, xw[kkt.weak_pos]), v
+    return jnp.where(kkt.is_strong, dx_s, xw[kkt.x_pos]), v
