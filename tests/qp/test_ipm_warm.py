@@ -1,5 +1,6 @@
-"""Warm starts of the interior-point method: from a previous solution (x, y), slacks and
-multipliers pushed to `warm_margin`; the answer is the cold start's (up to the tolerance)."""
+"""Warm starts of the interior-point method: from a previous solution (x, y), every
+slack/multiplier pair pushed to a product of at least `warm_margin`²; the answer is the cold
+start's (up to the tolerance)."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -23,7 +24,25 @@ def _f(P, q, x):
     return np.array([objective(P, q[b], np.asarray(x[b])) for b in range(q.shape[0])])
 
 
-@pytest.mark.parametrize("margin", [0.1, 1e-2])
+def test_centred_pairs():
+    """An active side keeps its multiplier and gets the slack tau²/λ, an inactive side keeps
+    its slack and gets tau²/s, a degenerate pair (0, 0) becomes (tau, tau); a negative slack
+    counts as 0; pairs already in the interior stay."""
+    from ecjax.qp.ipm import _pair
+
+    tau = 0.1
+    s = jnp.asarray([0.0, 2.0, 0.0, -0.3, 0.5, 1e-3])
+    lam = jnp.asarray([4.0, 0.0, 0.0, 2.0, 0.5, 1e-3])
+    s1, l1 = (np.asarray(v) for v in _pair(s, lam, tau, centred=True))
+    np.testing.assert_allclose(s1, [tau**2 / 4.0, 2.0, tau, tau**2 / 2.0, 0.5, tau], rtol=1e-15)
+    np.testing.assert_allclose(l1, [4.0, tau**2 / 2.0, tau, 2.0, 0.5, tau], rtol=1e-15)
+    assert np.all(s1 * l1 >= tau**2 * (1 - 1e-15))
+    s0, l0 = (np.asarray(v) for v in _pair(s, lam, tau, centred=False))  # the cold start's rule
+    np.testing.assert_array_equal(s0, np.maximum(np.asarray(s), tau))
+    np.testing.assert_array_equal(l0, np.maximum(np.asarray(lam), tau))
+
+
+@pytest.mark.parametrize("margin", [0.1, 0.05, 1e-2])
 def test_warm_start_from_a_nearby_solution(margin):
     """Solve, perturb q and the bounds a little, re-solve warm: solved, the cold start's
     optimum, and no more iterations than the cold start on average."""
