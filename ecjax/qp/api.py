@@ -114,9 +114,8 @@ def solve_batch(op: Operator, q, lo, hi, warm=None, backend: str = "admm", chunk
     `chunk`: each device solves its share in vmapped pieces of this many samples, one after
     another (`lax.map`). On a CPU a small piece keeps each iteration's arrays in cache and stops
     as soon as its own slowest sample does: for the paper case's agent QPs at B = 256 on two
-    cores, pieces of 8 took 1.03 ms/QP, of 32 1.20, one piece per device 1.67
-    (docs/performance.md, measured before the latest solver changes). None (default): one
-    piece, what a GPU wants.
+    cores, pieces of 4 take 0.63 ms/QP, of 8 0.65, of 32 0.85, one piece per device 1.10
+    (docs/performance.md). None (default): one piece, what a GPU wants.
     """
     if chunk is not None and not (isinstance(chunk, int) and chunk >= 1):
         raise ValueError(f"`chunk` must be an integer >= 1 or None, got {chunk!r}.")
