@@ -92,6 +92,7 @@ class IPMOperator(eqx.Module):
     D: Float[Array, " n"]
     E: Float[Array, " m"]  # row scaling of the user's rows (permuted)
     Einv: Float[Array, " mb"]  # unscaling of the merged rows (0: column without a bound row)
+    E_m: Float[Array, " mb"]  # their scaling, 1/Einv (0 where Einv is 0: such a δy is 0 anyway)
     b_row: Int[Array, "n kb"]  # singleton rows of each column (pad = m_s)
     b_val: Float[Array, "n kb"]  # their coefficient a_r (pad 0)
     r_col: Int[Array, " ms"]  # singleton row -> its column
@@ -156,6 +157,7 @@ def prepare_ipm(P, A, settings: IPM, dtype) -> IPMOperator:
         s = eqx.tree_at(lambda t: t.reg, s, 1e-10 if f64 else 1e-7, is_leaf=lambda v: v is None)
     if s.reg_eq is None:
         s = eqx.tree_at(lambda t: t.reg_eq, s, 1e-8 if f64 else 1e-5, is_leaf=lambda v: v is None)
+    Einv = np.concatenate([Eb_inv, 1.0 / E[perm][m_s:]])
     return IPMOperator(
         settings=jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), s),
         A=_ls.build_split(Av, n, "gather", dtype, identity=True),
@@ -164,7 +166,8 @@ def prepare_ipm(P, A, settings: IPM, dtype) -> IPMOperator:
         P=jnp.asarray(pd, dtype),
         D=jnp.asarray(D, dtype),
         E=jnp.asarray(E[perm], dtype),
-        Einv=jnp.asarray(np.concatenate([Eb_inv, 1.0 / E[perm][m_s:]]), dtype),
+        Einv=jnp.asarray(Einv, dtype),
+        E_m=jnp.asarray(np.divide(1.0, Einv, out=np.zeros_like(Einv), where=Einv > 0), dtype),
         b_row=jnp.asarray(b_row.astype(np.int32)),
         b_val=jnp.asarray(b_val, dtype),
         r_col=jnp.asarray(r_col.astype(np.int32)),
@@ -456,10 +459,8 @@ def step(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState) -> IPMState:
         res=st.res,
     )
     prim, dual, solved, res = _check(op, data, sd, new)
-    # the merged rows' scaling (0 on columns without a bound row: their δy is 0 anyway)
-    E_m = jnp.where(op.Einv > 0, 1.0 / jnp.where(op.Einv > 0, op.Einv, 1.0), 0.0)
     # A(x₁ − x₀) = a Ā dx is known from the residuals
-    pinf, dinf = _infeasible(op, data, a * (dlu - dll + dye), a * dx, Adx=res.z - z0, E=E_m, Einv=op.Einv)
+    pinf, dinf = _infeasible(op, data, a * (dlu - dll + dye), a * dx, Adx=res.z - z0, E=op.E_m, Einv=op.Einv)
     # a NaN or inf anywhere in the iterate reaches prim (x via A, slacks), dual (multipliers) or
     # the sum over x (columns in no row and without cost)
     finite = jnp.isfinite(prim) & jnp.isfinite(dual) & jnp.isfinite(jnp.sum(new.x))
