@@ -14,7 +14,7 @@ Eliminating the slacks and multipliers leaves the Newton system
 
 solved by `normal.py` (structured, per-sample factorization of a small block-tridiagonal
 matrix) with iterative refinement. The iteration count of an interior-point method hardly
-depends on the data (20-30 here), which is what a vmapped batch needs: under `vmap` every
+depends on the data (13-20 here), which is what a vmapped batch needs: under `vmap` every
 sample runs until the slowest one stops. A warm start (x, y of a previous solution, e.g. the
 previous FC-MPC iterate of the same prosumer) is taken as the starting point with every
 slack/multiplier pair pushed to a product of at least τ² (τ = `warm_margin`, scaled units):
