@@ -31,7 +31,11 @@ the iteration: a_r x_j ∈ [lo_r, hi_r] for every such row r of column j becomes
 so the method runs on x ∈ [lb, ub], lo_c <= C x <= hi_c: one bound pair per column, products
 with the bound rows are the identity. The bound multipliers go back to the rows that attain
 lb_j and ub_j; crossed bounds (lb_j > ub_j from two rows) are a primal infeasibility
-certificate by themselves.
+certificate by themselves, unless the two rows' gap is within the primal tolerance
+(eps_abs + eps_rel × the largest finite bound, user units: bounds computed from other
+solutions, e.g. a trade cap of −1e-6 against bt >= 0 in FC-MPC, which OSQP solves too). Such a column is fixed at the middle of the gap and the
+rows' residual, half the gap, is added to every primal residual of the solve, so that
+`prim_res` still bounds the residual of the user's rows.
 
 Residuals, termination and infeasibility certificates follow the ADMM conventions (OSQP §3.4),
 so `Solution` means the same for both: y = λ_u − λ_l, z = clip(Ax, lo, hi).
@@ -215,17 +219,19 @@ class _Sides(eqx.Module):
     lo: Float[Array, " mb"]  # infinite entries replaced by 0
     hi: Float[Array, " mb"]
     n_act: Float[Array, ""]  # number of finite inequality sides (at least 1)
+    half_gap: Float[Array, ""]  # residual of tolerated crossed bound rows (user units, (I3))
 
 
-def _sides(data: _Data) -> _Sides:
+def _sides(data: _Data, half_gap=0.0) -> _Sides:
     fl, fu = jnp.isfinite(data.lo), jnp.isfinite(data.hi)
     dt = data.q.dtype
     lo, hi = jnp.where(fl, data.lo, 0.0), jnp.where(fu, data.hi, 0.0)
     eq = fl & fu & (hi - lo <= 100 * jnp.finfo(dt).eps * (1.0 + jnp.abs(lo)))
     hl, hu = (fl & ~eq).astype(dt), (fu & ~eq).astype(dt)
     return _Sides(
-        hl=hl, hu=hu, he=eq.astype(dt), lo=lo, hi=jnp.where(eq, lo, hi), n_act=jnp.maximum(jnp.sum(hl + hu), 1.0)
-    )
+        hl=hl, hu=hu, he=eq.astype(dt), lo=lo, hi=jnp.where(eq, lo, hi), n_act=jnp.maximum(jnp.sum(hl + hu), 1.0),
+        half_gap=jnp.asarray(half_gap, dt),
+    )  # fmt: skip
 
 
 class _Bounds(eqx.Module):
@@ -236,7 +242,8 @@ class _Bounds(eqx.Module):
     hi_p: Float[Array, " m"]
     i_lo: Int[Array, " n"]  # slot (in b_row) of the row attaining lb_j
     i_hi: Int[Array, " n"]
-    crossed: Bool[Array, ""]  # lb_j > ub_j for some j: primal infeasible
+    crossed: Bool[Array, ""]  # lb_j > ub_j beyond the tolerance for some j: primal infeasible
+    half_gap: Float[Array, ""]  # largest half gap of the tolerated crossings (user units)
 
 
 def _merge(op: IPMOperator, q, lo, hi) -> _Bounds:
@@ -252,14 +259,28 @@ def _merge(op: IPMOperator, q, lo, hi) -> _Bounds:
     c_lo = jnp.where(a == 0, -jnp.inf, jnp.where(a > 0, l_r, h_r) / a_)
     c_hi = jnp.where(a == 0, jnp.inf, jnp.where(a > 0, h_r, l_r) / a_)
     lb, ub = jnp.max(c_lo, axis=-1), jnp.min(c_hi, axis=-1)
+    # lb > ub by rounding, or by a gap within the primal tolerance: an equality at the middle
+    i_lo, i_hi = jnp.argmax(c_lo, axis=-1), jnp.argmin(c_hi, axis=-1)
+    gap = jnp.where(lb > ub, lb - ub, 0.0)
+    f = jnp.abs(a) / jnp.concatenate([op.E[:m_s], jnp.ones((1,), dt)])[op.b_row]  # |ā_r| / E_r
+    f_pair = jnp.maximum(jnp.take_along_axis(f, i_lo[:, None], -1), jnp.take_along_axis(f, i_hi[:, None], -1))[:, 0]
+    gap_user = gap * f_pair  # the two rows' gap in the user's units
+    # the primal tolerance of `_check` with the bounds' part of its scale
+    ei = op.Einv[: op.n]
+    scale = jnp.max(jnp.where(jnp.isfinite(lb), jnp.abs(lb) * ei, 0.0), initial=0.0)
+    scale = jnp.maximum(scale, jnp.max(jnp.where(jnp.isfinite(ub), jnp.abs(ub) * ei, 0.0), initial=0.0))
+    scale = jnp.maximum(scale, jnp.max(jnp.where(jnp.isfinite(lo_p[m_s:]), jnp.abs(lo_p[m_s:]), 0.0) / op.E[m_s:], initial=0.0))
+    scale = jnp.maximum(scale, jnp.max(jnp.where(jnp.isfinite(hi_p[m_s:]), jnp.abs(hi_p[m_s:]), 0.0) / op.E[m_s:], initial=0.0))
     tol = 100 * jnp.finfo(dt).eps * (1.0 + jnp.abs(ub))
-    crossed = jnp.any(lb > ub + tol)
-    lb = jnp.where(crossed, -jnp.inf, jnp.minimum(lb, ub))  # lb > ub by rounding: an equality
-    ub = jnp.where(crossed, jnp.inf, ub)
+    crossed = jnp.any((gap > tol) & (gap_user > op.settings.eps_abs + op.settings.eps_rel * scale))
+    mid = jnp.where(gap > 0, 0.5 * (lb + ub), lb)
+    lb = jnp.where(crossed, -jnp.inf, jnp.where(gap > 0, mid, lb))
+    ub = jnp.where(crossed, jnp.inf, jnp.where(gap > 0, mid, ub))
+    half_gap = jnp.where(crossed, 0.0, 0.5 * jnp.max(gap_user, initial=0.0))
     lo_c = jnp.where(crossed, -jnp.inf, lo_p[m_s:])
     hi_c = jnp.where(crossed, jnp.inf, hi_p[m_s:])
     data = _Data(q=jnp.where(crossed, 0.0, op.c * op.D * q), lo=jnp.concatenate([lb, lo_c]), hi=jnp.concatenate([ub, hi_c]))
-    return _Bounds(data, lo_p, hi_p, jnp.argmax(c_lo, axis=-1), jnp.argmin(c_hi, axis=-1), crossed)
+    return _Bounds(data, lo_p, hi_p, i_lo, i_hi, crossed, half_gap)
 
 
 def _row_multipliers(op: IPMOperator, b: _Bounds, st: "IPMState"):
@@ -329,7 +350,7 @@ def _check(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState):
     du = jnp.max(jnp.stack([
         jnp.abs(rd) * Di, jnp.maximum(jnp.maximum(jnp.abs(Px), jnp.abs(Aty)), jnp.abs(data.q)) * Di,
     ]), axis=-1) / op.c  # fmt: skip
-    prim, prim_scale, dual, dual_scale = pr[0], pr[1], du[0], du[1]
+    prim, prim_scale, dual, dual_scale = pr[0] + sd.half_gap, pr[1], du[0], du[1]
     comp = jnp.sum(sd.hl * st.sl * st.ll + sd.hu * st.su * st.lu) / op.c
     pobj = jnp.sum(st.x * (0.5 * Px + data.q)) / op.c
     solved = (
@@ -481,7 +502,7 @@ def solve_ipm(op: IPMOperator, q, lo, hi, warm=None) -> Solution:
     _check_args(op, q, lo, hi)
     b = _merge(op, q, lo, hi)
     data = b.data
-    sd = _sides(data)
+    sd = _sides(data, b.half_gap)
     if warm is not None and op.host.warm_margin is not None:
         st = init_warm(op, data, sd, warm, op.settings.warm_margin)
     else:

@@ -103,6 +103,31 @@ def test_bounds_crossed_across_rows(linsys):
 
 
 @pytest.mark.parametrize("linsys", LINSYS)
+def test_bounds_crossed_within_tolerance(linsys):
+    """x0 >= 0 and x0 <= −g on two rows: for g within the primal tolerance (eps_abs + eps_rel ×
+    the largest bound = 2e-6 here) the QP counts as solved, as OSQP's criterion has it, with x0
+    in the middle of the gap and a primal residual of at least g/2; for g beyond it, primal
+    infeasible (never solved). Planted optimum of the rest: x1 = 1 (its bound, multiplier 1), x2 = −0.6 (inside)."""
+    op = prepare(P3, A5, settings(linsys, max_iter=4000))
+    gaps = [1e-6, 1e-5]
+    lo = np.stack([np.r_[LO3, -INF, -INF]] * 2)
+    lo[:, 3] = -INF
+    hi = np.stack([np.r_[HI3, -g, INF] for g in gaps])
+    q = np.stack([[1.0, -2.0, 0.3]] * 2)  # x1 pressed against its bound with multiplier 1
+    sols = solve_batch(op, jnp.asarray(q), jnp.asarray(lo), jnp.asarray(hi))
+    assert_finite(sols)
+    assert int(sols.status[0]) == int(Status.solved)
+    # the IPM certifies at once ((I3)); ADMM's certificate of a 1e-5 gap takes longer than 4000 steps
+    infeasible = [int(Status.primal_infeasible)] + ([int(Status.max_iter)] if linsys != "ipm" else [])
+    assert int(sols.status[1]) in infeasible
+    x = np.asarray(sols.x[0])
+    np.testing.assert_allclose(x, [-gaps[0] / 2, 1.0, -0.6], atol=1e-5 if linsys != "ipm" else 1e-6)
+    if linsys == "ipm":  # the merged equality sits in the middle of the gap
+        assert abs(x[0] + gaps[0] / 2) <= 1e-8
+    assert gaps[0] / 2 * (1 - 1e-6) <= float(sols.prim_res[0]) <= 2e-6
+
+
+@pytest.mark.parametrize("linsys", LINSYS)
 def test_dual_infeasible(linsys):
     """min ½x0² − x1 s.t. −1 <= x0 <= 1, x1 >= 0: unbounded below along x1."""
     P = np.diag([1.0, 0.0])
