@@ -99,7 +99,7 @@ def slot_sources(order: np.ndarray, bs: int, nb: int, u0: int, rows, cols, srcs,
     sources summed into every storage slot of [D | L] (`block_slots`), padding unknowns on
     the identity (source `one_src`; `one_src + 1` is the zero source that pads the lists).
     Returns ((nslot, k) source ids, where)."""
-    slot, mirror, where = block_slots(order, bs, nb, u0, np.asarray(rows), np.asarray(cols))
+    slot, mirror, where = block_slots(order, bs, nb, u0, np.asarray(rows, np.int64), np.asarray(cols, np.int64))
     lists = [[] for _ in range((2 * nb - 1) * bs * bs if nb else 0)]
     for sl, mi, s in zip(slot, mirror, srcs):
         lists[sl].append(int(s))
@@ -164,6 +164,8 @@ def _inv(M):
 def factor(D: Float[Array, "nb bs bs"], L: Float[Array, "nb1 bs bs"]) -> Factor:
     """Block Thomas factorization (T1) of tridiag(L, D, Lᵀ)."""
     nb = D.shape[0]
+    if nb == 0:  # nothing to factor (a QP without coupling rows or weak columns)
+        return Factor(G=L[:0], Sinv=D, L=L[:0])
     if nb <= MAX_UNROLLED_CHAIN:
         Sinv, G = [_inv(D[0])], []
         for k in range(1, nb):
@@ -186,6 +188,8 @@ def factor(D: Float[Array, "nb bs bs"], L: Float[Array, "nb1 bs bs"]) -> Factor:
 def solve(f: Factor, b: Float[Array, "nb bs"]) -> Float[Array, "nb bs"]:
     """Solve tridiag(L, D, Lᵀ) x = b with a `Factor`."""
     nb = f.Sinv.shape[0]
+    if nb == 0:
+        return b
     if nb <= MAX_UNROLLED_CHAIN:
         y = [b[0]]
         for k in range(1, nb):

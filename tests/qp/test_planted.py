@@ -279,3 +279,33 @@ def test_hard_planted_converges(linsys):
     op = prepare(P, A, ADMM(linsys=linsys, eps_abs=1e-9, eps_rel=1e-9, max_iter=20000), lo=lo, hi=hi)
     sol = solve(op, jnp.asarray(q[0]), jnp.asarray(lo[0]), jnp.asarray(hi[0]))
     check_solution(P, A, q[0], lo[0], hi[0], x[0], y[0], sol, 1e-7, exact_x=True)
+
+
+@pytest.mark.parametrize("method", ["ipm", "admm"])
+def test_box_only_qp(method):
+    """Only bound rows (no coupling row, so the IPM's reduced Newton system is empty), some
+    columns without cost (LP-like), two rows on one column, a free column with cost: the
+    optimum is clip(−q/p, lb, ub) per column (the costless ones at the bound their q points
+    to), y = −(p x + q) on the binding row."""
+    rng = np.random.default_rng(3)
+    n = 7
+    p = np.array([1.0, 2.0, 0.0, 0.0, 0.5, 3.0, 1.0])
+    A = np.vstack([np.eye(n), np.eye(n)[[4]]])  # column 4 has a second bound row
+    q = rng.normal(size=(B, n)) * 2.0
+    q[:, 2:4] = np.where(np.abs(q[:, 2:4]) < 0.1, 0.5, q[:, 2:4])  # costless columns: a clear direction
+    lo = np.tile(np.r_[-np.ones(n), -0.2], (B, 1))
+    hi = np.tile(np.r_[np.ones(n), 0.3], (B, 1))
+    lo[:, 6], hi[:, 6] = -np.inf, np.inf  # column 6: free, cost ½x² + q x
+    lb, ub = lo[:, :n].copy(), hi[:, :n].copy()
+    lb[:, 4], ub[:, 4] = np.maximum(lo[:, 4], lo[:, 7]), np.minimum(hi[:, 4], hi[:, 7])
+    with np.errstate(divide="ignore"):
+        x_free = np.where(p > 0, -q / np.where(p > 0, p, 1.0), -np.sign(q) * np.inf)
+    x_star = np.clip(x_free, lb, ub)
+    settings = IPM(eps_abs=1e-9, eps_rel=1e-9) if method == "ipm" else ADMM(**F64)
+    op = prepare(np.diag(p), A, settings)
+    sols = solve_batch(op, jnp.asarray(q), jnp.asarray(lo), jnp.asarray(hi))
+    assert np.all(np.asarray(sols.status) == int(Status.solved))
+    np.testing.assert_allclose(np.asarray(sols.x), x_star, atol=1e-6)
+    y = np.asarray(sols.y)
+    g = p * x_star + q  # stationarity: g + Aᵀy = 0
+    np.testing.assert_allclose(g + y @ A, 0.0, atol=1e-6)
