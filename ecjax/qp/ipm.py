@@ -20,8 +20,10 @@ previous FC-MPC iterate of the same prosumer) is taken as the starting point wit
 slack/multiplier pair pushed to a product of at least τ² (τ = `warm_margin`, scaled units):
 an active side keeps its multiplier λ and gets the slack τ²/λ, an inactive side keeps its
 slack s and gets the multiplier τ²/s, so the point stays near the old optimum and centred.
-On the paper case's closed loop this takes 13.6 iterations per QP against ~16-17 cold
-(docs/performance.md; τ = 0.05; 0.02-0.2 measured). `warm_margin=None` ignores warm starts.
+The warm y must be the previous solution's own (not projected onto the new bounds' normal
+cone: `ecjax.fcmpc.consistent_warm` leaves it as it is for the IPM). On the paper case's
+closed loop this takes 6.0 iterations per QP against ~16-17 cold (docs/performance.md;
+τ = 0.002; 5e-4 to 0.05 measured). `warm_margin=None` ignores warm starts.
 
 Rows with one nonzero (variable bounds: most rows of the MPC QPs) are merged per column before
 the iteration: a_r x_j ∈ [lo_r, hi_r] for every such row r of column j becomes
@@ -67,7 +69,7 @@ class IPM(eqx.Module):
     reg_eq: float | None = None  # δ_e of equality rows; None: 1e-8 (float64) or 1e-5 (float32)
     max_iter: int = eqx.field(static=True, default=80)
     refine: int = eqx.field(static=True, default=0)  # iterative-refinement steps per solve
-    warm_margin: float | None = 0.05  # warm start: slack·multiplier >= this² (scaled); None: ignore
+    warm_margin: float | None = 0.002  # warm start: slack·multiplier >= this² (scaled); None: ignore
     weak_p: float = eqx.field(static=True, default=1e-4)
     max_dense: int = eqx.field(static=True, default=0)
     scaling_iters: int = eqx.field(static=True, default=10)

@@ -42,7 +42,7 @@ def test_centred_pairs():
     np.testing.assert_array_equal(l0, np.maximum(np.asarray(lam), tau))
 
 
-@pytest.mark.parametrize("margin", [0.1, 0.05, 1e-2])
+@pytest.mark.parametrize("margin", [0.1, 0.05, 1e-2, 2e-3, 5e-4])
 def test_warm_start_from_a_nearby_solution(margin):
     """Solve, perturb q and the bounds a little, re-solve warm: solved, the cold start's
     optimum, and no more iterations than the cold start on average."""
@@ -86,3 +86,25 @@ def test_warm_margin_none_ignores_the_warm_start():
 def test_warm_margin_is_checked():
     with pytest.raises(ValueError, match="warm_margin"):
         IPM(warm_margin=0.0)
+
+
+@pytest.mark.parametrize("margin", [0.05, 2e-3])
+def test_warm_start_with_stale_multipliers(margin):
+    """The warm y as it is (FC-MPC passes the IPM its previous solution unprojected): every row
+    active at the old optimum is relaxed by 1 (as the islanded solution's bt <= 0 becomes
+    bt <= bt_max), so the old multipliers are all wrong; the (x, z, y) residuals alone would
+    not notice, the complementarity test does: solved, at the cold start's optimum."""
+    P, A, q, lo, hi, xs, rng = _problem(1)
+    op = prepare(P, A, IPM(eps_abs=1e-9, eps_rel=1e-9, warm_margin=margin))
+    first = solve_batch(op, jnp.asarray(q), jnp.asarray(lo), jnp.asarray(hi))
+    y = np.asarray(first.y)
+    assert np.sum(np.abs(y) > 1e-6) >= B  # there are active rows to relax
+    lo2 = np.where(y < -1e-6, lo - 1.0, lo)
+    hi2 = np.where(y > 1e-6, hi + 1.0, hi)
+    cold = solve_batch(op, jnp.asarray(q), jnp.asarray(lo2), jnp.asarray(hi2))
+    warm = solve_batch(op, jnp.asarray(q), jnp.asarray(lo2), jnp.asarray(hi2), warm=first)
+    assert np.all(np.asarray(warm.status) == int(Status.solved))
+    assert np.all(np.asarray(warm.num_steps) >= 1)  # the stale point is not taken as optimal
+    f_c, f_w = _f(P, q, cold.x), _f(P, q, warm.x)
+    assert np.all(f_c < _f(P, q, first.x) - 1e-6)  # relaxing changed the optimum
+    np.testing.assert_allclose(f_w, f_c, rtol=0, atol=1e-7 * max(1.0, np.abs(f_c).max()))
