@@ -35,9 +35,10 @@ with the bound rows are the identity. The bound multipliers go back to the rows 
 lb_j and ub_j; crossed bounds (lb_j > ub_j from two rows) are a primal infeasibility
 certificate by themselves, unless the two rows' gap is within the primal tolerance
 (eps_abs + eps_rel × the largest finite bound, user units: bounds computed from other
-solutions, e.g. a trade cap of −1e-6 against bt >= 0 in FC-MPC, which OSQP solves too). Such a column is fixed at the middle of the gap and the
-rows' residual, half the gap, is added to every primal residual of the solve, so that
-`prim_res` still bounds the residual of the user's rows.
+solutions, e.g. a trade cap of −1e-6 against bt >= 0 in FC-MPC, which OSQP solves too).
+Such a column is fixed at the middle of the gap and the rows' residual, half the gap, is
+added to every primal residual of the solve, so that `prim_res` still bounds the residual
+of the user's rows.
 
 Residuals, termination and infeasibility certificates follow the ADMM conventions (OSQP §3.4),
 so `Solution` means the same for both: y = λ_u − λ_l, z = clip(Ax, lo, hi).
@@ -267,15 +268,12 @@ def _merge(op: IPMOperator, q, lo, hi) -> _Bounds:
     f = jnp.abs(a) / jnp.concatenate([op.E[:m_s], jnp.ones((1,), dt)])[op.b_row]  # |ā_r| / E_r
     f_pair = jnp.maximum(jnp.take_along_axis(f, i_lo[:, None], -1), jnp.take_along_axis(f, i_hi[:, None], -1))[:, 0]
     gap_user = gap * f_pair  # the two rows' gap in the user's units
-    # the primal tolerance of `_check` with the bounds' part of its scale
-    ei = op.Einv[: op.n]
-    scale = jnp.max(jnp.where(jnp.isfinite(lb), jnp.abs(lb) * ei, 0.0), initial=0.0)
-    scale = jnp.maximum(scale, jnp.max(jnp.where(jnp.isfinite(ub), jnp.abs(ub) * ei, 0.0), initial=0.0))
-    scale = jnp.maximum(scale, jnp.max(jnp.where(jnp.isfinite(lo_p[m_s:]), jnp.abs(lo_p[m_s:]), 0.0) / op.E[m_s:], initial=0.0))
-    scale = jnp.maximum(scale, jnp.max(jnp.where(jnp.isfinite(hi_p[m_s:]), jnp.abs(hi_p[m_s:]), 0.0) / op.E[m_s:], initial=0.0))
+    # the primal tolerance of `_check` with the bounds' part of its scale (merged rows, user units)
+    bounds = jnp.stack([jnp.concatenate([lb, lo_p[m_s:]]), jnp.concatenate([ub, hi_p[m_s:]])])
+    scale = jnp.max(jnp.where(jnp.isfinite(bounds), jnp.abs(bounds), 0.0) * op.Einv[None], initial=0.0)
     tol = 100 * jnp.finfo(dt).eps * (1.0 + jnp.abs(ub))
     crossed = jnp.any((gap > tol) & (gap_user > op.settings.eps_abs + op.settings.eps_rel * scale))
-    mid = jnp.where(gap > 0, 0.5 * (lb + ub), lb)
+    mid = 0.5 * (lb + ub)  # used only where gap > 0 (both finite)
     lb = jnp.where(crossed, -jnp.inf, jnp.where(gap > 0, mid, lb))
     ub = jnp.where(crossed, jnp.inf, jnp.where(gap > 0, mid, ub))
     half_gap = jnp.where(crossed, 0.0, 0.5 * jnp.max(gap_user, initial=0.0))
