@@ -107,7 +107,8 @@ def test_bounds_crossed_within_tolerance(linsys):
     """x0 >= 0 and x0 <= −g on two rows: for g within the primal tolerance (eps_abs + eps_rel ×
     the largest bound = 2e-6 here) the QP counts as solved, as OSQP's criterion has it, with x0
     in the middle of the gap and a primal residual of at least g/2; for g beyond it, primal
-    infeasible (never solved). Planted optimum of the rest: x1 = 1 (its bound, multiplier 1), x2 = −0.6 (inside)."""
+    infeasible (never solved). Planted optimum of the rest: x1 = 1 (its bound, multiplier 1),
+    x2 = −0.6 (inside)."""
     op = prepare(P3, A5, settings(linsys, max_iter=4000))
     gaps = [1e-6, 1e-5]
     lo = np.stack([np.r_[LO3, -INF, -INF]] * 2)
