@@ -274,6 +274,7 @@ SOLVER_SCHEMA = {
         "weak_p": _num(0.0, lo_open=True),
         "max_dense": _int(0),
         "warm_margin": _num(0.0, lo_open=True, null=True),
+        "warm_scale": _num(0.0),
     },
 }
 REQUIRED = {

@@ -17,13 +17,19 @@ matrix) with iterative refinement. The iteration count of an interior-point meth
 depends on the data (13-20 here), which is what a vmapped batch needs: under `vmap` every
 sample runs until the slowest one stops. A warm start (x, y of a previous solution, e.g. the
 previous FC-MPC iterate of the same prosumer) is taken as the starting point with every
-slack/multiplier pair pushed to a product of at least τ² (τ = `warm_margin`, scaled units):
-an active side keeps its multiplier λ and gets the slack τ²/λ, an inactive side keeps its
-slack s and gets the multiplier τ²/s, so the point stays near the old optimum and centred.
-The warm y must be the previous solution's own (not projected onto the new bounds' normal
-cone: `ecjax.fcmpc.consistent_warm` leaves it as it is for the IPM). On the paper case's
-closed loop this takes 6.0 iterations per QP against ~16-17 cold (docs/performance.md;
-τ = 0.002; 5e-4 to 0.05 measured). `warm_margin=None` ignores warm starts.
+slack/multiplier pair pushed to a product of at least
+
+    μ₀ = max(τ², κ_w·r₀),   r₀ = max(‖(lo − Āx)₊, (Āx − hi)₊‖∞, ‖P̄x + q̄ + Āᵀy‖∞)     (I4)
+
+(scaled units; τ = `warm_margin`, κ_w = `warm_scale`, r₀ the warm point's residual in the new
+problem): an active side keeps its multiplier λ and gets the slack μ₀/λ, an inactive side
+keeps its slack s and gets the multiplier μ₀/s, so the point stays near the old optimum and
+centred, and the further the new problem has moved from the old one, the further from the
+boundary it starts (a point close to the boundary with the wrong active set crawls along it
+in short steps). The warm y must be the previous solution's own (not projected onto the new
+bounds' normal cone: `ecjax.fcmpc.consistent_warm` leaves it as it is for the IPM). On the
+paper case's closed loop this takes 5.2 iterations per QP against ~16-17 cold
+(docs/performance.md; τ = 5e-4, κ_w = 0.01). `warm_margin=None` ignores warm starts.
 
 Rows with one nonzero (variable bounds: most rows of the MPC QPs) are merged per column before
 the iteration: a_r x_j ∈ [lo_r, hi_r] for every such row r of column j becomes
@@ -70,7 +76,8 @@ class IPM(eqx.Module):
     reg_eq: float | None = None  # δ_e of equality rows; None: 1e-8 (float64) or 1e-5 (float32)
     max_iter: int = eqx.field(static=True, default=80)
     refine: int = eqx.field(static=True, default=0)  # iterative-refinement steps per solve
-    warm_margin: float | None = 0.002  # warm start: slack·multiplier >= this² (scaled); None: ignore
+    warm_margin: float | None = 5e-4  # warm start: slack·multiplier >= this² (scaled); None: ignore
+    warm_scale: float = 0.01  # ... and >= this × the warm point's residual (I4); 0: τ² alone
     weak_p: float = eqx.field(static=True, default=1e-4)
     max_dense: int = eqx.field(static=True, default=0)
     scaling_iters: int = eqx.field(static=True, default=10)
@@ -83,6 +90,8 @@ class IPM(eqx.Module):
             raise ValueError(f"`IPM(refine=...)` must be >= 0, got {self.refine}.")
         if self.warm_margin is not None and not self.warm_margin > 0:
             raise ValueError(f"`IPM(warm_margin=...)` must be > 0 or None, got {self.warm_margin}.")
+        if not self.warm_scale >= 0:
+            raise ValueError(f"`IPM(warm_scale=...)` must be >= 0, got {self.warm_scale}.")
         if not 0 < self.step_fraction < 1:
             raise ValueError(f"`IPM(step_fraction=...)` must be in (0, 1), got {self.step_fraction}.")
 
@@ -373,6 +382,14 @@ def _pair(s, lam, tau, centred):
     return s1, jnp.maximum(lam, tau * tau / s1)
 
 
+def _warm_residual(op: IPMOperator, data: _Data, sd: _Sides, x, y):
+    """r₀ of (I4): the largest bound violation and dual residual of (x, y) (merged rows, scaled)."""
+    z = op.A.mv(x)
+    viol = jnp.maximum(jnp.maximum(sd.hl * (sd.lo - z), sd.hu * (z - sd.hi)), jnp.abs(sd.he * (z - sd.lo)))
+    rd = jnp.abs(op.P * x + data.q + op.A.rmv(y))
+    return jnp.maximum(jnp.max(viol), jnp.max(rd))
+
+
 def _interior(op: IPMOperator, data: _Data, sd: _Sides, x, y, tau, centred=False) -> IPMState:
     """The iterate at x with multipliers from y (merged rows, scaled), every slack and
     multiplier of a finite side pushed into the interior by `_pair`; status from the
@@ -406,16 +423,19 @@ def init(op: IPMOperator, data: _Data, sd: _Sides) -> IPMState:
     return _interior(op, data, sd, x, jnp.zeros((op.mb,), x.dtype), 1.0)
 
 
-def init_warm(op: IPMOperator, data: _Data, sd: _Sides, warm, tau) -> IPMState:
+def init_warm(op: IPMOperator, data: _Data, sd: _Sides, warm, tau, scale=0.0) -> IPMState:
     """Start from a previous solution (user units): x, and multipliers from y (bound rows'
     multipliers summed per column, as in (I3)), every slack/multiplier pair pushed to a
-    product of at least tau² (`_pair`, centred): an interior point near the old optimum."""
+    product of at least μ₀ = max(tau², scale·r₀) (I4) (`_pair`, centred): an interior point
+    near the old optimum."""
     dt = op.dtype
     m_s = op.A_rows.m_s
     y_rows = op.c * jnp.asarray(warm.y, dt)[op.perm] / op.E
     y_b = jnp.sum(jnp.concatenate([y_rows[:m_s], jnp.zeros((1,), dt)])[op.b_row] * op.b_val, axis=-1)
     x = jnp.asarray(warm.x, dt) / op.D
-    return _interior(op, data, sd, x, jnp.concatenate([y_b, y_rows[m_s:]]), tau, centred=True)
+    y = jnp.concatenate([y_b, y_rows[m_s:]])
+    tau = jnp.sqrt(jnp.maximum(tau * tau, scale * _warm_residual(op, data, sd, x, y)))
+    return _interior(op, data, sd, x, y, tau, centred=True)
 
 
 def step(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState) -> IPMState:
@@ -504,7 +524,7 @@ def solve_ipm(op: IPMOperator, q, lo, hi, warm=None) -> Solution:
     data = b.data
     sd = _sides(data, b.half_gap)
     if warm is not None and op.host.warm_margin is not None:
-        st = init_warm(op, data, sd, warm, op.settings.warm_margin)
+        st = init_warm(op, data, sd, warm, op.settings.warm_margin, op.settings.warm_scale)
     else:
         st = init(op, data, sd)
     st = bounded_while(lambda t: t.status == int(Status.running), lambda t: step(op, data, sd, t), st, op.host.max_iter)

@@ -108,3 +108,35 @@ def test_warm_start_with_stale_multipliers(margin):
     f_c, f_w = _f(P, q, cold.x), _f(P, q, warm.x)
     assert np.all(f_c < _f(P, q, first.x) - 1e-6)  # relaxing changed the optimum
     np.testing.assert_allclose(f_w, f_c, rtol=0, atol=1e-7 * max(1.0, np.abs(f_c).max()))
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.01, 1.0])
+def test_warm_margin_grows_with_the_warm_points_residual(scale):
+    """(I4): every slack/multiplier pair of the warm start has a product >= μ₀ = max(τ², κ_w r₀),
+    with r₀ the warm point's dual residual in the new problem, here computed in numpy from the
+    user's data (q moved, bounds kept): c·D·(P x + q₂ + Aᵀ y) in the solver's scaled units; the
+    smallest product is μ₀ itself (an inactive side gets the multiplier μ₀/s)."""
+    from ecjax.qp.ipm import _merge, _sides, init_warm
+
+    tau = 1e-3
+    P, A, q, lo, hi, xs, rng = _problem(3)
+    op = prepare(P, A, IPM(eps_abs=1e-9, eps_rel=1e-9, warm_margin=tau, warm_scale=scale))
+    first = solve_batch(op, jnp.asarray(q), jnp.asarray(lo), jnp.asarray(hi))
+    q2 = q[0] + 0.1 * rng.normal(size=q.shape[1])
+    x, y = np.asarray(first.x[0]), np.asarray(first.y[0])
+    r0 = np.max(np.abs(float(op.c) * np.asarray(op.D) * (P @ x + q2 + A.T @ y)))
+    mu0 = max(tau**2, scale * r0)
+    if scale >= 0.01:
+        assert scale * r0 > 10 * tau**2  # the residual term decides
+    b = _merge(op, jnp.asarray(q2), jnp.asarray(lo[0]), jnp.asarray(hi[0]))
+    sd = _sides(b.data, b.half_gap)
+    warm = first.__class__(**{f: getattr(first, f)[0] for f in first.__dataclass_fields__})
+    st = init_warm(op, b.data, sd, warm, op.settings.warm_margin, op.settings.warm_scale)
+    prods = np.concatenate([np.asarray(st.sl * st.ll)[np.asarray(sd.hl) > 0], np.asarray(st.su * st.lu)[np.asarray(sd.hu) > 0]])
+    assert prods.min() >= mu0 * (1 - 1e-9)
+    np.testing.assert_allclose(prods.min(), mu0, rtol=1e-6)
+
+
+def test_warm_scale_is_checked():
+    with pytest.raises(ValueError, match="warm_scale"):
+        IPM(warm_scale=-1.0)
