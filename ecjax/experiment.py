@@ -2,9 +2,8 @@
 
 `run_batch` runs the closed loop of one community for S disturbance samples × R risk levels in
 one compiled call per chunk of samples (memory-bounded: chunks have a fixed size, so one
-compilation serves them all), vmapped over samples and risk levels, the chunk's samples split
-over the local devices (`ecjax.parallel`). Sample s always draws
-its disturbances from `fold_in(key(seed), s)`, whatever the chunking, and every risk level
+compilation serves them all), vmapped over the chunk's (risk level, sample) pairs, which are
+split over the local devices (`ecjax.parallel`). Sample s always draws its disturbances from `fold_in(key(seed), s)`, whatever the chunking, and every risk level
 sees the same draws (common random numbers). Returns xarray Datasets built after
 `jax.device_get`.
 """
@@ -138,12 +137,16 @@ class _Runner:
             return metrics.summary(community, weights.gamma, rec), (rec if record else None)
 
         def batched(ids, deltas, base, record):
-            def share(ids, deltas, base):
-                f = jax.vmap(lambda i, d: one(i, d, base, record), in_axes=(0, None))
-                return jax.vmap(lambda d: f(ids, d))(deltas)
+            # the chunk's (risk level, sample) pairs, flat, split over the local devices (one
+            # per CPU core, or the GPUs); results back in (risk, sample, ...)
+            R, C = deltas.shape[0], ids.shape[0]
+            d_flat, i_flat = jnp.repeat(deltas, C), jnp.tile(ids, R)
 
-            # the chunk's samples split over the local devices (one per CPU core, or the GPUs)
-            return over_devices(share, batched=(0,), out_axis=1)(ids, deltas, base)
+            def share(i, d, base):
+                return jax.vmap(lambda i_, d_: one(i_, d_, base, record))(i, d)
+
+            out = over_devices(share, batched=(0, 1))(i_flat, d_flat, base)
+            return jax.tree_util.tree_map(lambda v: v.reshape((R, C) + v.shape[1:]), out)
 
         self._batched = batched
         self._records: dict[int, object] = {}
