@@ -3,8 +3,8 @@
 `run_batch` runs the closed loop of one community for S disturbance samples × R risk levels in
 one compiled call per chunk of samples (memory-bounded: chunks have a fixed size, so one
 compilation serves them all), vmapped over the chunk's (risk level, sample) pairs, which are
-split over the local devices (`ecjax.parallel`). Sample s always draws its disturbances from `fold_in(key(seed), s)`, whatever the chunking, and every risk level
-sees the same draws (common random numbers). Returns xarray Datasets built after
+split over the local devices (`ecjax.parallel`). Sample s always draws its disturbances from
+`fold_in(key(seed), s)`, whatever the chunking, and every risk level sees the same draws (common random numbers). Returns xarray Datasets built after
 `jax.device_get`.
 """
 

@@ -321,15 +321,15 @@ def _newton(op: IPMOperator, fac, d, r, t):
     return dx, v
 
 
-def _step_to_boundary(pairs, cap=1.0):
-    """Largest α <= cap with v + α dv >= 0 on the masked entries of every (v, dv, mask); one
+def _step_to_boundary(pairs):
+    """Largest α <= 1 with v + α dv >= 0 on the masked entries of every (v, dv, mask); one
     reduction for all of them."""
     ratio = None
     for v, dv, mask in pairs:
         neg = (mask > 0) & (dv < 0)
         r = jnp.where(neg, -v / jnp.where(neg, dv, -1.0), jnp.inf)
         ratio = r if ratio is None else jnp.minimum(ratio, r)
-    return jnp.minimum(cap, jnp.min(ratio, initial=jnp.inf))
+    return jnp.minimum(1.0, jnp.min(ratio, initial=jnp.inf))
 
 
 def _residuals(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState):
@@ -470,8 +470,8 @@ def step(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState) -> IPMState:
         dye = sd.he * dy
         return dx, dsl, dsu, dll, dlu, dye
 
-    def steplen(dsl, dsu, dll, dlu, cap=1.0):
-        return _step_to_boundary(((st.sl, dsl, sd.hl), (st.su, dsu, sd.hu), (st.ll, dll, sd.hl), (st.lu, dlu, sd.hu)), cap)
+    def steplen(dsl, dsu, dll, dlu):
+        return _step_to_boundary(((st.sl, dsl, sd.hl), (st.su, dsu, sd.hu), (st.ll, dll, sd.hl), (st.lu, dlu, sd.hu)))
 
     # predictor (affine scaling)
     _, asl, asu, all_, alu, _ = direction(-st.sl * st.ll * sd.hl, -st.su * st.lu * sd.hu)
@@ -484,11 +484,7 @@ def step(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState) -> IPMState:
     cl = sd.hl * (sigma * mu - st.sl * st.ll - asl * all_)
     cu = sd.hu * (sigma * mu - st.su * st.lu - asu * alu)
     dx, dsl, dsu, dll, dlu, dye = direction(cl, cu)
-    import os
-    if os.environ.get("ECJAX_FULLSTEP", "0") == "1":
-        a = jnp.minimum(1.0, s.step_fraction * steplen(dsl, dsu, dll, dlu, cap=jnp.inf))
-    else:
-        a = s.step_fraction * steplen(dsl, dsu, dll, dlu)
+    a = s.step_fraction * steplen(dsl, dsu, dll, dlu)
     one = jnp.ones_like(st.sl)
     new = IPMState(
         x=st.x + a * dx,
