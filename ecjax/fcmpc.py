@@ -117,36 +117,12 @@ def _prosumer_ids(c: Community):
     return jnp.asarray(np.asarray(c.prosumers, dtype=np.int32))
 
 
-def consistent_warm(op, warm: Solution | None, lo, hi) -> Solution | None:
-    """A warm start whose duals agree with the new bounds (for ADMM; the interior-point
-    method takes (x, y) as they are).
-
-    ADMM keeps y in the normal cone of [lo, hi] at z after every iteration, and its
-    termination test (primal and dual residuals only) relies on that. A warm start from a
-    problem with other bounds can break it: the islanded solution carries y > 0 on the rows
-    `bt <= 0`, and in the cooperative problem (`bt <= bt_max`) the same (x, z, y) has zero
-    residuals but is not optimal, so the solver would stop at once. Here z is clipped to the
-    new [lo, hi] and y is projected onto the normal cone at z: y_r >= 0 only where z_r = hi_r,
-    y_r <= 0 only where z_r = lo_r, y_r = 0 inside.
-
-    The interior-point method needs no such projection: its warm start derives the slacks from
-    the new bounds and pushes every slack/multiplier pair into the interior (`ecjax.qp.ipm`,
-    `init_warm`). The projection would rather harm it: its solutions keep Ax strictly inside
-    [lo, hi], so y would be zeroed almost everywhere.
-    """
-    if warm is None or getattr(op, "kind", None) == "ipm":
-        return warm
-    z = jnp.clip(warm.z, lo, hi)
-    y = jnp.where(z >= hi, jnp.maximum(warm.y, 0.0), 0.0) + jnp.where(z <= lo, jnp.minimum(warm.y, 0.0), 0.0)
-    return eqx.tree_at(lambda s: (s.z, s.y), warm, (z, y))
-
-
 def _solve_agents(ctl: Controller, stage: Stage, others: Plan, trades_on, warm):
     c = ctl.community
 
     def one(i, wm):
         q, lo, hi = ocp.agent_qp(c, ctl.weights, stage, i, others, trades_on)
-        return solve(ctl.agent_op, q, lo, hi, consistent_warm(ctl.agent_op, wm, lo, hi))
+        return solve(ctl.agent_op, q, lo, hi, wm)
 
     return jax.vmap(one)(_prosumer_ids(c), warm)
 
@@ -298,4 +274,4 @@ def centralized(ctl: Controller, stage: Stage, warm: Solution | None = None) -> 
     if ctl.central_op is None:
         raise ValueError("make_controller(..., centralized=True) is needed for the centralized problem.")
     q, lo, hi = ocp.centralized_qp(ctl.community, ctl.weights, stage)
-    return solve(ctl.central_op, q, lo, hi, consistent_warm(ctl.central_op, warm, lo, hi))
+    return solve(ctl.central_op, q, lo, hi, warm)

@@ -264,22 +264,3 @@ def test_settings_are_checked_at_the_boundary():
     with pytest.raises(ValueError, match="fcmpc.w"):
         FCMPCSettings(w=0.6).check(c)  # 1/|P| = 0.5
     FCMPCSettings(w=0.5).check(c)
-
-
-def test_consistent_warm_projects_for_admm_only():
-    """ADMM's warm duals are projected onto the normal cone of the new bounds at z; the IPM
-    gets (x, y) as they are (its warm start re-derives slacks and multipliers)."""
-    from ecjax.qp import IPM, Solution, prepare
-
-    P, A = np.eye(2), np.eye(2)
-    lo, hi = jnp.asarray([0.0, 0.0]), jnp.asarray([1.0, 2.0])
-    one = jnp.ones((), jnp.float64)
-    warm = Solution(
-        x=jnp.asarray([1.0, 0.5]), y=jnp.asarray([3.0, -2.0]), z=jnp.asarray([1.0, 0.5]), rho=one,
-        status=jnp.asarray(0), num_steps=jnp.asarray(5), prim_res=one, dual_res=one, obj=one,
-    )  # fmt: skip
-    admm = fcmpc.consistent_warm(prepare(P, A, ADMM()), warm, lo, hi)
-    np.testing.assert_array_equal(np.asarray(admm.y), [3.0, 0.0])  # row 1 is inside: no multiplier
-    ipm = fcmpc.consistent_warm(prepare(P, A, IPM()), warm, lo, hi)
-    np.testing.assert_array_equal(np.asarray(ipm.y), [3.0, -2.0])
-    assert fcmpc.consistent_warm(prepare(P, A, IPM()), None, lo, hi) is None

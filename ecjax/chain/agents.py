@@ -5,9 +5,8 @@ with the run's operator and solver settings), from what it reads on chain: the m
 uploaded at p = 0 and the committed iterates of the others. It keeps its own solver warm starts
 like the batch engine does (`ecjax.fcmpc.fcmpc`: islanded solves start from the previous step's
 islanded solution, the first cooperative solve from the previous step's last one with x set to
-the agent's iterate, later ones from the previous iteration; for ADMM the duals made consistent
-with the new bounds by `ecjax.fcmpc.consistent_warm`), so a replay repeats the stored run's arithmetic up to
-the fixed-point rounding of the shared data.
+the agent's iterate, later ones from the previous iteration), so a replay repeats the stored
+run's arithmetic up to the fixed-point rounding of the shared data.
 
 Encoding for the contract: a plan is clipped to the contract's bounds [0, bound] (a solver
 solution may leave its box by up to the solver's primal tolerance) and rounded to fixed point.
@@ -24,7 +23,7 @@ import numpy as np
 
 from ecjax import ocp
 from ecjax.chain import fixedpoint as fp
-from ecjax.fcmpc import Controller, cold_start, consistent_warm, make_controller, shift
+from ecjax.fcmpc import Controller, cold_start, make_controller, shift
 from ecjax.layout import AgentLayout
 from ecjax.plan import Stage, make_stage, plan_from_vectors
 from ecjax.qp import Solution, solve
@@ -64,7 +63,7 @@ def _agent_solve(ctl: Controller, stage: Stage, i, u_all, trades_on, warm) -> So
     q, lo, hi = ocp.agent_qp(c, ctl.weights, stage, i, others, trades_on)
     recv = ocp.AgentRows(lay).recv
     hi = hi.at[recv].set(jnp.maximum(hi[recv], 0.0))
-    return solve(ctl.agent_op, q, lo, hi, consistent_warm(ctl.agent_op, warm, lo, hi))
+    return solve(ctl.agent_op, q, lo, hi, warm)
 
 
 def _row(tree, k: int):

@@ -322,9 +322,17 @@ def init(op: Operator, data: _Data, warm=None) -> ADMMState:
         y = jnp.zeros(op.m, dt)
         rho = jnp.asarray(op.settings.rho, dt)
     else:
+        # z clipped to the new bounds and y projected onto their normal cone at z (y_r >= 0
+        # only where z_r = hi_r, y_r <= 0 only where z_r = lo_r): the termination test
+        # (primal and dual residuals only) relies on y ∈ N(z), which ADMM keeps after every
+        # iteration but a warm start from a problem with other bounds can break. E.g. a
+        # solution at an upper bound that the new problem relaxes has zero residuals there
+        # with its old multiplier, but is not optimal; without the projection the solver
+        # would stop at once. On a solution of the same problem the projection changes nothing.
         x = jnp.asarray(warm.x, dt) / op.D
         z = jnp.clip(op.E * jnp.asarray(warm.z, dt)[op.perm], data.lo, data.hi)
         y = op.c * jnp.asarray(warm.y, dt)[op.perm] / op.E
+        y = jnp.where(z >= data.hi, jnp.maximum(y, 0.0), 0.0) + jnp.where(z <= data.lo, jnp.minimum(y, 0.0), 0.0)
         rho = jnp.asarray(op.settings.rho if warm.rho is None else warm.rho, dt)
     chk = _residuals(op, data, x, z, y, rho)
     status = jnp.where(chk.solved, int(Status.solved), int(Status.running)).astype(jnp.int32)

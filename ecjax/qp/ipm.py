@@ -27,9 +27,10 @@ keeps its slack s and gets the multiplier μ₀/s, so the point stays near the o
 centred, and the further the new problem has moved from the old one, the further from the
 boundary it starts (a point close to the boundary with the wrong active set crawls along it
 in short steps). The warm y must be the previous solution's own (not projected onto the new
-bounds' normal cone: `ecjax.fcmpc.consistent_warm` leaves it as it is for the IPM). On the
-paper case's closed loop this takes 5.2 iterations per QP against ~16-17 cold
-(docs/performance.md; τ = 5e-4, κ_w = 0.01). `warm_margin=None` ignores warm starts.
+bounds' normal cone, as ADMM's warm start does: an IPM solution keeps Ax strictly inside
+the bounds, so the projection would zero y almost everywhere). On the paper case's closed
+loop this takes 5.2 iterations per QP against ~16-17 cold (docs/performance.md; τ = 5e-4,
+κ_w = 0.01). `warm_margin=None` ignores warm starts.
 
 Rows with one nonzero (variable bounds: most rows of the MPC QPs) are merged per column before
 the iteration: a_r x_j ∈ [lo_r, hi_r] for every such row r of column j becomes
@@ -111,6 +112,10 @@ class IPMOperator(eqx.Module):
     E_m: Float[Array, " mb"]  # their scaling, 1/Einv (0 where Einv is 0: such a δy is 0 anyway)
     b_row: Int[Array, "n kb"]  # singleton rows of each column (pad = m_s)
     b_val: Float[Array, "n kb"]  # their coefficient a_r (pad 0)
+    b_src: Int[Array, "n kb"]  # ... as the user's rows (pad = m)
+    b_lo: Float[Array, "n kb"]  # E_r / a_r: a user bound of row r as a bound of column j (pad 0)
+    b_y: Float[Array, "n kb"]  # a_r / E_r: row r's multiplier (user units) as column j's (pad 0)
+    c_src: Int[Array, " mc"]  # the coupling rows as the user's rows
     r_col: Int[Array, " ms"]  # singleton row -> its column
     r_slot: Int[Array, " ms"]  # ... and its place among that column's rows
     c: Float[Array, ""]
@@ -174,6 +179,9 @@ def prepare_ipm(P, A, settings: IPM, dtype) -> IPMOperator:
     if s.reg_eq is None:
         s = eqx.tree_at(lambda t: t.reg_eq, s, 1e-8 if f64 else 1e-5, is_leaf=lambda v: v is None)
     Einv = np.concatenate([Eb_inv, 1.0 / E[perm][m_s:]])
+    E_b = np.concatenate([E[perm][:m_s], [1.0]])[b_row]  # E_r of each column's rows (pad 1)
+    b_src = np.full_like(b_row, m)  # each column's rows among the user's rows (pad m)
+    b_src[b_row < m_s] = perm[b_row[b_row < m_s]]
     return IPMOperator(
         settings=jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), s),
         A=_ls.build_split(Av, n, "gather", dtype, identity=True),
@@ -186,6 +194,10 @@ def prepare_ipm(P, A, settings: IPM, dtype) -> IPMOperator:
         E_m=jnp.asarray(np.divide(1.0, Einv, out=np.zeros_like(Einv), where=Einv > 0), dtype),
         b_row=jnp.asarray(b_row.astype(np.int32)),
         b_val=jnp.asarray(b_val, dtype),
+        b_src=jnp.asarray(b_src.astype(np.int32)),
+        b_lo=jnp.asarray(np.divide(E_b, b_val, out=np.zeros_like(b_val), where=b_val != 0), dtype),
+        b_y=jnp.asarray(b_val / E_b, dtype),
+        c_src=jnp.asarray(perm[m_s:].astype(np.int32)),
         r_col=jnp.asarray(r_col.astype(np.int32)),
         r_slot=jnp.asarray(r_slot.astype(np.int32)),
         c=jnp.asarray(c, dtype),
@@ -250,35 +262,43 @@ class _Bounds(eqx.Module):
     """(I3) for one sample: the merged problem's data and which row attains each bound."""
 
     data: _Data  # q̄; [lb; lō_c], [ub; hī_c]
-    lo_p: Float[Array, " m"]  # the user's rows, scaled and permuted
-    hi_p: Float[Array, " m"]
     i_lo: Int[Array, " n"]  # slot (in b_row) of the row attaining lb_j
     i_hi: Int[Array, " n"]
     crossed: Bool[Array, ""]  # lb_j > ub_j beyond the tolerance for some j: primal infeasible
     half_gap: Float[Array, ""]  # largest half gap of the tolerated crossings (user units)
 
 
+def _first_best(c, better, *carried):
+    """Over the last (small, static) axis of c: the best entry (`better(a, b)`: a beats b),
+    the slot of its first occurrence and, at that slot, each array of `carried`. Unrolled
+    compares and selects: an argmax over a handful of entries is a slow reduction on a CPU."""
+    best, slot, vals = c[..., 0], jnp.zeros(c.shape[:-1], jnp.int32), [v[..., 0] for v in carried]
+    for k in range(1, c.shape[-1]):
+        win = better(c[..., k], best)
+        best, slot = jnp.where(win, c[..., k], best), jnp.where(win, k, slot)
+        vals = [jnp.where(win, v[..., k], u) for v, u in zip(carried, vals)]
+    return best, slot, vals
+
+
 def _merge(op: IPMOperator, q, lo, hi) -> _Bounds:
     dt = op.dtype
     q, lo, hi = (jnp.asarray(v, dt) for v in (q, lo, hi))
-    lo_p, hi_p = op.E * lo[op.perm], op.E * hi[op.perm]
-    m_s = op.A_rows.m_s
-    inf = jnp.full((1,), jnp.inf, dt)
-    l_r = jnp.concatenate([lo_p[:m_s], -inf])[op.b_row]
-    h_r = jnp.concatenate([hi_p[:m_s], inf])[op.b_row]
+    # each column's singleton rows, straight from the user's rows: a_r x_j >= lo_r is
+    # x_j >= lo_r E_r / ā_r (ā_r > 0; the sides swap for ā_r < 0)
+    l_r = jnp.concatenate([lo, jnp.full((1,), -jnp.inf, dt)])[op.b_src]
+    h_r = jnp.concatenate([hi, jnp.full((1,), jnp.inf, dt)])[op.b_src]
     a = op.b_val
-    a_ = jnp.where(a == 0, 1.0, a)
-    c_lo = jnp.where(a == 0, -jnp.inf, jnp.where(a > 0, l_r, h_r) / a_)
-    c_hi = jnp.where(a == 0, jnp.inf, jnp.where(a > 0, h_r, l_r) / a_)
-    lb, ub = jnp.max(c_lo, axis=-1), jnp.min(c_hi, axis=-1)
+    c_lo = jnp.where(a == 0, -jnp.inf, jnp.where(a > 0, l_r, h_r) * op.b_lo)
+    c_hi = jnp.where(a == 0, jnp.inf, jnp.where(a > 0, h_r, l_r) * op.b_lo)
+    f = jnp.abs(op.b_y)  # |ā_r| / E_r: a bound's residual as row r's (user units)
+    lb, i_lo, (f_lo,) = _first_best(c_lo, jnp.greater, f)
+    ub, i_hi, (f_hi,) = _first_best(c_hi, jnp.less, f)
+    lo_c, hi_c = op.E[op.A_rows.m_s :] * lo[op.c_src], op.E[op.A_rows.m_s :] * hi[op.c_src]
     # lb > ub by rounding, or by a gap within the primal tolerance: an equality at the middle
-    i_lo, i_hi = jnp.argmax(c_lo, axis=-1), jnp.argmin(c_hi, axis=-1)
     gap = jnp.where(lb > ub, lb - ub, 0.0)
-    f = jnp.abs(a) / jnp.concatenate([op.E[:m_s], jnp.ones((1,), dt)])[op.b_row]  # |ā_r| / E_r
-    f_pair = jnp.maximum(jnp.take_along_axis(f, i_lo[:, None], -1), jnp.take_along_axis(f, i_hi[:, None], -1))[:, 0]
-    gap_user = gap * f_pair  # the two rows' gap in the user's units
+    gap_user = gap * jnp.maximum(f_lo, f_hi)  # the two rows' gap in the user's units
     # the primal tolerance of `_check` with the bounds' part of its scale (merged rows, user units)
-    bounds = jnp.stack([jnp.concatenate([lb, lo_p[m_s:]]), jnp.concatenate([ub, hi_p[m_s:]])])
+    bounds = jnp.stack([jnp.concatenate([lb, lo_c]), jnp.concatenate([ub, hi_c])])
     scale = jnp.max(jnp.where(jnp.isfinite(bounds), jnp.abs(bounds), 0.0) * op.Einv[None], initial=0.0)
     tol = 100 * jnp.finfo(dt).eps * (1.0 + jnp.abs(ub))
     crossed = jnp.any((gap > tol) & (gap_user > op.settings.eps_abs + op.settings.eps_rel * scale))
@@ -286,10 +306,10 @@ def _merge(op: IPMOperator, q, lo, hi) -> _Bounds:
     lb = jnp.where(crossed, -jnp.inf, jnp.where(gap > 0, mid, lb))
     ub = jnp.where(crossed, jnp.inf, jnp.where(gap > 0, mid, ub))
     half_gap = jnp.where(crossed, 0.0, 0.5 * jnp.max(gap_user, initial=0.0))
-    lo_c = jnp.where(crossed, -jnp.inf, lo_p[m_s:])
-    hi_c = jnp.where(crossed, jnp.inf, hi_p[m_s:])
+    lo_c = jnp.where(crossed, -jnp.inf, lo_c)
+    hi_c = jnp.where(crossed, jnp.inf, hi_c)
     data = _Data(q=jnp.where(crossed, 0.0, op.c * op.D * q), lo=jnp.concatenate([lb, lo_c]), hi=jnp.concatenate([ub, hi_c]))
-    return _Bounds(data, lo_p, hi_p, i_lo, i_hi, crossed, half_gap)
+    return _Bounds(data, i_lo, i_hi, crossed, half_gap)
 
 
 def _row_multipliers(op: IPMOperator, b: _Bounds, st: "IPMState"):
@@ -430,10 +450,10 @@ def init_warm(op: IPMOperator, data: _Data, sd: _Sides, warm, tau, scale=0.0) ->
     near the old optimum."""
     dt = op.dtype
     m_s = op.A_rows.m_s
-    y_rows = op.c * jnp.asarray(warm.y, dt)[op.perm] / op.E
-    y_b = jnp.sum(jnp.concatenate([y_rows[:m_s], jnp.zeros((1,), dt)])[op.b_row] * op.b_val, axis=-1)
+    y_u = jnp.concatenate([jnp.asarray(warm.y, dt), jnp.zeros((1,), dt)])
+    y_b = op.c * jnp.sum(y_u[op.b_src] * op.b_y, axis=-1)  # ȳ_r = c y_r / E_r, times ā_r
     x = jnp.asarray(warm.x, dt) / op.D
-    y = jnp.concatenate([y_b, y_rows[m_s:]])
+    y = jnp.concatenate([y_b, op.c * y_u[op.c_src] / op.E[m_s:]])
     tau = jnp.sqrt(jnp.maximum(tau * tau, scale * _warm_residual(op, data, sd, x, y)))
     return _interior(op, data, sd, x, y, tau, centred=True)
 
@@ -532,7 +552,7 @@ def solve_ipm(op: IPMOperator, q, lo, hi, warm=None) -> Solution:
     status = jnp.where(b.crossed, int(Status.primal_infeasible), status).astype(jnp.int32)
     x = op.D * st.x
     y = (op.E * _row_multipliers(op, b, st) / op.c)[op.iperm]
-    z = (jnp.clip(op.A_rows.mv(st.x), b.lo_p, b.hi_p) / op.E)[op.iperm]
+    z = jnp.clip((op.A_rows.mv(st.x) / op.E)[op.iperm], lo, hi)
     obj = (0.5 * jnp.dot(st.x, op.P * st.x) + jnp.dot(data.q, st.x)) / op.c
     return Solution(
         x=_finite(x), y=_finite(y), z=_finite(z), rho=jnp.zeros((), x.dtype), status=status,
