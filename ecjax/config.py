@@ -112,13 +112,15 @@ def _is_num(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
-def _int(lo: int | None = None, hi: int | None = None, null: bool = False) -> Callable:
+def _int(lo: int | None = None, hi: int | None = None, null: bool = False, word: str | None = None) -> Callable:
+    """An integer in [lo, hi]; also null where `null`, and the string `word` where given."""
     def check(key, v):
-        if v is None and null:
+        if (v is None and null) or (word is not None and v == word):
             return
         rng = f"[{lo}, {hi}]" if hi is not None else (f">= {lo}" if lo is not None else "")
+        alt = (" or null" if null else "") + (f" or {word!r}" if word is not None else "")
         if not _is_int(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
-            _fail(key, f"an integer {rng}".strip() + (" or null" if null else ""), v)
+            _fail(key, f"an integer {rng}".strip() + alt, v)
     return check
 
 
@@ -210,7 +212,7 @@ SCHEMA: dict[str, dict[str, Callable]] = {
         "N": _int(1, 168),
         "seed": _int(0, 2**31 - 1),
         "dtype": _choice(DTYPES),
-        "chunk": _int(1, 1_000_000),
+        "chunk": _int(1, 1_000_000, word="auto"),
         "block": _int(1, 100_000_000, null=True),
         "keep": _int(0),
         "record_plans": _bool,
@@ -562,7 +564,7 @@ class CellInputs:
     solver: Any  # ecjax.qp.ADMM or ecjax.qp.IPM
     dtype: Any
     chain: dict
-    chunk: int
+    chunk: int | None  # None: `ecjax.experiment.auto_chunk`
     keep: int
     block: int
 
@@ -617,7 +619,7 @@ def cell_inputs(config: Mapping) -> CellInputs:
         solver=solver,
         dtype=jnp.float64 if sim["dtype"] == "float64" else jnp.float32,
         chain=dict(config.get("chain") or {}),
-        chunk=int(sim.get("chunk", 64)),
+        chunk=None if sim.get("chunk", "auto") == "auto" else int(sim["chunk"]),
         keep=int(sim.get("keep", 0)),
         block=int(sim.get("block") or S),
     )

@@ -39,12 +39,26 @@ class BatchResult:
     compile_seconds: float
 
 
+ACCELERATOR_CHUNK = 64  # samples per call on a GPU: bounds the memory of a call
+
+
+def auto_chunk(R: int, S: int) -> int:
+    """Samples per compiled call when `sim.chunk` is `auto`. On a CPU as many as give one
+    (risk, sample) pair per device (one device per core): per community-day the fastest there,
+    as small batches stay in cache and a vmapped batch waits less for its slowest QP
+    (docs/performance.md: at n = 15, calls of 1 sample × 2 δ on two cores 1.0 days/s, of 16 × 2
+    0.25); on an accelerator `ACCELERATOR_CHUNK`. Never more than S."""
+    if jax.default_backend() == "cpu":
+        return max(1, min(len(jax.devices()) // max(R, 1), S))
+    return max(1, min(ACCELERATOR_CHUNK, S))
+
+
 def _check(deltas, S, chunk, keep, opt: Options, N, fc: FCMPCSettings, c: Community):
     ccmpc.check_delta(deltas)
     if not (isinstance(S, (int, np.integer)) and S >= 1):
         raise ValueError(f"`sim.S` must be an integer >= 1, got {S}.")
-    if not (isinstance(chunk, (int, np.integer)) and chunk >= 1):
-        raise ValueError(f"`sim.chunk` must be an integer >= 1, got {chunk}.")
+    if chunk is not None and not (isinstance(chunk, (int, np.integer)) and chunk >= 1):
+        raise ValueError(f"`sim.chunk` must be an integer >= 1 or None (auto), got {chunk}.")
     if not (isinstance(keep, (int, np.integer)) and 0 <= keep <= S):
         raise ValueError(f"`sim.keep` must be in [0, S={S}], got {keep}.")
     opt.check(N)
@@ -64,7 +78,7 @@ def run_batch(
     weights: CostWeights = CostWeights(),
     solver: ADMM = ADMM(),
     dtype=jnp.float64,
-    chunk: int = 64,
+    chunk: int | None = None,
     keep: int = 0,
     sample_offset: int = 0,
     progress=None,
@@ -72,7 +86,7 @@ def run_batch(
     """Closed loop of `community` for samples `sample_offset .. sample_offset+S-1` at every δ.
 
     **Arguments:** `deltas` risk levels (R,), each in (0, 0.5]; `S` samples; `chunk` samples
-    per compiled call; `keep` samples whose full trajectories (and, with
+    per compiled call (None: `auto_chunk`); `keep` samples whose full trajectories (and, with
     `options.record_plans`, every FC-MPC iterate) are returned; `progress` an optional
     callable(done, total).
 
@@ -84,7 +98,7 @@ def run_batch(
     # The first `keep` samples run once, with their full records, and their summaries come
     # from that run; the summary-only program runs the other S - keep samples.
     rest = S - keep
-    chunk = min(chunk, max(rest, 1))
+    chunk = auto_chunk(len(deltas), max(rest, 1)) if chunk is None else min(chunk, max(rest, 1))
     run_opts, run_deltas = _as_run(options, deltas)
     runner = _runner(community, profiles, run_opts, N, fc, weights, solver, dtype, chunk, len(deltas))
     base = jax.random.PRNGKey(seed)

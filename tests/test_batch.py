@@ -138,6 +138,22 @@ def test_dataset_layout_and_violation_rates(world):
     np.testing.assert_allclose(v["ci_high"].values, hi)
 
 
+def test_auto_chunk_is_one_pair_per_device_on_a_cpu(world):
+    """chunk=None (`sim.chunk: auto`): on a CPU as many samples per call as give each device one
+    (risk, sample) pair, never more than S; the results are the same run as that explicit chunk."""
+    n_dev = len(jax.devices())
+    assert jax.default_backend() == "cpu"
+    for R, S in [(1, 1), (1, 5), (2, 5), (3, 5), (8, 5)]:
+        assert experiment.auto_chunk(R, S) == max(1, min(n_dev // R, S))
+    auto = batch(world, 3, chunk=None)
+    want = max(1, min(n_dev // len(DELTAS), 3))
+    explicit = batch(world, 3, chunk=want)
+    for k in auto.summary.data_vars:
+        np.testing.assert_array_equal(auto.summary[k].values, explicit.summary[k].values, err_msg=k)
+    runner = list(experiment._RUNNERS.values())[-1]
+    assert runner.chunk == want
+
+
 @pytest.mark.parametrize(
     "kw, name",
     [

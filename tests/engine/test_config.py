@@ -71,6 +71,8 @@ BAD = [
     (["sim.dtype=float16"], "sim.dtype"),
     (["sim.keep=3"], "sim.keep"),
     (["sim.block=5"], "sim.block"),
+    (["sim.chunk=fast"], "sim.chunk"),
+    (["sim.chunk=0"], "sim.chunk"),
     (["scenario.name=decentral"], "scenario.name"),
     (["fcmpc.p_max=0"], "fcmpc.p_max"),
     (["fcmpc.kappa=-1"], "fcmpc.kappa"),
@@ -152,6 +154,8 @@ def test_cell_inputs_match_the_config(tmp_path):
     ipm = cell_inputs(_cfg(tmp_path, "solver=ipm", "solver.max_iter=40")).solver
     assert isinstance(ipm, IPM) and ipm.max_iter == 40 and ipm.eps_abs == 1e-6
     assert isinstance(inp.solver, ADMM) and inp.solver.eps_abs == 1e-5
+    assert inp.chunk is None  # `sim.chunk: auto` (default): chosen for the machine by run_batch
+    assert cell_inputs(_cfg(tmp_path, "sim.chunk=3")).chunk == 3
     dm = cell_inputs(_cfg(tmp_path, "scenario=dmpc"))
     np.testing.assert_array_equal(dm.deltas, [0.5])  # the standard DMPC: no tightening
 
