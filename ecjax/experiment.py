@@ -20,10 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from . import ccmpc, metrics
+from . import ccmpc, metrics, ocp
 from .community import Community
 from .disturbance import Profiles, check_profiles, sample_day
 from .fcmpc import FCMPCSettings, make_controller
+from .layout import AgentLayout
 from .metrics import INDEX_NAMES
 from .parallel import over_devices
 from .qp import ADMM
@@ -39,18 +40,41 @@ class BatchResult:
     compile_seconds: float
 
 
-ACCELERATOR_CHUNK = 64  # samples per call on a GPU: bounds the memory of a call
+ACCELERATOR_CHUNK = 64  # samples per call on an accelerator that does not report its memory
+ACCELERATOR_MEMORY_SHARE = 0.5  # of each accelerator's memory given to one call's pairs
 
 
-def auto_chunk(R: int, S: int) -> int:
-    """Samples per compiled call when `sim.chunk` is `auto`. On a CPU as many as give one
-    (risk, sample) pair per device (one device per core): per community-day the fastest there,
-    as small batches stay in cache and a vmapped batch waits less for its slowest QP
-    (docs/performance.md: at n = 15, calls of 1 sample × 2 δ on two cores 1.0 days/s, of 16 × 2
-    0.25); on an accelerator `ACCELERATOR_CHUNK`. Never more than S."""
-    if jax.default_backend() == "cpu":
-        return max(1, min(len(jax.devices()) // max(R, 1), S))
-    return max(1, min(ACCELERATOR_CHUNK, S))
+def pair_bytes(c: Community, N: int, dtype) -> int:
+    """Estimated device memory of one (risk, sample) pair of the closed loop: 16 vectors of the
+    agent QP's size (variables + rows) per prosumer. XLA's buffer assignment on a CPU gives
+    13.4, 14.6 and 14.1 such vectors per prosumer for the paper case and generated communities
+    of 30 and 60 agents (`compiled.memory_analysis()`); 16 leaves a margin."""
+    lay = AgentLayout(c.n, N)
+    return 16 * len(c.prosumers) * (lay.nx + ocp.AgentRows(lay).m) * jnp.dtype(dtype).itemsize
+
+
+def chunk_for(R: int, S: int, backend: str, n_devices: int, bytes_limit: int | None, per_pair: int) -> int:
+    """Samples per compiled call for `sim.chunk: auto`. On a CPU as many as give one (risk,
+    sample) pair per device (one device per core): per community-day the fastest there, as
+    small batches stay in cache and a vmapped batch waits less for its slowest QP (at n = 15,
+    calls of 1 sample × 2 δ on two cores 0.95 days/s, of 16 × 2 0.50; docs/performance.md). On
+    an accelerator as many as fill `ACCELERATOR_MEMORY_SHARE` of each device's memory
+    (`bytes_limit`, estimated `per_pair` bytes per pair): few calls, each a large batch;
+    `ACCELERATOR_CHUNK` where the device does not report its memory. Always in [1, S]."""
+    if backend == "cpu":
+        chunk = n_devices // max(R, 1)
+    elif bytes_limit:
+        chunk = int(ACCELERATOR_MEMORY_SHARE * bytes_limit * n_devices // (max(R, 1) * max(per_pair, 1)))
+    else:
+        chunk = ACCELERATOR_CHUNK
+    return max(1, min(chunk, S))
+
+
+def auto_chunk(R: int, S: int, per_pair: int = 0) -> int:
+    """`chunk_for` on this machine's devices."""
+    devices = jax.devices()
+    stats = devices[0].memory_stats() if jax.default_backend() != "cpu" else None
+    return chunk_for(R, S, jax.default_backend(), len(devices), (stats or {}).get("bytes_limit"), per_pair)
 
 
 def _check(deltas, S, chunk, keep, opt: Options, N, fc: FCMPCSettings, c: Community):
@@ -98,7 +122,9 @@ def run_batch(
     # The first `keep` samples run once, with their full records, and their summaries come
     # from that run; the summary-only program runs the other S - keep samples.
     rest = S - keep
-    chunk = auto_chunk(len(deltas), max(rest, 1)) if chunk is None else min(chunk, max(rest, 1))
+    if chunk is None:
+        chunk = auto_chunk(len(deltas), max(rest, 1), pair_bytes(community, N, dtype))
+    chunk = min(chunk, max(rest, 1))
     run_opts, run_deltas = _as_run(options, deltas)
     runner = _runner(community, profiles, run_opts, N, fc, weights, solver, dtype, chunk, len(deltas))
     base = jax.random.PRNGKey(seed)

@@ -138,13 +138,40 @@ def test_dataset_layout_and_violation_rates(world):
     np.testing.assert_allclose(v["ci_high"].values, hi)
 
 
+def test_chunk_for_cpu_and_accelerators():
+    """`sim.chunk: auto`: one (risk, sample) pair per device on a CPU; on an accelerator the
+    samples whose pairs fill half of every device's memory; always in [1, S]."""
+    cf = experiment.chunk_for
+    assert cf(2, 100, "cpu", 2, None, 10**6) == 1
+    assert cf(1, 100, "cpu", 2, None, 10**6) == 2
+    assert cf(1, 1, "cpu", 16, None, 10**6) == 1  # never more than S
+    assert cf(8, 100, "cpu", 2, None, 10**6) == 1  # never less than 1
+    # 80 GB, 8 risk levels, 1.25 MB per pair: 0.5 * 80e9 / (8 * 1.25e6) = 4000 samples per call
+    assert cf(8, 10_000, "gpu", 1, 80 * 10**9, 1_250_000) == 4000
+    assert cf(8, 10_000, "gpu", 2, 80 * 10**9, 1_250_000) == 8000  # pairs split over two GPUs
+    assert cf(8, 100, "gpu", 1, 80 * 10**9, 1_250_000) == 100
+    assert cf(8, 100, "gpu", 1, None, 1_250_000) == experiment.ACCELERATOR_CHUNK  # memory unknown
+    assert cf(8, 100, "gpu", 1, 10**6, 1_250_000) == 1
+
+
+def test_pair_bytes_bounds_the_compiled_closed_loops_memory(world):
+    """The estimate of a pair's device memory is at least what XLA's buffer assignment gives
+    the compiled closed loop (temporaries per pair, at two chunk sizes)."""
+    c, prof = world
+    est = experiment.pair_bytes(c, N, jnp.float64)
+    for chunk in (1, 4):
+        r = experiment._Runner(c, prof, Options(scenario="ccdmpc", T=3), N, FC, W, SOLVER, jnp.float64, chunk, len(DELTAS))
+        used = r.summary().memory_analysis().temp_size_in_bytes / (chunk * len(DELTAS))
+        assert 0.5 * est <= used <= est, (chunk, used, est)
+
+
 def test_auto_chunk_is_one_pair_per_device_on_a_cpu(world):
     """chunk=None (`sim.chunk: auto`): on a CPU as many samples per call as give each device one
     (risk, sample) pair, never more than S; the results are the same run as that explicit chunk."""
     n_dev = len(jax.devices())
     assert jax.default_backend() == "cpu"
     for R, S in [(1, 1), (1, 5), (2, 5), (3, 5), (8, 5)]:
-        assert experiment.auto_chunk(R, S) == max(1, min(n_dev // R, S))
+        assert experiment.auto_chunk(R, S, 10**6) == max(1, min(n_dev // R, S))
     auto = batch(world, 3, chunk=None)
     want = max(1, min(n_dev // len(DELTAS), 3))
     explicit = batch(world, 3, chunk=want)

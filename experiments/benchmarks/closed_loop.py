@@ -7,9 +7,10 @@ metrics) on the paper case, `ccdmpc`, T = 24, default FC-MPC settings, real Sept
 
 * ecjax: every agent QP by ecjax's interior-point solver, vmapped over prosumers, samples and
   risk levels, compiled once; the samples go through in calls of `--chunk` samples, each
-  call's (risk level, sample) pairs split over the devices (on a CPU as many samples as give
-  one pair per core, which measured fastest per community-day: small batches stay in cache and
-  a vmapped batch waits for its slowest QP less often; on a GPU all in one call);
+  call's (risk level, sample) pairs split over the devices (by default `sim.chunk: auto`,
+  `ecjax.experiment.chunk_for`: on a CPU as many samples as give one pair per core, which
+  measured fastest per community-day, as small batches stay in cache and a vmapped batch waits
+  for its slowest QP less often; on a GPU as many as fill half its memory);
 * OSQP: every agent QP by OSQP (pinned version) through a host callback, one persistent OSQP
   object per prosumer that keeps its factorization and is warm-started from its previous
   solve (only q, l, u change) — the fastest fair CPU baseline. Same FC-MPC iterations and the
@@ -42,7 +43,7 @@ import scipy.sparse as sp  # noqa: E402
 from ecjax import data  # noqa: E402
 from ecjax.community import generate_community, paper_case  # noqa: E402
 from ecjax.disturbance import make_profiles  # noqa: E402
-from ecjax.experiment import auto_chunk, run_batch  # noqa: E402
+from ecjax.experiment import auto_chunk, pair_bytes, run_batch  # noqa: E402
 from ecjax.fcmpc import FCMPCSettings  # noqa: E402
 from ecjax.qp import IPM  # noqa: E402
 from ecjax.qp.host import host_operator  # noqa: E402
@@ -147,8 +148,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes (under three minutes on 2 cores)")
     ap.add_argument("--S", type=int, help="samples of the ecjax run (default 16; quick 4)")
     ap.add_argument("--R", type=int, choices=range(1, 9), metavar="1..8", help="risk levels (default 2; quick 2)")
-    ap.add_argument("--chunk", type=int, help="samples per compiled call (default: one (risk, sample) pair per "
-                    "device on a CPU, all S on a GPU)")
+    ap.add_argument("--chunk", type=int, help="samples per compiled call (default: as `sim.chunk: auto`, one "
+                    "(risk, sample) pair per device on a CPU, half the memory of a GPU)")
     ap.add_argument("--scaling", action="store_true", help="also time S, R and n scaling")
     ap.add_argument("--sizes", default="15,30,60,120", help="community sizes n of --scaling")
     args = ap.parse_args(argv)
@@ -157,7 +158,7 @@ def main(argv=None) -> int:
     prof = profiles_for(c.n)
     S, R = (4, 2) if args.quick else (16, 2)
     S, R = args.S or S, args.R or R
-    chunk = args.chunk or (auto_chunk(R, S) if jax.default_backend() == "cpu" else S)
+    chunk = args.chunk or auto_chunk(R, S, pair_bytes(c, 24, np.float64))
     deltas = [0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4][:R] if R > 4 else [0.05, 0.1, 0.2, 0.3][:R]
     S_osqp = 1 if args.quick else 2
     out = {"machine": machine(), "sizes": {"n": c.n, "prosumers": len(c.prosumers), "N": 24, "T": 24}}
