@@ -110,9 +110,8 @@ class IPMOperator(eqx.Module):
     E: Float[Array, " m"]  # row scaling of the user's rows (permuted)
     Einv: Float[Array, " mb"]  # unscaling of the merged rows (0: column without a bound row)
     E_m: Float[Array, " mb"]  # their scaling, 1/Einv (0 where Einv is 0: such a δy is 0 anyway)
-    b_row: Int[Array, "n kb"]  # singleton rows of each column (pad = m_s)
-    b_val: Float[Array, "n kb"]  # their coefficient a_r (pad 0)
-    b_src: Int[Array, "n kb"]  # ... as the user's rows (pad = m)
+    b_val: Float[Array, "n kb"]  # coefficient ā_r of each column's singleton rows (pad 0)
+    b_src: Int[Array, "n kb"]  # those rows, as the user's rows (pad = m)
     b_lo: Float[Array, "n kb"]  # E_r / a_r: a user bound of row r as a bound of column j (pad 0)
     b_y: Float[Array, "n kb"]  # a_r / E_r: row r's multiplier (user units) as column j's (pad 0)
     c_src: Int[Array, " mc"]  # the coupling rows as the user's rows
@@ -192,7 +191,6 @@ def prepare_ipm(P, A, settings: IPM, dtype) -> IPMOperator:
         E=jnp.asarray(E[perm], dtype),
         Einv=jnp.asarray(Einv, dtype),
         E_m=jnp.asarray(np.divide(1.0, Einv, out=np.zeros_like(Einv), where=Einv > 0), dtype),
-        b_row=jnp.asarray(b_row.astype(np.int32)),
         b_val=jnp.asarray(b_val, dtype),
         b_src=jnp.asarray(b_src.astype(np.int32)),
         b_lo=jnp.asarray(np.divide(E_b, b_val, out=np.zeros_like(b_val), where=b_val != 0), dtype),
@@ -262,7 +260,7 @@ class _Bounds(eqx.Module):
     """(I3) for one sample: the merged problem's data and which row attains each bound."""
 
     data: _Data  # q̄; [lb; lō_c], [ub; hī_c]
-    i_lo: Int[Array, " n"]  # slot (in b_row) of the row attaining lb_j
+    i_lo: Int[Array, " n"]  # slot (in b_src) of the row attaining lb_j
     i_hi: Int[Array, " n"]
     crossed: Bool[Array, ""]  # lb_j > ub_j beyond the tolerance for some j: primal infeasible
     half_gap: Float[Array, ""]  # largest half gap of the tolerated crossings (user units)
