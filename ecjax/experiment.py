@@ -4,8 +4,8 @@
 one compiled call per chunk of samples (memory-bounded: chunks have a fixed size, so one
 compilation serves them all), vmapped over the chunk's (risk level, sample) pairs, which are
 split over the local devices (`ecjax.parallel`). Sample s always draws its disturbances from
-`fold_in(key(seed), s)`, whatever the chunking, and every risk level sees the same draws (common random numbers). Returns xarray Datasets built after
-`jax.device_get`.
+`fold_in(key(seed), s)`, whatever the chunking, and every risk level sees the same draws
+(common random numbers). Returns xarray Datasets built after `jax.device_get`.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def chunk_for(R: int, S: int, backend: str, n_devices: int, bytes_limit: int | N
     return max(1, min(chunk, S))
 
 
-def auto_chunk(R: int, S: int, per_pair: int = 0) -> int:
+def auto_chunk(R: int, S: int, per_pair: int) -> int:
     """`chunk_for` on this machine's devices."""
     devices = jax.devices()
     stats = devices[0].memory_stats() if jax.default_backend() != "cpu" else None

@@ -400,19 +400,19 @@ def _pair(s, lam, tau, centred):
     return s1, jnp.maximum(lam, tau * tau / s1)
 
 
-def _warm_residual(op: IPMOperator, data: _Data, sd: _Sides, x, y):
-    """r₀ of (I4): the largest bound violation and dual residual of (x, y) (merged rows, scaled)."""
-    z = op.A.mv(x)
+def _warm_residual(op: IPMOperator, data: _Data, sd: _Sides, x, y, z):
+    """r₀ of (I4): the largest bound violation and dual residual of (x, y) (merged rows, scaled;
+    z = Ā x)."""
     viol = jnp.maximum(jnp.maximum(sd.hl * (sd.lo - z), sd.hu * (z - sd.hi)), jnp.abs(sd.he * (z - sd.lo)))
     rd = jnp.abs(op.P * x + data.q + op.A.rmv(y))
     return jnp.maximum(jnp.max(viol), jnp.max(rd))
 
 
-def _interior(op: IPMOperator, data: _Data, sd: _Sides, x, y, tau, centred=False) -> IPMState:
+def _interior(op: IPMOperator, data: _Data, sd: _Sides, x, y, tau, centred=False, z=None) -> IPMState:
     """The iterate at x with multipliers from y (merged rows, scaled), every slack and
     multiplier of a finite side pushed into the interior by `_pair`; status from the
-    termination test."""
-    z = op.A.mv(x)
+    termination test. `z`: Ā x where the caller has it already."""
+    z = op.A.mv(x) if z is None else z
     one = jnp.ones_like(z)
     dt = z.dtype
     zn, zm = jnp.zeros_like(x), jnp.zeros_like(z)
@@ -452,8 +452,9 @@ def init_warm(op: IPMOperator, data: _Data, sd: _Sides, warm, tau, scale=0.0) ->
     y_b = op.c * jnp.sum(y_u[op.b_src] * op.b_y, axis=-1)  # ȳ_r = c y_r / E_r, times ā_r
     x = jnp.asarray(warm.x, dt) / op.D
     y = jnp.concatenate([y_b, op.c * y_u[op.c_src] / op.E[m_s:]])
-    tau = jnp.sqrt(jnp.maximum(tau * tau, scale * _warm_residual(op, data, sd, x, y)))
-    return _interior(op, data, sd, x, y, tau, centred=True)
+    z = op.A.mv(x)
+    tau = jnp.sqrt(jnp.maximum(tau * tau, scale * _warm_residual(op, data, sd, x, y, z)))
+    return _interior(op, data, sd, x, y, tau, centred=True, z=z)
 
 
 def step(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState) -> IPMState:

@@ -43,7 +43,7 @@ import scipy.sparse as sp  # noqa: E402
 from ecjax import data  # noqa: E402
 from ecjax.community import generate_community, paper_case  # noqa: E402
 from ecjax.disturbance import make_profiles  # noqa: E402
-from ecjax.experiment import auto_chunk, pair_bytes, run_batch  # noqa: E402
+from ecjax.experiment import run_batch  # noqa: E402
 from ecjax.fcmpc import FCMPCSettings  # noqa: E402
 from ecjax.qp import IPM  # noqa: E402
 from ecjax.qp.host import host_operator  # noqa: E402
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
     prof = profiles_for(c.n)
     S, R = (4, 2) if args.quick else (16, 2)
     S, R = args.S or S, args.R or R
-    chunk = args.chunk or auto_chunk(R, S, pair_bytes(c, 24, np.float64))
+    chunk = args.chunk  # None: run_batch's `sim.chunk: auto`
     deltas = [0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4][:R] if R > 4 else [0.05, 0.1, 0.2, 0.3][:R]
     S_osqp = 1 if args.quick else 2
     out = {"machine": machine(), "sizes": {"n": c.n, "prosumers": len(c.prosumers), "N": 24, "T": 24}}
