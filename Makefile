@@ -25,11 +25,14 @@ $(NODE_STAMP): contracts/package.json
 run: setup
 	$(VENV)/bin/ecjax
 
+# pytest-xdist: one worker per core, at most 4 (each worker is a JAX process of its own)
+XDIST   := -n auto --maxprocesses=4
+
 test: setup
-	$(PYBIN) -m pytest -q
+	$(PYBIN) -m pytest -q $(XDIST)
 
 test-fast: setup
-	$(PYBIN) -m pytest -q -m "not slow"
+	$(PYBIN) -m pytest -q $(XDIST) -m "not slow"
 
 bench: setup
 	$(PYBIN) experiments/benchmarks/qp_batch.py --quick

@@ -273,6 +273,7 @@ SOLVER_SCHEMA = {
         "reg": _num(0.0, lo_open=True, null=True),
         "reg_eq": _num(0.0, lo_open=True, null=True),
         "refine": _int(0, 100),
+        "certify_from": _int(0, 100_000),
         "weak_p": _num(0.0, lo_open=True),
         "max_dense": _int(0),
         "warm_margin": _num(0.0, lo_open=True, null=True),

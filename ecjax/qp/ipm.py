@@ -47,6 +47,14 @@ Such a column is fixed at the middle of the gap and the rows' residual, half the
 added to every primal residual of the solve, so that `prim_res` still bounds the residual
 of the user's rows.
 
+The infeasibility certificates (tested on the step, as below) are skipped in the first
+`certify_from` iterations (default 8): most warm-started solves end before, and the test is
+a seventh of an iteration's time (docs/performance.md). An infeasible QP's step shows its
+certificate once the iterates start to diverge and loses it when they stall (on the small
+infeasible QP of `tests/qp/test_status.py` from iteration 5 to 11), so a much larger value
+can miss it: the solve then ends at `numerical_error` or `max_iter`, a failure status still,
+not the specific one.                                                                      (I5)
+
 Residuals, termination and infeasibility certificates follow the ADMM conventions (OSQP §3.4),
 so `Solution` means the same for both: y = λ_u − λ_l, z = clip(Ax, lo, hi).
 """
@@ -76,6 +84,7 @@ class IPM(eqx.Module):
     reg: float | None = None  # δ_p = δ_d; None: 1e-10 (float64) or 1e-7 (float32)
     reg_eq: float | None = None  # δ_e of equality rows; None: 1e-8 (float64) or 1e-5 (float32)
     max_iter: int = eqx.field(static=True, default=80)
+    certify_from: int = eqx.field(static=True, default=8)  # iterations before the first certificate test
     refine: int = eqx.field(static=True, default=0)  # iterative-refinement steps per solve
     warm_margin: float | None = 5e-4  # warm start: slack·multiplier >= this² (scaled); None: ignore
     warm_scale: float = 0.01  # ... and >= this × the warm point's residual (I4); 0: τ² alone
@@ -87,6 +96,8 @@ class IPM(eqx.Module):
     def __check_init__(self):
         if self.max_iter < 1:
             raise ValueError(f"`IPM(max_iter=...)` must be >= 1, got {self.max_iter}.")
+        if self.certify_from < 0:
+            raise ValueError(f"`IPM(certify_from=...)` must be >= 0, got {self.certify_from}.")
         if self.refine < 0:
             raise ValueError(f"`IPM(refine=...)` must be >= 0, got {self.refine}.")
         if self.warm_margin is not None and not self.warm_margin > 0:
@@ -457,8 +468,9 @@ def init_warm(op: IPMOperator, data: _Data, sd: _Sides, warm, tau, scale=0.0) ->
     return _interior(op, data, sd, x, y, tau, centred=True, z=z)
 
 
-def step(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState) -> IPMState:
-    """One Mehrotra predictor-corrector iteration, then termination checks."""
+def step(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState, certify: bool = True) -> IPMState:
+    """One Mehrotra predictor-corrector iteration, then termination checks; the infeasibility
+    certificates only where `certify` (static)."""
     s = op.settings
     z0, rd, rl, ru, re = st.res.z, st.res.rd, st.res.rl, st.res.ru, st.res.re
     n_act = sd.n_act
@@ -520,7 +532,10 @@ def step(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState) -> IPMState:
     )
     prim, dual, solved, res = _check(op, data, sd, new)
     # A(x₁ − x₀) = a Ā dx is known from the residuals
-    pinf, dinf = _infeasible(op, data, a * (dlu - dll + dye), a * dx, Adx=res.z - z0, E=op.E_m, Einv=op.Einv)
+    if certify:
+        pinf, dinf = _infeasible(op, data, a * (dlu - dll + dye), a * dx, Adx=res.z - z0, E=op.E_m, Einv=op.Einv)
+    else:
+        pinf = dinf = jnp.asarray(False)
     # a NaN or inf anywhere in the iterate reaches prim (x via A, slacks), dual (multipliers) or
     # the sum over x (columns in no row and without cost)
     finite = jnp.isfinite(prim) & jnp.isfinite(dual) & jnp.isfinite(jnp.sum(new.x))
@@ -546,7 +561,12 @@ def solve_ipm(op: IPMOperator, q, lo, hi, warm=None) -> Solution:
         st = init_warm(op, data, sd, warm, op.settings.warm_margin, op.settings.warm_scale)
     else:
         st = init(op, data, sd)
-    st = bounded_while(lambda t: t.status == int(Status.running), lambda t: step(op, data, sd, t), st, op.host.max_iter)
+    # the first `certify_from` iterations without the infeasibility certificates (I5)
+    running = lambda t: t.status == int(Status.running)  # noqa: E731
+    k1 = min(op.host.certify_from, op.host.max_iter)
+    if k1:
+        st = bounded_while(running, lambda t: step(op, data, sd, t, certify=False), st, k1)
+    st = bounded_while(running, lambda t: step(op, data, sd, t), st, op.host.max_iter - k1)
     status = jnp.where(st.status == int(Status.running), int(Status.max_iter), st.status)
     status = jnp.where(b.crossed, int(Status.primal_infeasible), status).astype(jnp.int32)
     x = op.D * st.x

@@ -81,6 +81,7 @@ BAD = [
     (["solver.max_iter=0"], "solver.max_iter"),
     (["solver.method=simplex"], "solver.method"),
     (["solver=ipm", "solver.step_fraction=1.5"], "solver.step_fraction"),
+    (["solver=ipm", "solver.certify_from=-1"], "solver.certify_from"),
     (["solver=ipm", "+solver.check_every=5"], "solver.check_every is not a known setting for solver.method=ipm"),
     (["weights.gamma=1.5"], "weights.gamma"),
     (["community.n=1"], "community.n"),

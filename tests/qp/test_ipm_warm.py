@@ -140,3 +140,23 @@ def test_warm_margin_grows_with_the_warm_points_residual(scale):
 def test_warm_scale_is_checked():
     with pytest.raises(ValueError, match="warm_scale"):
         IPM(warm_scale=-1.0)
+
+
+def test_skipped_certificates_leave_feasible_solves_unchanged():
+    """ipm.py (I5): skipping the infeasibility test in the first iterations changes nothing for
+    QPs that are feasible, cold or warm: the same iterations and the same iterate, to the bit."""
+    P, A, q, lo, hi, xs, rng = _problem(2)
+    q2 = q + 1e-2 * rng.normal(size=q.shape)
+    sols = {}
+    for k in (0, 4, 80):
+        op = prepare(P, A, IPM(eps_abs=1e-9, eps_rel=1e-9, certify_from=k))
+        cold = solve_batch(op, jnp.asarray(q), jnp.asarray(lo), jnp.asarray(hi))
+        warm = solve_batch(op, jnp.asarray(q2), jnp.asarray(lo), jnp.asarray(hi), warm=cold)
+        sols[k] = (cold, warm)
+    for k in (4, 80):
+        for a, b in zip(sols[0], sols[k]):
+            assert np.all(np.asarray(a.status) == int(Status.solved))
+            np.testing.assert_array_equal(np.asarray(a.num_steps), np.asarray(b.num_steps))
+            np.testing.assert_array_equal(np.asarray(a.x), np.asarray(b.x))
+            np.testing.assert_array_equal(np.asarray(a.y), np.asarray(b.y))
+    assert np.asarray(sols[0][0].num_steps).min() > 4  # the cold solves cross the switch

@@ -68,6 +68,19 @@ def test_primal_infeasible(linsys):
     assert int(sol.status) == int(Status.primal_infeasible), (int(sol.status), int(sol.num_steps))
 
 
+@pytest.mark.parametrize("certify_from", [0, 4, 8])
+def test_ipm_certificates_wait_for_certify_from(certify_from):
+    """ipm.py (I5): no certificate before iteration `certify_from` + 1, and the infeasible QP
+    above is still certified after the first skipped iterations (its step shows the
+    certificate from iteration 5 on)."""
+    op = prepare(P3, A3, IPM(max_iter=200, certify_from=certify_from))
+    lo = LO3.copy()
+    lo[3] = 3.0
+    sol = solve(op, Q3, lo, HI3)
+    assert int(sol.status) == int(Status.primal_infeasible), (int(sol.status), int(sol.num_steps))
+    assert int(sol.num_steps) >= max(certify_from + 1, 5)
+
+
 @pytest.mark.parametrize("linsys", LINSYS)
 def test_crossed_bounds_are_not_solved(linsys):
     """lo > hi on a row: infeasible, whatever the rest."""
