@@ -47,13 +47,15 @@ Such a column is fixed at the middle of the gap and the rows' residual, half the
 added to every primal residual of the solve, so that `prim_res` still bounds the residual
 of the user's rows.
 
-The infeasibility certificates (tested on the step, as below) are skipped in the first
-`certify_from` iterations (default 8): most warm-started solves end before, and the test is
-a seventh of an iteration's time (docs/performance.md). An infeasible QP's step shows its
-certificate once the iterates start to diverge and loses it when they stall (on the small
-infeasible QP of `tests/qp/test_status.py` from iteration 5 to 11), so a much larger value
-can miss it: the solve then ends at `numerical_error` or `max_iter`, a failure status still,
-not the specific one.                                                                      (I5)
+The infeasibility certificates are tested on the Newton direction (δx, δy) of the corrector,
+not on the step α(δx, δy) that OSQP's tests (below) take: a certificate is a property of the
+vector alone (Āᵀδy ≈ 0 with a negative support of the bounds, or the like for δx), and the
+direction keeps showing it when the iterates of an infeasible QP stall (α → 0), where the
+step's shrinks below the tests' thresholds. They are skipped in the first `certify_from`
+iterations (default 20): most solves end before (5 iterations on average when warm-started
+in FC-MPC, 13-20 cold), and the test is a seventh of an iteration's time
+(docs/performance.md); an infeasible QP is then certified at iteration `certify_from` + 1
+or later.                                                                                  (I5)
 
 Residuals, termination and infeasibility certificates follow the ADMM conventions (OSQP §3.4),
 so `Solution` means the same for both: y = λ_u − λ_l, z = clip(Ax, lo, hi).
@@ -84,7 +86,7 @@ class IPM(eqx.Module):
     reg: float | None = None  # δ_p = δ_d; None: 1e-10 (float64) or 1e-7 (float32)
     reg_eq: float | None = None  # δ_e of equality rows; None: 1e-8 (float64) or 1e-5 (float32)
     max_iter: int = eqx.field(static=True, default=80)
-    certify_from: int = eqx.field(static=True, default=8)  # iterations before the first certificate test
+    certify_from: int = eqx.field(static=True, default=20)  # iterations before the first certificate test
     refine: int = eqx.field(static=True, default=0)  # iterative-refinement steps per solve
     warm_margin: float | None = 5e-4  # warm start: slack·multiplier >= this² (scaled); None: ignore
     warm_scale: float = 0.01  # ... and >= this × the warm point's residual (I4); 0: τ² alone
@@ -472,7 +474,7 @@ def step(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState, certify: bool =
     """One Mehrotra predictor-corrector iteration, then termination checks; the infeasibility
     certificates only where `certify` (static)."""
     s = op.settings
-    z0, rd, rl, ru, re = st.res.z, st.res.rd, st.res.rl, st.res.ru, st.res.re
+    rd, rl, ru, re = st.res.rd, st.res.rl, st.res.ru, st.res.re
     n_act = sd.n_act
     mu = jnp.sum(sd.hl * st.sl * st.ll + sd.hu * st.su * st.lu) / n_act
     dl = sd.hl * st.ll / st.sl
@@ -499,13 +501,13 @@ def step(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState, certify: bool =
         dll = ineq * jnp.where(low, sd.hl * (dlu_f - dy), dll_f)
         dlu = ineq * jnp.where(low, dlu_f, sd.hu * (dy + dll_f))
         dye = sd.he * dy
-        return dx, dsl, dsu, dll, dlu, dye
+        return dx, dsl, dsu, dll, dlu, dye, Adx
 
     def steplen(dsl, dsu, dll, dlu):
         return _step_to_boundary(((st.sl, dsl, sd.hl), (st.su, dsu, sd.hu), (st.ll, dll, sd.hl), (st.lu, dlu, sd.hu)))
 
     # predictor (affine scaling)
-    _, asl, asu, all_, alu, _ = direction(-st.sl * st.ll * sd.hl, -st.su * st.lu * sd.hu)
+    _, asl, asu, all_, alu, _, _ = direction(-st.sl * st.ll * sd.hl, -st.su * st.lu * sd.hu)
     a_aff = steplen(asl, asu, all_, alu)
     mu_aff = jnp.sum(
         sd.hl * (st.sl + a_aff * asl) * (st.ll + a_aff * all_) + sd.hu * (st.su + a_aff * asu) * (st.lu + a_aff * alu)
@@ -514,7 +516,7 @@ def step(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState, certify: bool =
     # corrector
     cl = sd.hl * (sigma * mu - st.sl * st.ll - asl * all_)
     cu = sd.hu * (sigma * mu - st.su * st.lu - asu * alu)
-    dx, dsl, dsu, dll, dlu, dye = direction(cl, cu)
+    dx, dsl, dsu, dll, dlu, dye, Adx = direction(cl, cu)
     a = s.step_fraction * steplen(dsl, dsu, dll, dlu)
     one = jnp.ones_like(st.sl)
     new = IPMState(
@@ -531,9 +533,9 @@ def step(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState, certify: bool =
         res=st.res,
     )
     prim, dual, solved, res = _check(op, data, sd, new)
-    # A(x₁ − x₀) = a Ā dx is known from the residuals
+    # (I5): on the corrector's direction; Ā dx is known from it
     if certify:
-        pinf, dinf = _infeasible(op, data, a * (dlu - dll + dye), a * dx, Adx=res.z - z0, E=op.E_m, Einv=op.Einv)
+        pinf, dinf = _infeasible(op, data, dlu - dll + dye, dx, Adx=Adx, E=op.E_m, Einv=op.Einv)
     else:
         pinf = dinf = jnp.asarray(False)
     # a NaN or inf anywhere in the iterate reaches prim (x via A, slacks), dual (multipliers) or

@@ -148,12 +148,12 @@ def test_skipped_certificates_leave_feasible_solves_unchanged():
     P, A, q, lo, hi, xs, rng = _problem(2)
     q2 = q + 1e-2 * rng.normal(size=q.shape)
     sols = {}
-    for k in (0, 4, 80):
+    for k in (0, 4, 20, 80):
         op = prepare(P, A, IPM(eps_abs=1e-9, eps_rel=1e-9, certify_from=k))
         cold = solve_batch(op, jnp.asarray(q), jnp.asarray(lo), jnp.asarray(hi))
         warm = solve_batch(op, jnp.asarray(q2), jnp.asarray(lo), jnp.asarray(hi), warm=cold)
         sols[k] = (cold, warm)
-    for k in (4, 80):
+    for k in (4, 20, 80):
         for a, b in zip(sols[0], sols[k]):
             assert np.all(np.asarray(a.status) == int(Status.solved))
             np.testing.assert_array_equal(np.asarray(a.num_steps), np.asarray(b.num_steps))

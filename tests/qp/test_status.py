@@ -68,17 +68,23 @@ def test_primal_infeasible(linsys):
     assert int(sol.status) == int(Status.primal_infeasible), (int(sol.status), int(sol.num_steps))
 
 
-@pytest.mark.parametrize("certify_from", [0, 4, 8])
+@pytest.mark.parametrize("certify_from", [0, 8, 20, 60])
 def test_ipm_certificates_wait_for_certify_from(certify_from):
-    """ipm.py (I5): no certificate before iteration `certify_from` + 1, and the infeasible QP
-    above is still certified after the first skipped iterations (its step shows the
-    certificate from iteration 5 on)."""
+    """ipm.py (I5): no certificate before iteration `certify_from` + 1, and the infeasible QPs
+    here are certified at once after it, however long the iterates have stalled (the test is
+    on the Newton direction, not on the step: the step's certificate of the primal infeasible
+    QP shows only in iterations 5-11)."""
     op = prepare(P3, A3, IPM(max_iter=200, certify_from=certify_from))
     lo = LO3.copy()
     lo[3] = 3.0
     sol = solve(op, Q3, lo, HI3)
     assert int(sol.status) == int(Status.primal_infeasible), (int(sol.status), int(sol.num_steps))
-    assert int(sol.num_steps) >= max(certify_from + 1, 5)
+    assert max(certify_from + 1, 5) <= int(sol.num_steps) <= max(certify_from + 1, 5) + 1
+    # min ½x0² − x1 s.t. −1 <= x0 <= 1, x1 >= 0: unbounded below along x1
+    op = prepare(np.diag([1.0, 0.0]), np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), IPM(max_iter=200, certify_from=certify_from))
+    sol = solve(op, jnp.array([0.0, -1.0]), np.array([-1.0, 0.0, -INF]), np.array([1.0, INF, INF]))
+    assert int(sol.status) == int(Status.dual_infeasible), (int(sol.status), int(sol.num_steps))
+    assert certify_from + 1 <= int(sol.num_steps) <= certify_from + 2
 
 
 @pytest.mark.parametrize("linsys", LINSYS)
