@@ -46,6 +46,12 @@ Q3 = np.array([1.0, -1.0, 0.3])
 LO3 = np.array([0.0, 0.0, -1.0, 0.5])
 HI3 = np.array([1.0, 1.0, 1.0, INF])
 
+# min ½x0² − x1 s.t. −1 <= x0 <= 1, x1 >= 0: unbounded below along x1
+P2 = np.diag([1.0, 0.0])
+A2 = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+LO2 = np.array([-1.0, 0.0, -INF])
+HI2 = np.array([1.0, INF, INF])
+
 PINF_WOODBURY = pytest.mark.xfail(
     strict=True,
     reason=(
@@ -80,9 +86,8 @@ def test_ipm_certificates_wait_for_certify_from(certify_from):
     sol = solve(op, Q3, lo, HI3)
     assert int(sol.status) == int(Status.primal_infeasible), (int(sol.status), int(sol.num_steps))
     assert max(certify_from + 1, 5) <= int(sol.num_steps) <= max(certify_from + 1, 5) + 1
-    # min ½x0² − x1 s.t. −1 <= x0 <= 1, x1 >= 0: unbounded below along x1
-    op = prepare(np.diag([1.0, 0.0]), np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), IPM(max_iter=200, certify_from=certify_from))
-    sol = solve(op, jnp.array([0.0, -1.0]), np.array([-1.0, 0.0, -INF]), np.array([1.0, INF, INF]))
+    op = prepare(P2, A2, IPM(max_iter=200, certify_from=certify_from))  # unbounded below
+    sol = solve(op, jnp.array([0.0, -1.0]), LO2, HI2)
     assert int(sol.status) == int(Status.dual_infeasible), (int(sol.status), int(sol.num_steps))
     assert certify_from + 1 <= int(sol.num_steps) <= certify_from + 2
 
@@ -149,17 +154,13 @@ def test_bounds_crossed_within_tolerance(linsys):
 
 @pytest.mark.parametrize("linsys", LINSYS)
 def test_dual_infeasible(linsys):
-    """min ½x0² − x1 s.t. −1 <= x0 <= 1, x1 >= 0: unbounded below along x1."""
-    P = np.diag([1.0, 0.0])
-    A = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
-    lo = np.array([-1.0, 0.0, -INF])
-    hi = np.array([1.0, INF, INF])
-    op = prepare(P, A, settings(linsys))
-    sol = solve(op, jnp.array([0.0, -1.0]), lo, hi)
+    """min ½x0² − x1 s.t. −1 <= x0 <= 1, x1 >= 0 (P2, A2): unbounded below along x1."""
+    op = prepare(P2, A2, settings(linsys))
+    sol = solve(op, jnp.array([0.0, -1.0]), LO2, HI2)
     assert_finite(sol)
     assert int(sol.status) == int(Status.dual_infeasible)
     # the same problem with a cost pushing x1 down is bounded
-    sol = solve(op, jnp.array([0.5, 1.0]), lo, hi)
+    sol = solve(op, jnp.array([0.5, 1.0]), LO2, HI2)
     assert int(sol.status) == int(Status.solved)
     np.testing.assert_allclose(np.asarray(sol.x), [-0.5, 0.0], atol=1e-5)
 
