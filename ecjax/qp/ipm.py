@@ -196,8 +196,8 @@ def prepare_ipm(P, A, settings: IPM, dtype) -> IPMOperator:
     b_src[b_row < m_s] = perm[b_row[b_row < m_s]]
     return IPMOperator(
         settings=jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), s),
-        A=_ls.build_split(Av, n, "gather", dtype, identity=True),
-        A_rows=_ls.build_split(Ab_p, m_s, "gather", dtype),
+        A=_ls.build_split(Av, n, "sparse", dtype, identity=True),
+        A_rows=_ls.build_split(Ab_p, m_s, "sparse", dtype),
         kkt=kkt,
         P=jnp.asarray(pd, dtype),
         D=jnp.asarray(D, dtype),

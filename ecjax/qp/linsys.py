@@ -32,14 +32,18 @@ Two solvers for (L1):
   two n×n products per iteration, any ρ̄ free.
 """
 
+import functools
+
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
 
 # --------------------------------------------------------------------------- #
-# A matrix in one of two formats: dense, or padded gather (ELL) rows + columns.
+# A matrix in one of three formats: dense, padded gather (ELL) rows + columns, or
+# segmented diagonals.
 # --------------------------------------------------------------------------- #
 def _ell(M: np.ndarray):
     """Padded row form of M (r, c): idx (r, k) into a c+1 vector (c = zero pad)."""
@@ -55,6 +59,153 @@ def _ell(M: np.ndarray):
     return idx, val
 
 
+# Segmented diagonals: the nonzeros of M lie on diagonals j = i + o, and along each diagonal
+# in runs of consecutive rows. The row range is cut at every run's ends; on each piece
+# [a, b) every run present covers it whole, so
+#
+#     (M x)[a:b] = Σ_runs M[a:b, a+o:b+o].diagonal() ∘ x[a+o : b+o]                    (L5)
+#
+# static slices and elementwise products only, fused into one pass: no gathered indices,
+# which a CPU runs one element at a time. The MPC matrices have block rows per time step and
+# one block column per variable kind, so the runs are as long as the horizon, and they repeat
+# with a fixed stride: the terms of a piece whose sources step by σ >= its length (one trade
+# per partner) are one window x[s : s + Jσ] seen as (J, σ), and consecutive pieces whose
+# terms' sources all step by the same σ_t (0 or >= the length: one trade column block per
+# partner, each meeting the same rows) are one (P, L) block. A block's terms are then
+#
+#     out[a : a + P·L] ← Σ_t Σ_j V_t[p, j, l] · x[s_t + p·σ_t + j·σ'_t + l]  (P = 1 or J = 1)
+#
+# a few reshaped slices each, however large the community.
+MAX_DIAGONAL_TERMS = 512  # more terms (short runs: no diagonal structure): ELL instead
+
+
+def _runs(M: np.ndarray):
+    """The runs of M's diagonals: (offset o, first row, end row) arrays."""
+    rows, cols = np.nonzero(M)
+    if not len(rows):
+        return (np.zeros(0, np.int64),) * 3
+    off = cols - rows
+    order = np.lexsort((rows, off))
+    rows, off = rows[order], off[order]
+    start = np.ones(len(rows), bool)
+    start[1:] = (off[1:] != off[:-1]) | (rows[1:] != rows[:-1] + 1)
+    first = np.flatnonzero(start)
+    end = np.append(first[1:], len(rows)) - 1
+    return off[first], rows[first], rows[end] + 1
+
+
+def _diagonal_runs(M: np.ndarray):
+    """The pieces of (L5): ((a, b, (source starts, sorted), values (terms, b − a)), ...)
+    covering rows [0, r), by a sweep over the runs' ends."""
+    r, _ = M.shape
+    off, first, end = _runs(M)
+    bounds = np.unique(np.concatenate([[0, r], first, end]))
+    opened = {}  # boundary -> runs starting there
+    for k, a in enumerate(first.tolist()):
+        opened.setdefault(a, []).append(k)
+    active, pieces = set(), []
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        active = {k for k in active if end[k] > a} | set(opened.get(a, ()))
+        srcs = sorted(a + int(off[k]) for k in active)
+        i = np.arange(a, b)
+        vals = np.array([M[i, i + (src - a)] for src in srcs]).reshape(len(srcs), b - a)
+        pieces.append((a, b, tuple(srcs), vals))
+    return pieces
+
+
+def _strides(x0, x1, L):
+    """Per-term stride between two pieces' sources, if every one is 0 or >= L."""
+    st = tuple(b - a for a, b in zip(x0, x1))
+    return st if all(v == 0 or v >= L for v in st) else None
+
+
+def _diagonal_blocks(M: np.ndarray):
+    """(blocks, values) of (L5): blocks = ((a, P, L, terms), ...) in row order, each term
+    (s, σ, J, σ'); values: each term's V, (P, L) or (J, L), block after block."""
+    pieces = _diagonal_runs(M)
+    bands, i = [], 0
+    while i < len(pieces):  # consecutive pieces of equal length with the same source strides
+        a, b, srcs, _ = pieces[i]
+        L, j, st = b - a, i + 1, None
+        while j < len(pieces):
+            a2, b2, s2, _ = pieces[j]
+            _, _, s1, _ = pieces[j - 1]
+            if b2 - a2 != L or a2 != pieces[j - 1][1] or len(s2) != len(srcs) or not srcs:
+                break
+            st2 = _strides(s1, s2, L)
+            if st2 is None or (st is not None and st2 != st):
+                break
+            st, j = st2, j + 1
+        bands.append(pieces[i:j])
+        i = j
+    blocks, values = [], []
+    for band in bands:
+        a, b, srcs, _ = band[0]
+        P, L = len(band), b - a
+        terms = []
+        if P > 1:
+            st = _strides(band[0][2], band[1][2], L)
+            for t, s0 in enumerate(srcs):
+                values.append(np.stack([pc[3][t] for pc in band]))
+                terms.append((s0, st[t], 1, 0))
+        else:
+            vals, t = band[0][3], 0
+            while t < len(srcs):  # sources in steps of σ' >= L: one (J, σ') window
+                u = t + 1
+                if u < len(srcs) and srcs[u] - srcs[t] >= L:
+                    sj = srcs[u] - srcs[t]
+                    while u < len(srcs) and srcs[u] - srcs[u - 1] == sj:
+                        u += 1
+                else:
+                    sj = 0
+                J = u - t
+                values.append(vals[t:u])
+                terms.append((srcs[t], 0, J, sj if J > 1 else 0))
+                t = u
+        blocks.append((a, P, L, tuple(terms)))
+    return tuple(blocks), values
+
+
+def _window(x, s, stride, count, L):
+    """x[s + k·stride + l] as (..., count, L), stride 0 or >= L, from static slices."""
+    lead = x.shape[:-1]
+    if count == 1:
+        return x[..., None, s : s + L]
+    if stride == 0:
+        return jnp.broadcast_to(x[..., None, s : s + L], lead + (count, L))
+    if s + count * stride <= x.shape[-1]:
+        return x[..., s : s + count * stride].reshape(lead + (count, stride))[..., :L]
+    last = s + (count - 1) * stride  # the last window ends at the vector's end: no padding
+    return jnp.concatenate([_window(x, s, stride, count - 1, L), x[..., None, last : last + L]], axis=-2)
+
+
+@functools.partial(jax.jit, static_argnums=0)  # traced once per shape, however many call sites
+def _diagonal_mv(blocks, vals, x):
+    """(L5): M x from M's blocks and their terms' values."""
+    parts, vals = [], iter(vals)
+    for a, P, L, terms in blocks:
+        acc = None
+        for s, sp, J, sj in terms:
+            v = next(vals)
+            if J > 1:  # P = 1: Σ_j over a (J, L) window
+                t = jnp.sum(v * _window(x, s, sj, J, L), axis=-2, keepdims=True)
+            else:
+                t = v * _window(x, s, sp, P, L)
+            acc = t if acc is None else acc + t
+        if acc is None:
+            acc = jnp.zeros(x.shape[:-1] + (P, L), x.dtype)
+        parts.append(acc.reshape(x.shape[:-1] + (P * L,)))
+    return jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
+
+
+def sparse_format(M: np.ndarray) -> str:
+    """'diagonal' where (L5) needs at most MAX_DIAGONAL_TERMS terms (M and Mᵀ), else 'gather'."""
+    if M.size == 0 or not np.any(M) or len(_runs(M)[0]) > 64 * MAX_DIAGONAL_TERMS:
+        return "gather"  # (many runs: short ones, or a structure too large for one pass)
+    n_terms = sum(len(t) + 1 for *_, t in _diagonal_blocks(M)[0]) + sum(len(t) + 1 for *_, t in _diagonal_blocks(M.T)[0])
+    return "diagonal" if n_terms <= MAX_DIAGONAL_TERMS else "gather"
+
+
 class Mat(eqx.Module):
     """An (r, c) matrix with `mv(x) = M x` and `rmv(y) = Mᵀ y`."""
 
@@ -65,13 +216,25 @@ class Mat(eqx.Module):
     cval: Float[Array, "c kc"] | None
     shape: tuple[int, int] = eqx.field(static=True)
     fmt: str = eqx.field(static=True)
+    r_vals: tuple = ()  # (L5) of M ('diagonal'): each term's values
+    c_vals: tuple = ()  # ... of Mᵀ
+    r_blocks: tuple = eqx.field(static=True, default=())  # (L5) of M: blocks and terms
+    c_blocks: tuple = eqx.field(static=True, default=())  # (L5) of Mᵀ
 
     @staticmethod
     def build(M: np.ndarray, fmt: str, dtype) -> "Mat":
-        if fmt not in ("dense", "gather"):
-            raise ValueError(f"`fmt` must be 'dense' or 'gather', got {fmt!r}.")
+        """`fmt`: 'dense', 'gather' (ELL), 'diagonal' (L5) or 'sparse' (`sparse_format`)."""
+        if fmt not in ("dense", "gather", "diagonal", "sparse"):
+            raise ValueError(f"`fmt` must be 'dense', 'gather', 'diagonal' or 'sparse', got {fmt!r}.")
+        if fmt == "sparse":
+            fmt = sparse_format(M)
         if fmt == "dense":
             return Mat(jnp.asarray(M, dtype), None, None, None, None, M.shape, fmt)
+        if fmt == "diagonal":
+            rb, rv = _diagonal_blocks(M)
+            cb, cv = _diagonal_blocks(M.T)
+            rv, cv = (tuple(jnp.asarray(v, dtype) for v in vs) for vs in (rv, cv))
+            return Mat(None, None, None, None, None, M.shape, fmt, rv, cv, rb, cb)
         ridx, rval = _ell(M)
         cidx, cval = _ell(M.T)
         return Mat(
@@ -87,12 +250,16 @@ class Mat(eqx.Module):
     def mv(self, x):
         if self.fmt == "dense":
             return self.dense @ x
+        if self.fmt == "diagonal":
+            return _diagonal_mv(self.r_blocks, self.r_vals, x)
         xp = jnp.concatenate([x, jnp.zeros((1,), x.dtype)])
         return jnp.sum(self.rval * xp[self.ridx], axis=-1)
 
     def rmv(self, y):
         if self.fmt == "dense":
             return self.dense.T @ y
+        if self.fmt == "diagonal":
+            return _diagonal_mv(self.c_blocks, self.c_vals, y)
         yp = jnp.concatenate([y, jnp.zeros((1,), y.dtype)])
         return jnp.sum(self.cval * yp[self.cidx], axis=-1)
 

@@ -121,7 +121,7 @@ class NormalKKT(eqx.Module):
             is_strong=jnp.asarray(~weak),
             weak_cols=jnp.asarray(weak_cols.astype(np.int32)),
             weak_pos=jnp.asarray(weak_pos.astype(np.int32)),
-            C=Mat.build(C, "gather", dtype),
+            C=Mat.build(C, "sparse", dtype),
             pair_col=jnp.asarray(pair_col),
             pair_coef=jnp.asarray(pair_coef, dtype),
             const=jnp.asarray(const, dtype),

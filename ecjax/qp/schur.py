@@ -125,7 +125,7 @@ class SchurKKT(eqx.Module):
             is_strong=jnp.asarray(strong),
             weak_cols=jnp.asarray(weak_cols.astype(np.int32)),
             x_pos=jnp.asarray(pos_of[weak_pos].astype(np.int32)),
-            C=Mat.build(C, "gather", dtype),
+            C=Mat.build(C, "sparse", dtype),
             groups=groups,
             row_slot=jnp.asarray(row_slot.astype(np.int32)),
             slot_src=jnp.asarray(slot_src.astype(np.int32)),
