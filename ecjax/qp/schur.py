@@ -34,6 +34,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from . import blocktri
 from .linsys import Mat
+from .take import Take
 
 MAX_BLOCK = 16  # largest component of coupling rows eliminated as a dense block
 
@@ -41,10 +42,10 @@ MAX_BLOCK = 16  # largest component of coupling rows eliminated as a dense block
 class _Group(eqx.Module):
     """The components with b coupling rows, as (components, b, ...) arrays."""
 
-    rows: Int[Array, "nc b"]  # coupling rows of each component (pad = m_c)
-    Cs_cols: Int[Array, "nc kc"]  # strong columns of each component (pad = n)
+    rows: Take  # (nc, b): coupling rows of each component (pad = m_c)
+    Cs_cols: Take  # (nc, kc): strong columns of each component (pad = n)
     CsCs: Float[Array, "nc b b kc"]  # C[r_a, j] C[r_b, j] over the strong columns j of c
-    Cw_pos: Int[Array, "nc kw"]  # weak columns, as positions in the padded order of S_W (pad: its zero)
+    Cw_pos: Take  # (nc, kw): weak columns, as positions in the padded order of S_W (pad: its zero)
     Cw: Float[Array, "nc b kw"]  # C[rows_c, weak cols_c]
 
 
@@ -52,14 +53,14 @@ class SchurKKT(eqx.Module):
     """Host-built structure of (N4)-(N5)."""
 
     is_strong: Bool[Array, " n"]
-    weak_cols: Int[Array, " nw"]
-    x_pos: Int[Array, " n"]  # column j -> its position in the padded order of S_W (strong: the zero)
+    weak_cols: Take  # (nw,)
+    x_pos: Take  # (n,): column j -> its position in the padded order of S_W (strong: the zero)
     C: Mat  # coupling rows (m_c × n)
     groups: tuple[_Group, ...]  # components grouped by their number of rows
-    row_slot: Int[Array, " mc"]  # coupling row -> flat slot (groups one after another)
-    slot_src: Int[Array, "nslot k2"]  # S_W storage slot <- sum of sources
-    u_r: Int[Array, " u"]  # (N5) right-hand side in the padded order of S_W: r at these columns (pad: n)
-    u_h: Int[Array, "u kr"]  # ... plus these entries of C_{W,c}ᵀ g_c (pad: their count)
+    row_slot: Take  # (mc,): coupling row -> flat slot (groups one after another)
+    slot_src: Take  # (nslot, k2): S_W storage slot <- sum of sources
+    u_r: Take  # (u,): (N5) right-hand side in the padded order of S_W: r at these columns (pad: n)
+    u_h: Take  # (u, kr): ... plus these entries of C_{W,c}ᵀ g_c (pad: their count)
     nb: int = eqx.field(static=True)
     bs: int = eqx.field(static=True)
     nw: int = eqx.field(static=True)
@@ -115,22 +116,21 @@ class SchurKKT(eqx.Module):
         real = order < nw
         u_r = np.where(real, weak_cols[np.minimum(order, nw - 1)], n)
         u_h = np.where(real[:, None], w_src[np.minimum(order, nw - 1)], off_h)
-        i32 = lambda v: jnp.asarray(v.astype(np.int32))  # noqa: E731
         groups = tuple(
-            _Group(rows=i32(r), Cs_cols=i32(cs), CsCs=jnp.asarray(Cs[:, :, None, :] * Cs[:, None, :, :], dtype),
-                   Cw_pos=i32(pos_of[cw]), Cw=jnp.asarray(Cw, dtype))
+            _Group(rows=Take.build(r), Cs_cols=Take.build(cs), CsCs=jnp.asarray(Cs[:, :, None, :] * Cs[:, None, :, :], dtype),
+                   Cw_pos=Take.build(pos_of[cw]), Cw=jnp.asarray(Cw, dtype))
             for r, cs, Cs, cw, Cw in parts
         )  # fmt: skip
         return SchurKKT(
             is_strong=jnp.asarray(strong),
-            weak_cols=jnp.asarray(weak_cols.astype(np.int32)),
-            x_pos=jnp.asarray(pos_of[weak_pos].astype(np.int32)),
+            weak_cols=Take.build(weak_cols),
+            x_pos=Take.build(pos_of[weak_pos]),
             C=Mat.build(C, "sparse", dtype),
             groups=groups,
-            row_slot=jnp.asarray(row_slot.astype(np.int32)),
-            slot_src=jnp.asarray(slot_src.astype(np.int32)),
-            u_r=jnp.asarray(u_r.astype(np.int32)),
-            u_h=jnp.asarray(u_h.astype(np.int32)),
+            row_slot=Take.build(row_slot),
+            slot_src=Take.build(slot_src),
+            u_r=Take.build(u_r),
+            u_h=Take.build(u_h),
             nb=nb,
             bs=bs,
             nw=nw,
@@ -157,15 +157,15 @@ def factor(kkt: SchurKKT, Kd, dc_inv, reg_d) -> SchurFactored:
     diag_all = jnp.concatenate([dc_inv + reg_d, jnp.ones((1,), dt)])  # pad rows: 1
     Minv, Ts = [], []
     for g in kkt.groups:
-        kin, diag = kin_all[g.Cs_cols], diag_all[g.rows]
+        kin, diag = g.Cs_cols(kin_all), g.rows(diag_all)
         # products written as broadcasts and sums over the small axes: XLA fuses them
         M = jnp.sum(g.CsCs * kin[:, None, None, :], axis=-1) + diag[:, :, None] * jnp.eye(diag.shape[1], dtype=dt)[None]
         Mi = blocktri._inv(M)
         MiCw = jnp.sum(Mi[:, :, :, None] * g.Cw[:, None, :, :], axis=2)  # (c, a, w) = M_c⁻¹ C_{W,c}
         Ts.append(jnp.sum(g.Cw[:, :, :, None] * MiCw[:, :, None, :], axis=1).reshape(-1))  # C_{W,c}ᵀ M_c⁻¹ C_{W,c}
         Minv.append(Mi)
-    src = jnp.concatenate([Kd[kkt.weak_cols], *Ts, jnp.ones((1,), dt), jnp.zeros((1,), dt)])
-    flat = jnp.sum(src[kkt.slot_src], axis=-1)
+    src = jnp.concatenate([kkt.weak_cols(Kd), *Ts, jnp.ones((1,), dt), jnp.zeros((1,), dt)])
+    flat = jnp.sum(kkt.slot_src(src), axis=-1)
     nd = kkt.nb * kkt.bs * kkt.bs
     D = flat[:nd].reshape(kkt.nb, kkt.bs, kkt.bs)
     L = flat[nd:].reshape(kkt.nb - 1, kkt.bs, kkt.bs)
@@ -175,15 +175,15 @@ def factor(kkt: SchurKKT, Kd, dc_inv, reg_d) -> SchurFactored:
 def solve(kkt: SchurKKT, fac: SchurFactored, r, t):
     """(dx, v) of [Kd Cᵀ; C −diag(1/d_c)] [dx; v] = [r; t] by (N5) and (N3)."""
     tp = _pad1(t - kkt.C.mv(fac.Kd_inv_s * r))
-    tcs = [tp[g.rows] for g in kkt.groups]
+    tcs = [g.rows(tp) for g in kkt.groups]
     gs = [blocktri._mv(Mi, tc) for Mi, tc in zip(fac.Minv, tcs)]
     h = jnp.concatenate([blocktri._mtv(g.Cw, gg).reshape(-1) for g, gg in zip(kkt.groups, gs)])
-    u = (_pad1(r)[kkt.u_r] + jnp.sum(_pad1(h)[kkt.u_h], axis=-1)).reshape(kkt.nb, kkt.bs)
+    u = (kkt.u_r(_pad1(r)) + jnp.sum(kkt.u_h(_pad1(h)), axis=-1)).reshape(kkt.nb, kkt.bs)
     xw = _pad1(blocktri.solve(fac.f, u).reshape(-1))  # padded order, then a zero
     wv = [
-        blocktri._mv(Mi, blocktri._mv(g.Cw, xw[g.Cw_pos]) - tc).reshape(-1)
+        blocktri._mv(Mi, blocktri._mv(g.Cw, g.Cw_pos(xw)) - tc).reshape(-1)
         for g, Mi, tc in zip(kkt.groups, fac.Minv, tcs)
     ]
-    v = jnp.concatenate(wv)[kkt.row_slot]
+    v = kkt.row_slot(jnp.concatenate(wv))
     dx_s = fac.Kd_inv_s * (r - kkt.C.rmv(v))
-    return jnp.where(kkt.is_strong, dx_s, xw[kkt.x_pos]), v
+    return jnp.where(kkt.is_strong, dx_s, kkt.x_pos(xw)), v
