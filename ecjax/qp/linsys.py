@@ -65,8 +65,8 @@ def _ell(M: np.ndarray):
 #
 #     (M x)[a:b] = Σ_runs M[a:b, a+o:b+o].diagonal() ∘ x[a+o : b+o]                    (L5)
 #
-# static slices and elementwise products only, fused into one pass: no gathered indices,
-# which a CPU runs one element at a time. The MPC matrices have block rows per time step and
+# static slices and elementwise products only (a few small passes per product): no gathered
+# indices, which a CPU runs one element at a time. The MPC matrices have block rows per time step and
 # one block column per variable kind, so the runs are as long as the horizon, and they repeat
 # with a fixed stride: the terms of a piece whose sources step by σ >= its length (one trade
 # per partner) are one window x[s : s + Jσ] seen as (J, σ), and consecutive pieces whose
