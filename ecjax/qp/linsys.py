@@ -76,7 +76,8 @@ def _ell(M: np.ndarray):
 #     out[a : a + P·L] ← Σ_t Σ_j V_t[p, j, l] · x[s_t + p·σ_t + j·σ'_t + l]  (P = 1 or J = 1)
 #
 # a few reshaped slices each, however large the community.
-MAX_DIAGONAL_TERMS = 512  # more terms (short runs: no diagonal structure): ELL instead
+MAX_DIAGONAL_TERMS = 256  # more terms (short runs: no diagonal structure): ELL instead
+MAX_DIAGONAL_BLOCKS = 32  # more blocks: ELL (XLA compiles every block as its own kernel)
 
 
 def _runs(M: np.ndarray):
@@ -199,11 +200,13 @@ def _diagonal_mv(blocks, vals, x):
 
 
 def sparse_format(M: np.ndarray) -> str:
-    """'diagonal' where (L5) needs at most MAX_DIAGONAL_TERMS terms (M and Mᵀ), else 'gather'."""
-    if M.size == 0 or not np.any(M) or len(_runs(M)[0]) > 64 * MAX_DIAGONAL_TERMS:
-        return "gather"  # (many runs: short ones, or a structure too large for one pass)
-    n_terms = sum(len(t) + 1 for *_, t in _diagonal_blocks(M)[0]) + sum(len(t) + 1 for *_, t in _diagonal_blocks(M.T)[0])
-    return "diagonal" if n_terms <= MAX_DIAGONAL_TERMS else "gather"
+    """'diagonal' where (L5) of M and Mᵀ together has at most MAX_DIAGONAL_BLOCKS blocks and
+    MAX_DIAGONAL_TERMS terms, else 'gather'."""
+    if M.size == 0 or not np.any(M) or len(_runs(M)[0]) > 16 * MAX_DIAGONAL_TERMS:
+        return "gather"  # (many runs: short ones, or a structure too large)
+    blocks = _diagonal_blocks(M)[0] + _diagonal_blocks(M.T)[0]
+    n_terms = sum(len(t) for *_, t in blocks)
+    return "diagonal" if len(blocks) <= MAX_DIAGONAL_BLOCKS and n_terms <= MAX_DIAGONAL_TERMS else "gather"
 
 
 class Mat(eqx.Module):

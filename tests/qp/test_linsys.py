@@ -89,7 +89,7 @@ def test_zero_matrix_products_are_zero():
 
 def test_sparse_format_picks_diagonals_only_for_long_runs():
     rng = np.random.default_rng(0)
-    mpc = _mpc_like(rng, horizon=24, row_kinds=6, col_kinds=22)
+    mpc = _mpc_like(rng, horizon=24, row_kinds=3, col_kinds=6)
     assert linsys.sparse_format(mpc) == "diagonal"
     scattered = _random_sparse(rng, 300, 400, 0.02)  # ~2400 entries in runs of ~1
     assert linsys.sparse_format(scattered) == "gather"
@@ -98,13 +98,18 @@ def test_sparse_format_picks_diagonals_only_for_long_runs():
 
 
 @pytest.mark.parametrize("central", [False, True])
-def test_mpc_qp_coupling_rows_use_diagonals(central):
-    """The paper case's agent and centralized QPs: their coupling rows take the (L5) form in
-    the interior-point operator; the pieces hold every entry of the scaled rows exactly once."""
+def test_mpc_qp_coupling_rows(central):
+    """The paper case's agent QP: its coupling rows take the (L5) form in the interior-point
+    operator, the blocks hold every entry of the scaled rows exactly once, in a few terms. The
+    centralized QP's (125 blocks: one per prosumer and row kind) keep ELL: compiling that many
+    kernels per product costs more than the gathers do."""
     c = paper_case(0)
     w = CostWeights()
     S = ocp.centralized_structure(c, 24, w) if central else ocp.agent_structure(c, 24, w)
     op = prepare(S.P.toarray(), S.A.toarray(), IPM())
+    if central:
+        assert op.A.C.fmt == "gather" and op.kkt.C.fmt == "gather"
+        return
     assert op.A.C.fmt == "diagonal" and op.kkt.C.fmt == "diagonal"
     Ab = np.asarray(op.A_orig)[np.asarray(op.perm)] * np.asarray(op.E)[:, None] * np.asarray(op.D)[None, :]
     C = Ab[op.A_rows.m_s :]
@@ -112,5 +117,5 @@ def test_mpc_qp_coupling_rows_use_diagonals(central):
     np.testing.assert_array_equal(_rebuilt(op.A.C, transpose=True), C.T)
     # the community's size shows in the windows, not in the number of terms
     n_terms = sum(len(t) for *_, t in op.A.C.r_blocks) + sum(len(t) for *_, t in op.A.C.c_blocks)
-    assert central or n_terms <= 40, n_terms
+    assert n_terms <= 40 and len(op.A.C.r_blocks) + len(op.A.C.c_blocks) <= 16, n_terms
     _check(C, "diagonal")
