@@ -125,21 +125,17 @@ class IPMOperator(eqx.Module):
     Einv: Float[Array, " mb"]  # unscaling of the merged rows (0: column without a bound row)
     E_m: Float[Array, " mb"]  # their scaling, 1/Einv (0 where Einv is 0: such a δy is 0 anyway)
     b_val: Float[Array, "n kb"]  # coefficient ā_r of each column's singleton rows (pad 0)
-    b_src: Int[Array, "n kb"]  # those rows, as the user's rows (pad = m)
+    b_src: Take  # (n, kb): those rows, as the user's rows (pad = m)
     b_lo: Float[Array, "n kb"]  # E_r / a_r: a user bound of row r as a bound of column j (pad 0)
     b_y: Float[Array, "n kb"]  # a_r / E_r: row r's multiplier (user units) as column j's (pad 0)
-    c_src: Int[Array, " mc"]  # the coupling rows as the user's rows
-    r_col: Int[Array, " ms"]  # singleton row -> its column
+    c_src: Take  # (mc,): the coupling rows as the user's rows
+    r_col: Take  # (ms,): singleton row -> its column
     r_slot: Int[Array, " ms"]  # ... and its place among that column's rows
     c: Float[Array, ""]
     perm: Int[Array, " m"]
-    iperm: Int[Array, " m"]
+    iperm: Take  # (m,)
     P_orig: Float[Array, "n n"]
     A_orig: Float[Array, "m n"]
-    take_b: Take  # x ↦ x[b_src], x[c_src], x[r_col], x[iperm] as slices where they run (take.py)
-    take_c: Take
-    take_r: Take
-    take_i: Take
     n: int = eqx.field(static=True)
     m: int = eqx.field(static=True)
     host: IPM = eqx.field(static=True)
@@ -210,21 +206,17 @@ def prepare_ipm(P, A, settings: IPM, dtype) -> IPMOperator:
         Einv=jnp.asarray(Einv, dtype),
         E_m=jnp.asarray(np.divide(1.0, Einv, out=np.zeros_like(Einv), where=Einv > 0), dtype),
         b_val=jnp.asarray(b_val, dtype),
-        b_src=jnp.asarray(b_src.astype(np.int32)),
+        b_src=Take.build(b_src),
         b_lo=jnp.asarray(np.divide(E_b, b_val, out=np.zeros_like(b_val), where=b_val != 0), dtype),
         b_y=jnp.asarray(b_val / E_b, dtype),
-        c_src=jnp.asarray(perm[m_s:].astype(np.int32)),
-        r_col=jnp.asarray(r_col.astype(np.int32)),
+        c_src=Take.build(perm[m_s:]),
+        r_col=Take.build(r_col),
         r_slot=jnp.asarray(r_slot.astype(np.int32)),
         c=jnp.asarray(c, dtype),
         perm=jnp.asarray(perm.astype(np.int32)),
-        iperm=jnp.asarray(np.argsort(perm).astype(np.int32)),
+        iperm=Take.build(np.argsort(perm)),
         P_orig=jnp.asarray(P, dtype),
         A_orig=jnp.asarray(A, dtype),
-        take_b=Take.build(b_src),
-        take_c=Take.build(perm[m_s:]),
-        take_r=Take.build(r_col),
-        take_i=Take.build(np.argsort(perm)),
         n=n,
         m=m,
         host=settings,
@@ -305,15 +297,15 @@ def _merge(op: IPMOperator, q, lo, hi) -> _Bounds:
     q, lo, hi = (jnp.asarray(v, dt) for v in (q, lo, hi))
     # each column's singleton rows, straight from the user's rows: a_r x_j >= lo_r is
     # x_j >= lo_r E_r / ā_r (ā_r > 0; the sides swap for ā_r < 0)
-    l_r = op.take_b(jnp.concatenate([lo, jnp.full((1,), -jnp.inf, dt)]))
-    h_r = op.take_b(jnp.concatenate([hi, jnp.full((1,), jnp.inf, dt)]))
+    l_r = op.b_src(jnp.concatenate([lo, jnp.full((1,), -jnp.inf, dt)]))
+    h_r = op.b_src(jnp.concatenate([hi, jnp.full((1,), jnp.inf, dt)]))
     a = op.b_val
     c_lo = jnp.where(a == 0, -jnp.inf, jnp.where(a > 0, l_r, h_r) * op.b_lo)
     c_hi = jnp.where(a == 0, jnp.inf, jnp.where(a > 0, h_r, l_r) * op.b_lo)
     f = jnp.abs(op.b_y)  # |ā_r| / E_r: a bound's residual as row r's (user units)
     lb, i_lo, (f_lo,) = _first_best(c_lo, jnp.greater, f)
     ub, i_hi, (f_hi,) = _first_best(c_hi, jnp.less, f)
-    lo_c, hi_c = op.E[op.A_rows.m_s :] * op.take_c(lo), op.E[op.A_rows.m_s :] * op.take_c(hi)
+    lo_c, hi_c = op.E[op.A_rows.m_s :] * op.c_src(lo), op.E[op.A_rows.m_s :] * op.c_src(hi)
     # lb > ub by rounding, or by a gap within the primal tolerance: an equality at the middle
     gap = jnp.where(lb > ub, lb - ub, 0.0)
     gap_user = gap * jnp.maximum(f_lo, f_hi)  # the two rows' gap in the user's units
@@ -335,7 +327,7 @@ def _merge(op: IPMOperator, q, lo, hi) -> _Bounds:
 def _row_multipliers(op: IPMOperator, b: _Bounds, st: "IPMState"):
     """ȳ of the user's rows (permuted) from the merged problem's multipliers."""
     n, m_s = op.n, op.A_rows.m_s
-    j, k = op.take_r, op.r_slot  # row r -> its column's entry (x ↦ x[r_col])
+    j, k = op.r_col, op.r_slot  # x ↦ x[r_col]: row r -> its column's entry
     # the lb_j row takes −λ_l, the ub_j row λ_u; an equality's multiplier goes by its sign
     low = j((-st.ll + jnp.minimum(st.ye, 0.0))[:n]) * (j(b.i_lo) == k)
     up = j((st.lu + jnp.maximum(st.ye, 0.0))[:n]) * (j(b.i_hi) == k)
@@ -471,9 +463,9 @@ def init_warm(op: IPMOperator, data: _Data, sd: _Sides, warm, tau, scale=0.0) ->
     dt = op.dtype
     m_s = op.A_rows.m_s
     y_u = jnp.concatenate([jnp.asarray(warm.y, dt), jnp.zeros((1,), dt)])
-    y_b = op.c * jnp.sum(op.take_b(y_u) * op.b_y, axis=-1)  # ȳ_r = c y_r / E_r, times ā_r
+    y_b = op.c * jnp.sum(op.b_src(y_u) * op.b_y, axis=-1)  # ȳ_r = c y_r / E_r, times ā_r
     x = jnp.asarray(warm.x, dt) / op.D
-    y = jnp.concatenate([y_b, op.c * op.take_c(y_u) / op.E[m_s:]])
+    y = jnp.concatenate([y_b, op.c * op.c_src(y_u) / op.E[m_s:]])
     z = op.A.mv(x)
     tau = jnp.sqrt(jnp.maximum(tau * tau, scale * _warm_residual(op, data, sd, x, y, z)))
     return _interior(op, data, sd, x, y, tau, centred=True, z=z)
@@ -581,8 +573,8 @@ def solve_ipm(op: IPMOperator, q, lo, hi, warm=None) -> Solution:
     status = jnp.where(st.status == int(Status.running), int(Status.max_iter), st.status)
     status = jnp.where(b.crossed, int(Status.primal_infeasible), status).astype(jnp.int32)
     x = op.D * st.x
-    y = op.take_i(op.E * _row_multipliers(op, b, st) / op.c)
-    z = jnp.clip(op.take_i(op.A_rows.mv(st.x) / op.E), lo, hi)
+    y = op.iperm(op.E * _row_multipliers(op, b, st) / op.c)
+    z = jnp.clip(op.iperm(op.A_rows.mv(st.x) / op.E), lo, hi)
     obj = (0.5 * jnp.dot(st.x, op.P * st.x) + jnp.dot(data.q, st.x)) / op.c
     return Solution(
         x=_finite(x), y=_finite(y), z=_finite(z), rho=jnp.zeros((), x.dtype), status=status,

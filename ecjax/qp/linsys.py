@@ -199,14 +199,23 @@ def _diagonal_mv(blocks, vals, x):
     return jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
 
 
+def _diagonal_form(M: np.ndarray, checked: bool = True):
+    """(L5) of M and Mᵀ: (M's blocks, their values, Mᵀ's blocks, their values); with `checked`,
+    None where they need more than MAX_DIAGONAL_BLOCKS blocks or MAX_DIAGONAL_TERMS terms."""
+    if checked and (M.size == 0 or not np.any(M) or len(_runs(M)[0]) > 16 * MAX_DIAGONAL_TERMS):
+        return None  # (many runs: short ones, or a structure too large)
+    rb, rv = _diagonal_blocks(M)
+    cb, cv = _diagonal_blocks(M.T)
+    n_terms = sum(len(t) for *_, t in rb + cb)
+    if checked and (len(rb) + len(cb) > MAX_DIAGONAL_BLOCKS or n_terms > MAX_DIAGONAL_TERMS):
+        return None
+    return rb, rv, cb, cv
+
+
 def sparse_format(M: np.ndarray) -> str:
     """'diagonal' where (L5) of M and Mᵀ together has at most MAX_DIAGONAL_BLOCKS blocks and
     MAX_DIAGONAL_TERMS terms, else 'gather'."""
-    if M.size == 0 or not np.any(M) or len(_runs(M)[0]) > 16 * MAX_DIAGONAL_TERMS:
-        return "gather"  # (many runs: short ones, or a structure too large)
-    blocks = _diagonal_blocks(M)[0] + _diagonal_blocks(M.T)[0]
-    n_terms = sum(len(t) for *_, t in blocks)
-    return "diagonal" if len(blocks) <= MAX_DIAGONAL_BLOCKS and n_terms <= MAX_DIAGONAL_TERMS else "gather"
+    return "gather" if _diagonal_form(M) is None else "diagonal"
 
 
 class Mat(eqx.Module):
@@ -229,15 +238,14 @@ class Mat(eqx.Module):
         """`fmt`: 'dense', 'gather' (ELL), 'diagonal' (L5) or 'sparse' (`sparse_format`)."""
         if fmt not in ("dense", "gather", "diagonal", "sparse"):
             raise ValueError(f"`fmt` must be 'dense', 'gather', 'diagonal' or 'sparse', got {fmt!r}.")
-        if fmt == "sparse":
-            fmt = sparse_format(M)
         if fmt == "dense":
             return Mat(jnp.asarray(M, dtype), None, None, None, None, M.shape, fmt)
-        if fmt == "diagonal":
-            rb, rv = _diagonal_blocks(M)
-            cb, cv = _diagonal_blocks(M.T)
+        form = _diagonal_form(M, checked=fmt == "sparse") if fmt in ("diagonal", "sparse") else None
+        if form is not None:
+            rb, rv, cb, cv = form
             rv, cv = (tuple(jnp.asarray(v, dtype) for v in vs) for vs in (rv, cv))
-            return Mat(None, None, None, None, None, M.shape, fmt, rv, cv, rb, cb)
+            return Mat(None, None, None, None, None, M.shape, "diagonal", rv, cv, rb, cb)
+        fmt = "gather"
         ridx, rval = _ell(M)
         cidx, cval = _ell(M.T)
         return Mat(
