@@ -28,7 +28,7 @@ from .layout import AgentLayout
 from .metrics import INDEX_NAMES
 from .parallel import over_devices
 from .qp import ADMM
-from .simulate import Options, closed_loop
+from .simulate import Options, check_dtype, closed_loop
 from .weights import CostWeights
 
 
@@ -77,8 +77,9 @@ def auto_chunk(R: int, S: int, per_pair: int) -> int:
     return chunk_for(R, S, jax.default_backend(), len(devices), (stats or {}).get("bytes_limit"), per_pair)
 
 
-def _check(deltas, S, chunk, keep, opt: Options, N, fc: FCMPCSettings, c: Community):
+def _check(deltas, S, chunk, keep, opt: Options, N, fc: FCMPCSettings, c: Community, dtype):
     ccmpc.check_delta(deltas)
+    check_dtype(dtype)
     if not (isinstance(S, (int, np.integer)) and S >= 1):
         raise ValueError(f"`sim.S` must be an integer >= 1, got {S}.")
     if chunk is not None and not (isinstance(chunk, (int, np.integer)) and chunk >= 1):
@@ -117,7 +118,7 @@ def run_batch(
     **Returns:** a `BatchResult` with `summary` dims (risk, sample[, agent, time]).
     """
     deltas = np.atleast_1d(np.asarray(deltas, dtype=np.float64))
-    _check(deltas, S, chunk, keep, options, N, fc, community)
+    _check(deltas, S, chunk, keep, options, N, fc, community, dtype)
     check_profiles(profiles, community)
     # The first `keep` samples run once, with their full records, and their summaries come
     # from that run; the summary-only program runs the other S - keep samples.

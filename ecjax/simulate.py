@@ -40,6 +40,19 @@ def check_scenario(name: str) -> None:
         raise ValueError(f"`scenario` must be one of {SCENARIOS}, got {name!r}.")
 
 
+def check_dtype(dtype) -> None:
+    """The engine computes in float64, on a GPU too (an H100 or H200 runs float64 at half its
+    float32 rate; these kernels are bound by memory traffic and launches). In float32 the
+    batched QP solvers end some agent QPs in `numerical_error` (the interior-point method
+    6-16 of 256 of the paper case's, ADMM's Woodbury x-update every one: docs/engine.md), so a
+    float32 closed loop would be a batch of failures."""
+    if jnp.dtype(dtype) != jnp.float64:
+        raise ValueError(
+            f"`sim.dtype` must be float64, got {jnp.dtype(dtype).name}: in float32 the QP solvers "
+            "end some agent QPs in numerical_error (docs/engine.md)."
+        )
+
+
 class Options(eqx.Module):
     """Static choices of a closed-loop run."""
 

@@ -40,7 +40,7 @@ from .fcmpc import FCMPCSettings, make_controller
 from .metrics import binomial_interval_around, clopper_pearson
 from .plan import Plan, Stage, make_stage
 from .qp import ADMM
-from .simulate import SCENARIOS, Options, initial_warm, plan_step
+from .simulate import SCENARIOS, Options, check_dtype, initial_warm, plan_step
 from .weights import CostWeights
 
 SIDES = ("lo", "hi")
@@ -265,6 +265,7 @@ def open_loop_validation(
     if not (isinstance(N, (int, np.integer)) and N >= 1):
         raise ValueError(f"`sim.N` must be an integer >= 1, got {N}.")
     check_profiles(profiles, community)
+    check_dtype(dtype)
     fc.check(community)
     _check_sampling(S, level, chunk)
     eb = np.asarray(eb, dtype=np.float64)

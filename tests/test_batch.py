@@ -190,6 +190,7 @@ def test_auto_chunk_is_one_pair_per_device_on_a_cpu(world):
         (dict(deltas=[0.05, 0.7]), "chance.delta"),
         (dict(T=25), "sim.T"),
         (dict(scenario="greedy"), "scenario"),
+        (dict(dtype=jnp.float32), r"sim\.dtype.*must be float64"),
     ],
 )
 def test_bad_arguments_are_named_before_compiling(world, kw, name):

@@ -165,3 +165,5 @@ def test_bad_arguments_are_named(world):
         validate.open_loop_validation(c, prof, 8, c.eb0[:2], np.zeros(c.n), 0.05, 10)
     with pytest.raises(ValueError, match="scenario"):
         validate.open_loop_validation(c, prof, 8, c.eb0, np.zeros(c.n), 0.05, 10, scenario="greedy")
+    with pytest.raises(ValueError, match=r"sim\.dtype.*must be float64"):
+        validate.open_loop_validation(c, prof, 8, c.eb0, np.zeros(c.n), 0.05, 10, dtype=jnp.float32)

@@ -69,6 +69,7 @@ BAD = [
     (["sim.T=25"], "sim.T"),
     (["sim.N=0"], "sim.N"),
     (["sim.dtype=float16"], "sim.dtype"),
+    (["sim.dtype=float32"], "sim.dtype must be float64"),
     (["sim.keep=3"], "sim.keep"),
     (["sim.block=5"], "sim.block"),
     (["sim.chunk=fast"], "sim.chunk"),
@@ -144,13 +145,13 @@ def _cfg(tmp_path, *extra):
 
 def test_cell_inputs_match_the_config(tmp_path):
     cfg = _cfg(tmp_path, "ccmpc.deltas=[0.02,0.1]", "ccmpc.tightening=per_step", "solver.eps_abs=1e-5",
-               "fcmpc.kappa=0.01", "weights.r_t=0.02", "sim.dtype=float32", "sim.seed=7")
+               "fcmpc.kappa=0.01", "weights.r_t=0.02", "sim.seed=7")
     inp = cell_inputs(cfg)
     assert inp.community.n == 3 and inp.community.prosumers == (0, 1)
     np.testing.assert_array_equal(inp.deltas, [0.02, 0.1])
     assert inp.options.tightening == "per_step" and inp.options.scenario == "ccdmpc"
     assert inp.solver.eps_abs == 1e-5 and inp.fc.kappa == 0.01 and inp.fc.p_max == 3
-    assert inp.weights.r_t == 0.02 and inp.dtype == jnp.float32 and inp.seed == 7
+    assert inp.weights.r_t == 0.02 and inp.dtype == jnp.float64 and inp.seed == 7
     assert inp.chain["kind"] == "tester"
     ipm = cell_inputs(_cfg(tmp_path, "solver=ipm", "solver.max_iter=40")).solver
     assert isinstance(ipm, IPM) and ipm.max_iter == 40 and ipm.eps_abs == 1e-6
