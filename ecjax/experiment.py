@@ -60,14 +60,20 @@ def chunk_for(R: int, S: int, backend: str, n_devices: int, bytes_limit: int | N
     calls of 1 sample × 2 δ on two cores 0.95 days/s, of 16 × 2 0.50; docs/performance.md). On
     an accelerator as many as fill `ACCELERATOR_MEMORY_SHARE` of each device's memory
     (`bytes_limit`, estimated `per_pair` bytes per pair): few calls, each a large batch;
-    `ACCELERATOR_CHUNK` where the device does not report its memory. Always in [1, S]."""
+    `ACCELERATOR_CHUNK` where the device does not report its memory. Always in [1, S].
+
+    That is the largest call; the calls are then made equal (the fewest calls of that size at
+    most, S split evenly over them), since the last call is padded to the chunk size with
+    repeated samples: 10 000 samples under a cap of 6 400 run as 2 calls of 5 000, not 2 of
+    6 400 (a quarter of the second call padding)."""
     if backend == "cpu":
-        chunk = n_devices // max(R, 1)
+        cap = n_devices // max(R, 1)
     elif bytes_limit:
-        chunk = int(ACCELERATOR_MEMORY_SHARE * bytes_limit * n_devices // (max(R, 1) * max(per_pair, 1)))
+        cap = int(ACCELERATOR_MEMORY_SHARE * bytes_limit * n_devices // (max(R, 1) * max(per_pair, 1)))
     else:
-        chunk = ACCELERATOR_CHUNK
-    return max(1, min(chunk, S))
+        cap = ACCELERATOR_CHUNK
+    cap = max(1, min(cap, S))
+    return -(-S // -(-S // cap))
 
 
 def auto_chunk(R: int, S: int, per_pair: int) -> int:

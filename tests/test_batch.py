@@ -146,12 +146,27 @@ def test_chunk_for_cpu_and_accelerators():
     assert cf(1, 100, "cpu", 2, None, 10**6) == 2
     assert cf(1, 1, "cpu", 16, None, 10**6) == 1  # never more than S
     assert cf(8, 100, "cpu", 2, None, 10**6) == 1  # never less than 1
-    # 80 GB, 8 risk levels, 1.25 MB per pair: 0.5 * 80e9 / (8 * 1.25e6) = 4000 samples per call
-    assert cf(8, 10_000, "gpu", 1, 80 * 10**9, 1_250_000) == 4000
-    assert cf(8, 10_000, "gpu", 2, 80 * 10**9, 1_250_000) == 8000  # pairs split over two GPUs
+    # 80 GB, 8 risk levels, 1.25 MB per pair: 0.5 * 80e9 / (8 * 1.25e6) = 4000 samples per
+    # call at most; 10 000 samples -> 3 calls of 3334 (of 8000 over two GPUs -> 2 of 5000)
+    assert cf(8, 12_000, "gpu", 1, 80 * 10**9, 1_250_000) == 4000
+    assert cf(8, 10_000, "gpu", 1, 80 * 10**9, 1_250_000) == 3334
+    assert cf(8, 16_000, "gpu", 2, 80 * 10**9, 1_250_000) == 8000  # pairs split over two GPUs
+    assert cf(8, 10_000, "gpu", 2, 80 * 10**9, 1_250_000) == 5000
     assert cf(8, 100, "gpu", 1, 80 * 10**9, 1_250_000) == 100
-    assert cf(8, 100, "gpu", 1, None, 1_250_000) == experiment.ACCELERATOR_CHUNK  # memory unknown
+    assert cf(8, 128, "gpu", 1, None, 1_250_000) == experiment.ACCELERATOR_CHUNK  # memory unknown
+    assert cf(8, 100, "gpu", 1, None, 1_250_000) == 50  # 2 calls under that cap
     assert cf(8, 100, "gpu", 1, 10**6, 1_250_000) == 1
+    # calls made equal under the cap: 10 000 under 6 400 -> 2 calls of 5 000 (not 6 400 + a
+    # padded 6 400); 10 001 under 4 000 -> 3 calls of 3 334 (the last one padded by 1)
+    assert cf(8, 10_000, "gpu", 1, 128 * 10**9, 1_250_000) == 5000
+    assert cf(8, 10_001, "gpu", 1, 80 * 10**9, 1_250_000) == 3334
+    assert cf(1, 5, "cpu", 2, None, 10**6) == 2  # 3 calls either way
+    for S in range(1, 60):
+        for cap_devices in (1, 2, 3, 7, 16):
+            k = cf(1, S, "cpu", cap_devices, None, 10**6)
+            assert 1 <= k <= min(cap_devices, S)
+            assert -(-S // k) == -(-S // min(cap_devices, S))  # no more calls than the cap needs
+            assert k * -(-S // k) - S < -(-S // k)  # padding below one sample per call
 
 
 def test_pair_bytes_bounds_the_compiled_closed_loops_memory(world):
