@@ -108,10 +108,25 @@ class OSQPBackend:
         return x, y, 0 if r.info.status_val == 1 else 1, r.info.iter
 
 
-def ecjax_run(c, prof, deltas, S, chunk, fc, seed=0):
+def progress_printer(every_s: float = 10.0):
+    """run_batch's `progress`: a line at most every `every_s` seconds (and the first and last),
+    flushed, so a run stopped by a time limit still tells how far it got and how fast."""
+    t0 = time.perf_counter()
+    last = [None]
+
+    def report(done, total):
+        now = time.perf_counter()
+        if last[0] is None or now - last[0] >= every_s or done == total:
+            print(f"  progress: {done}/{total} samples after {now - t0:.1f}s (compilation included)", flush=True)
+            last[0] = now
+
+    return report
+
+
+def ecjax_run(c, prof, deltas, S, chunk, fc, seed=0, progress=None):
     res = run_batch(
         c, prof, deltas, S, seed=seed, options=Options(scenario="ccdmpc"), fc=fc,
-        solver=IPM(eps_abs=EPS, eps_rel=EPS), chunk=chunk,
+        solver=IPM(eps_abs=EPS, eps_rel=EPS), chunk=chunk, progress=progress,
     )  # fmt: skip
     return res
 
@@ -164,10 +179,10 @@ def main(argv=None) -> int:
     out = {"machine": machine(), "sizes": {"n": c.n, "prosumers": len(c.prosumers), "N": 24, "T": 24}}
     print("machine:", json.dumps(out["machine"]))
     print(f"paper case n={c.n} ({len(c.prosumers)} prosumers), ccdmpc, N=T=24, kappa={fc.kappa}, "
-          f"p_max={fc.p_max}, QP eps={EPS}")  # fmt: skip
+          f"p_max={fc.p_max}, QP eps={EPS}", flush=True)  # fmt: skip
 
     t0 = time.perf_counter()
-    res = ecjax_run(c, prof, deltas, S, chunk, fc)
+    res = ecjax_run(c, prof, deltas, S, chunk, fc, progress=progress_printer())
     total = time.perf_counter() - t0
     days = S * R
     e_dps = days / res.seconds
