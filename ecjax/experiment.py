@@ -65,7 +65,7 @@ def chunk_for(R: int, S: int, backend: str, n_devices: int, bytes_limit: int | N
     That is the largest call; the calls are then made equal (the fewest calls of that size at
     most, S split evenly over them), since the last call is padded to the chunk size with
     repeated samples: 10 000 samples under a cap of 6 400 run as 2 calls of 5 000, not 2 of
-    6 400 (a quarter of the second call padding)."""
+    6 400 (2 800 of the second call's samples padding)."""
     if backend == "cpu":
         cap = n_devices // max(R, 1)
     elif bytes_limit:
