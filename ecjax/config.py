@@ -218,6 +218,7 @@ SCHEMA: dict[str, dict[str, Callable]] = {
         "seed": _int(0, 2**31 - 1),
         "dtype": _dtype,
         "chunk": _int(1, 1_000_000, word="auto"),
+        "agent_batch": _int(1, 100_000, word="auto"),
         "block": _int(1, 100_000_000, null=True),
         "keep": _int(0),
         "record_plans": _bool,
@@ -573,11 +574,13 @@ class CellInputs:
     chunk: int | None  # None: `ecjax.experiment.auto_chunk`
     keep: int
     block: int
+    agent_batch: int | None = None  # None: `ecjax.experiment.auto_agent_batch`
 
     def run_kwargs(self) -> dict:
         """Keyword arguments of `run_batch` (all but S, keep, sample_offset, progress)."""
         return dict(seed=self.seed, options=self.options, N=self.N, fc=self.fc,
-                    weights=self.weights, solver=self.solver, dtype=self.dtype, chunk=self.chunk)
+                    weights=self.weights, solver=self.solver, dtype=self.dtype, chunk=self.chunk,
+                    agent_batch=self.agent_batch)
 
 
 def cell_inputs(config: Mapping) -> CellInputs:
@@ -628,4 +631,5 @@ def cell_inputs(config: Mapping) -> CellInputs:
         chunk=None if sim.get("chunk", "auto") == "auto" else int(sim["chunk"]),
         keep=int(sim.get("keep", 0)),
         block=int(sim.get("block") or S),
+        agent_batch=None if sim.get("agent_batch", "auto") == "auto" else int(sim["agent_batch"]),
     )

@@ -40,6 +40,7 @@ class BatchResult:
     compile_seconds: float
 
 
+AGENT_BATCH_BYTES = 2 * 2**20  # a pair's arrays (`pair_bytes`) beyond which a CPU solves its prosumers one at a time
 ACCELERATOR_CHUNK = 64  # samples per call on an accelerator that does not report its memory
 ACCELERATOR_MEMORY_SHARE = 0.5  # of each accelerator's memory given to one call's pairs
 
@@ -83,7 +84,26 @@ def auto_chunk(R: int, S: int, per_pair: int) -> int:
     return chunk_for(R, S, jax.default_backend(), len(devices), (stats or {}).get("bytes_limit"), per_pair)
 
 
-def _check(deltas, S, chunk, keep, opt: Options, N, fc: FCMPCSettings, c: Community, dtype):
+def agent_batch_for(backend: str, per_pair: int, prosumers: int) -> int:
+    """Prosumer subproblems solved at once within a (risk, sample) pair for
+    `sim.agent_batch: auto` (`fcmpc.Controller.agent_batch`). On an accelerator all of them
+    (one vmapped batch over the pairs and prosumers, as large as it gets). On a CPU all of them
+    where a pair's arrays are small (`per_pair` <= `AGENT_BATCH_BYTES`), else one at a time:
+    a vmapped batch of large agent QPs leaves the cache and waits for its slowest QP. Measured
+    at one pair per core (cpu-2b, ccdmpc, run time all at once / one at a time): n = 15
+    1.13 / 1.25 s, n = 20 1.03 / 1.01 s, n = 30 1.75 / 1.52 s, n = 60 4.4 / 3.2 s, n = 120
+    16.6 / 6.5 s (docs/performance.md); pieces of 2, 4 or 7 were never faster than 1."""
+    if backend != "cpu" or per_pair <= AGENT_BATCH_BYTES:
+        return prosumers
+    return 1
+
+
+def auto_agent_batch(c: Community, N: int, dtype) -> int:
+    """`agent_batch_for` on this machine's backend."""
+    return agent_batch_for(jax.default_backend(), pair_bytes(c, N, dtype), len(c.prosumers))
+
+
+def _check(deltas, S, chunk, keep, opt: Options, N, fc: FCMPCSettings, c: Community, dtype, agent_batch):
     ccmpc.check_delta(deltas)
     check_dtype(dtype)
     if not (isinstance(S, (int, np.integer)) and S >= 1):
@@ -92,6 +112,8 @@ def _check(deltas, S, chunk, keep, opt: Options, N, fc: FCMPCSettings, c: Commun
         raise ValueError(f"`sim.chunk` must be an integer >= 1 or None (auto), got {chunk}.")
     if not (isinstance(keep, (int, np.integer)) and 0 <= keep <= S):
         raise ValueError(f"`sim.keep` must be in [0, S={S}], got {keep}.")
+    if agent_batch is not None and not (isinstance(agent_batch, (int, np.integer)) and agent_batch >= 1):
+        raise ValueError(f"`sim.agent_batch` must be an integer >= 1 or None (auto), got {agent_batch}.")
     opt.check(N)
     fc.check(c)
 
@@ -113,18 +135,20 @@ def run_batch(
     keep: int = 0,
     sample_offset: int = 0,
     progress=None,
+    agent_batch: int | None = None,
 ) -> BatchResult:
     """Closed loop of `community` for samples `sample_offset .. sample_offset+S-1` at every δ.
 
     **Arguments:** `deltas` risk levels (R,), each in (0, 0.5]; `S` samples; `chunk` samples
     per compiled call (None: `auto_chunk`); `keep` samples whose full trajectories (and, with
     `options.record_plans`, every FC-MPC iterate) are returned; `progress` an optional
-    callable(done, total).
+    callable(done, total); `agent_batch` prosumer subproblems solved at once within a pair
+    (None: `auto_agent_batch`; >= |P|: all of them).
 
     **Returns:** a `BatchResult` with `summary` dims (risk, sample[, agent, time]).
     """
     deltas = np.atleast_1d(np.asarray(deltas, dtype=np.float64))
-    _check(deltas, S, chunk, keep, options, N, fc, community, dtype)
+    _check(deltas, S, chunk, keep, options, N, fc, community, dtype, agent_batch)
     check_profiles(profiles, community)
     # The first `keep` samples run once, with their full records, and their summaries come
     # from that run; the summary-only program runs the other S - keep samples.
@@ -132,8 +156,11 @@ def run_batch(
     if chunk is None:
         chunk = auto_chunk(len(deltas), max(rest, 1), pair_bytes(community, N, dtype))
     chunk = min(chunk, max(rest, 1))
+    if agent_batch is None:
+        agent_batch = auto_agent_batch(community, N, dtype)
+    agent_batch = min(int(agent_batch), len(community.prosumers))
     run_opts, run_deltas = _as_run(options, deltas)
-    runner = _runner(community, profiles, run_opts, N, fc, weights, solver, dtype, chunk, len(deltas))
+    runner = _runner(community, profiles, run_opts, N, fc, weights, solver, dtype, chunk, len(deltas), agent_batch)
     base = jax.random.PRNGKey(seed)
     d_arr = jnp.asarray(run_deltas, runner.dtype)
     ids_all = sample_offset + np.arange(S)
@@ -167,10 +194,10 @@ class _Runner:
     per `keep`, the full records. Arguments (ids, deltas, key) are traced, so other samples,
     risk levels (same count) and seeds reuse the compilation."""
 
-    def __init__(self, community, profiles, options, N, fc, weights, solver, dtype, chunk, R):
+    def __init__(self, community, profiles, options, N, fc, weights, solver, dtype, chunk, R, agent_batch=None):
         self.ctl = make_controller(
             community, weights, N, solver, dtype,
-            centralized=options.scenario == "centralized" or options.gap,
+            centralized=options.scenario == "centralized" or options.gap, agent_batch=agent_batch,
         )  # fmt: skip
         self.dtype = jnp.dtype(dtype)
         self.chunk = chunk
@@ -243,12 +270,12 @@ def _frozen(x):
     return x
 
 
-def _runner(community, profiles, options, N, fc, weights, solver, dtype, chunk, R) -> _Runner:
-    key = _frozen((community, profiles, options, N, fc, weights, solver, jnp.dtype(dtype).name, chunk, R))
+def _runner(community, profiles, options, N, fc, weights, solver, dtype, chunk, R, agent_batch) -> _Runner:
+    key = _frozen((community, profiles, options, N, fc, weights, solver, jnp.dtype(dtype).name, chunk, R, agent_batch))
     if key in _RUNNERS:
         _RUNNERS.move_to_end(key)
         return _RUNNERS[key]
-    r = _Runner(community, profiles, options, N, fc, weights, solver, dtype, chunk, R)
+    r = _Runner(community, profiles, options, N, fc, weights, solver, dtype, chunk, R, agent_batch)
     _RUNNERS[key] = r
     while len(_RUNNERS) > _RUNNERS_KEPT:
         _RUNNERS.popitem(last=False)

@@ -52,13 +52,19 @@ class FCMPCSettings(eqx.Module):
 
 
 class Controller(eqx.Module):
-    """What the controllers of one community share: structure, weights, QP operators."""
+    """What the controllers of one community share: structure, weights, QP operators.
+
+    `agent_batch`: how many prosumers' subproblems one solve takes at once (the paper's
+    prosumers solve in parallel; how a device runs them is the implementation's choice): None,
+    all of them in one vmapped batch; k, pieces of k one after another (`lax.map`), which on a
+    CPU keeps a large community's arrays in cache (`ecjax.experiment.agent_batch_for`)."""
 
     community: Community
     weights: CostWeights
     agent_op: Operator
     central_op: Operator | None
     N: int = eqx.field(static=True)
+    agent_batch: int | None = eqx.field(static=True, default=None)
 
 
 def make_controller(
@@ -68,8 +74,11 @@ def make_controller(
     solver: ADMM = ADMM(),
     dtype=jnp.float64,
     centralized: bool = False,
+    agent_batch: int | None = None,
 ) -> Controller:
     """Build (on the host, once) the shared QP operators of a community."""
+    if agent_batch is not None and not (isinstance(agent_batch, (int, np.integer)) and agent_batch >= 1):
+        raise ValueError(f"`sim.agent_batch` must be an integer >= 1 or None (auto), got {agent_batch!r}.")
     S = ocp.agent_structure(c, N, w)
     lo_t, hi_t = _template_bounds(c, N, ocp.AgentRows(AgentLayout(c.n, N)))
     agent_op = prepare(S.P.toarray(), S.A.toarray(), solver, dtype=dtype, lo=lo_t, hi=hi_t)
@@ -82,7 +91,10 @@ def make_controller(
         lo_c = np.concatenate([np.tile(lo_c, nP), np.full(cr.cons.stop - cr.cons.start, -np.inf)])
         hi_c = np.concatenate([np.tile(hi_c, nP), np.zeros(cr.cons.stop - cr.cons.start)])
         central_op = prepare(SC.P.toarray(), SC.A.toarray(), solver, dtype=dtype, lo=lo_c, hi=hi_c)
-    return Controller(community=c, weights=w, agent_op=agent_op, central_op=central_op, N=N)
+    return Controller(
+        community=c, weights=w, agent_op=agent_op, central_op=central_op, N=N,
+        agent_batch=None if agent_batch is None or agent_batch >= len(c.prosumers) else int(agent_batch),
+    )  # fmt: skip
 
 
 def _template_bounds(c: Community, N: int, rows: ocp.AgentRows):
@@ -124,7 +136,9 @@ def _solve_agents(ctl: Controller, stage: Stage, others: Plan, trades_on, warm):
         q, lo, hi = ocp.agent_qp(c, ctl.weights, stage, i, others, trades_on)
         return solve(ctl.agent_op, q, lo, hi, wm)
 
-    return jax.vmap(one)(_prosumer_ids(c), warm)
+    if ctl.agent_batch is None:
+        return jax.vmap(one)(_prosumer_ids(c), warm)
+    return jax.lax.map(lambda a: one(*a), (_prosumer_ids(c), warm), batch_size=ctl.agent_batch)
 
 
 def islanded(ctl: Controller, stage: Stage, warm: Solution | None = None) -> Solution:

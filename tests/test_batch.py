@@ -11,15 +11,16 @@ import numpy as np
 import pytest
 
 from ecjax import experiment, metrics
-from ecjax.community import generate_community
+from ecjax.community import generate_community, paper_case
 from ecjax.disturbance import sample_day, synthetic_profiles
 from ecjax.fcmpc import FCMPCSettings, make_controller
 from ecjax.metrics import INDEX_NAMES
-from ecjax.qp import ADMM
+from ecjax.qp import ADMM, IPM
 from ecjax.simulate import Options, closed_loop
 from ecjax.weights import CostWeights
 
 SOLVER = ADMM(eps_abs=1e-6, eps_rel=1e-6, max_iter=20000)
+IPM_TIGHT = IPM(eps_abs=1e-9, eps_rel=1e-9)
 N = 4
 FC = FCMPCSettings(kappa=1e-3, p_max=5)
 W = CostWeights()
@@ -35,9 +36,9 @@ def world():
 def batch(world, S, scenario="islanded", T=3, **kw):
     c, prof = world
     kw.setdefault("chunk", 2)
+    kw.setdefault("solver", SOLVER)
     return experiment.run_batch(
-        c, prof, kw.pop("deltas", DELTAS), S, options=Options(scenario=scenario, T=T), N=N, fc=FC, weights=W,
-        solver=SOLVER, **kw,
+        c, prof, kw.pop("deltas", DELTAS), S, options=Options(scenario=scenario, T=T), N=N, fc=FC, weights=W, **kw,
     )  # fmt: skip
 
 
@@ -169,6 +170,35 @@ def test_chunk_for_cpu_and_accelerators():
             assert k * -(-S // k) - S < -(-S // k)  # padding below one sample per call
 
 
+def test_agent_batch_for_cpu_and_accelerators():
+    """`sim.agent_batch: auto`: every prosumer at once on an accelerator and, on a CPU, while a
+    pair's arrays are small; one at a time beyond `AGENT_BATCH_BYTES`."""
+    ab = experiment.agent_batch_for
+    small, large = experiment.AGENT_BATCH_BYTES, experiment.AGENT_BATCH_BYTES + 1
+    assert ab("cpu", small, 7) == 7
+    assert ab("cpu", large, 28) == 1
+    assert ab("gpu", large, 28) == 28
+    paper = experiment.pair_bytes(paper_case(0), 24, jnp.float64)
+    bigger = experiment.pair_bytes(generate_community(30, 7 / 15, seed=0), 24, jnp.float64)
+    assert ab("cpu", paper, 7) == 7 and ab("cpu", bigger, 14) == 1  # n = 15 vmapped, n = 30 not
+
+
+@pytest.mark.parametrize("agent_batch", [1, 2])
+def test_prosumers_in_pieces_equal_all_at_once(agent_batch):
+    """Solving the prosumers' subproblems one at a time or in pieces (with a remainder) is the
+    same FC-MPC as one vmapped batch: 3 prosumers, ccdmpc, both δ."""
+    c = generate_community(5, prosumer_share=0.6, seed=2)
+    assert len(c.prosumers) == 3
+    w = (c, synthetic_profiles(5, seed=2))
+    ref = batch(w, 2, "ccdmpc", T=3, agent_batch=3, solver=IPM_TIGHT).summary
+    got = batch(w, 2, "ccdmpc", T=3, agent_batch=agent_batch, solver=IPM_TIGHT).summary
+    runner = list(experiment._RUNNERS.values())[-1]
+    assert runner.ctl.agent_batch == agent_batch
+    for k in INDEX_NAMES + ("phi",):
+        np.testing.assert_allclose(got[k].values, ref[k].values, rtol=1e-7, atol=1e-8, err_msg=k)
+    np.testing.assert_array_equal(got["qp_status"].values, ref["qp_status"].values)
+
+
 def test_pair_bytes_bounds_the_compiled_closed_loops_memory(world):
     """The estimate of a pair's device memory is at least what XLA's buffer assignment gives
     the compiled closed loop (temporaries per pair, at two chunk sizes)."""
@@ -206,6 +236,7 @@ def test_auto_chunk_is_one_pair_per_device_on_a_cpu(world):
         (dict(T=25), "sim.T"),
         (dict(scenario="greedy"), "scenario"),
         (dict(dtype=jnp.float32), r"sim\.dtype.*must be float64"),
+        (dict(agent_batch=0), "sim.agent_batch"),
     ],
 )
 def test_bad_arguments_are_named_before_compiling(world, kw, name):

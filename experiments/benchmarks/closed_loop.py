@@ -152,6 +152,7 @@ def osqp_run(c, prof, delta, S, fc, seed=0):
         res = run_batch(
             c, prof, [delta], S, seed=seed, options=Options(scenario="ccdmpc"), fc=fc,
             solver=IPM(eps_abs=EPS, eps_rel=EPS), chunk=1,
+            agent_batch=len(c.prosumers),  # one batch: its slots are the prosumers' OSQP objects
         )  # fmt: skip
     finally:
         ex.make_controller = orig
