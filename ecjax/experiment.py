@@ -84,23 +84,26 @@ def auto_chunk(R: int, S: int, per_pair: int) -> int:
     return chunk_for(R, S, jax.default_backend(), len(devices), (stats or {}).get("bytes_limit"), per_pair)
 
 
-def agent_batch_for(backend: str, per_pair: int, prosumers: int) -> int:
+def agent_batch_for(backend: str, per_pair: int, prosumers: int, pairs_per_device: int = 1) -> int:
     """Prosumer subproblems solved at once within a (risk, sample) pair for
     `sim.agent_batch: auto` (`fcmpc.Controller.agent_batch`). On an accelerator all of them
     (one vmapped batch over the pairs and prosumers, as large as it gets). On a CPU all of them
-    where a pair's arrays are small (`per_pair` <= `AGENT_BATCH_BYTES`), else one at a time:
-    a vmapped batch of large agent QPs leaves the cache and waits for its slowest QP. Measured
-    at one pair per core (cpu-2b, ccdmpc, run time all at once / one at a time): n = 15
-    1.13 / 1.25 s, n = 20 1.03 / 1.01 s, n = 30 1.75 / 1.52 s, n = 60 4.4 / 3.2 s, n = 120
-    16.6 / 6.5 s (docs/performance.md); pieces of 2, 4 or 7 were never faster than 1."""
-    if backend != "cpu" or per_pair <= AGENT_BATCH_BYTES:
+    while the pairs a device runs at once are small (`pairs_per_device` × `per_pair` <=
+    `AGENT_BATCH_BYTES`), else one at a time: a vmapped batch of many large agent QPs is
+    slower than the same QPs one prosumer after another. Measured on cpu-2b (ccdmpc, run
+    time all at once / one at a time), one pair per core: n = 15 1.13 / 1.25 s, n = 20
+    1.03 / 1.01 s, n = 30 1.75 / 1.52 s, n = 60 4.4 / 3.2 s, n = 120 16.6 / 6.5 s; n = 15 with
+    8 pairs per core 1.45 / 1.90 days/s (docs/performance.md); pieces of 2, 4 or 7 were never
+    faster than 1."""
+    if backend != "cpu" or max(pairs_per_device, 1) * per_pair <= AGENT_BATCH_BYTES:
         return prosumers
     return 1
 
 
-def auto_agent_batch(c: Community, N: int, dtype) -> int:
-    """`agent_batch_for` on this machine's backend."""
-    return agent_batch_for(jax.default_backend(), pair_bytes(c, N, dtype), len(c.prosumers))
+def auto_agent_batch(c: Community, N: int, dtype, pairs: int) -> int:
+    """`agent_batch_for` on this machine's backend, for calls of `pairs` (risk, sample) pairs."""
+    per_device = -(-pairs // len(jax.devices()))
+    return agent_batch_for(jax.default_backend(), pair_bytes(c, N, dtype), len(c.prosumers), per_device)
 
 
 def _check(deltas, S, chunk, keep, opt: Options, N, fc: FCMPCSettings, c: Community, dtype, agent_batch):
@@ -157,7 +160,7 @@ def run_batch(
         chunk = auto_chunk(len(deltas), max(rest, 1), pair_bytes(community, N, dtype))
     chunk = min(chunk, max(rest, 1))
     if agent_batch is None:
-        agent_batch = auto_agent_batch(community, N, dtype)
+        agent_batch = auto_agent_batch(community, N, dtype, max(chunk, keep) * len(deltas))
     agent_batch = min(int(agent_batch), len(community.prosumers))
     run_opts, run_deltas = _as_run(options, deltas)
     runner = _runner(community, profiles, run_opts, N, fc, weights, solver, dtype, chunk, len(deltas), agent_batch)

@@ -171,8 +171,8 @@ def test_chunk_for_cpu_and_accelerators():
 
 
 def test_agent_batch_for_cpu_and_accelerators():
-    """`sim.agent_batch: auto`: every prosumer at once on an accelerator and, on a CPU, while a
-    pair's arrays are small; one at a time beyond `AGENT_BATCH_BYTES`."""
+    """`sim.agent_batch: auto`: every prosumer at once on an accelerator and, on a CPU, while the
+    pairs of a device are small; one at a time beyond `AGENT_BATCH_BYTES`."""
     ab = experiment.agent_batch_for
     small, large = experiment.AGENT_BATCH_BYTES, experiment.AGENT_BATCH_BYTES + 1
     assert ab("cpu", small, 7) == 7
@@ -181,6 +181,8 @@ def test_agent_batch_for_cpu_and_accelerators():
     paper = experiment.pair_bytes(paper_case(0), 24, jnp.float64)
     bigger = experiment.pair_bytes(generate_community(30, 7 / 15, seed=0), 24, jnp.float64)
     assert ab("cpu", paper, 7) == 7 and ab("cpu", bigger, 14) == 1  # n = 15 vmapped, n = 30 not
+    assert ab("cpu", paper, 7, pairs_per_device=8) == 1  # 8 pairs of the paper case per core
+    assert ab("gpu", paper, 7, pairs_per_device=5000) == 7
 
 
 @pytest.mark.parametrize("agent_batch", [1, 2])
