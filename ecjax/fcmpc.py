@@ -57,7 +57,7 @@ class Controller(eqx.Module):
     `agent_batch`: how many prosumers' subproblems one solve takes at once (the paper's
     prosumers solve in parallel; how a device runs them is the implementation's choice): None,
     all of them in one vmapped batch; k, pieces of k one after another (`lax.map`), which on a
-    CPU keeps a large community's arrays in cache (`ecjax.experiment.agent_batch_for`)."""
+    CPU is faster for large communities (`ecjax.experiment.agent_batch_for`)."""
 
     community: Community
     weights: CostWeights
