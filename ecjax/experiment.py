@@ -23,7 +23,7 @@ import xarray as xr
 from . import ccmpc, metrics, ocp
 from .community import Community
 from .disturbance import Profiles, check_profiles, sample_day
-from .fcmpc import FCMPCSettings, make_controller
+from .fcmpc import FCMPCSettings, check_agent_batch, make_controller
 from .layout import AgentLayout
 from .metrics import INDEX_NAMES
 from .parallel import over_devices
@@ -40,7 +40,7 @@ class BatchResult:
     compile_seconds: float
 
 
-AGENT_BATCH_BYTES = 2 * 2**20  # a pair's arrays (`pair_bytes`) beyond which a CPU solves its prosumers one at a time
+AGENT_BATCH_BYTES = 2 * 2**20  # bytes of the pairs a CPU core runs at once beyond which it solves prosumers one at a time
 ACCELERATOR_CHUNK = 64  # samples per call on an accelerator that does not report its memory
 ACCELERATOR_MEMORY_SHARE = 0.5  # of each accelerator's memory given to one call's pairs
 
@@ -73,8 +73,8 @@ def chunk_for(R: int, S: int, backend: str, n_devices: int, bytes_limit: int | N
         cap = int(ACCELERATOR_MEMORY_SHARE * bytes_limit * n_devices // (max(R, 1) * max(per_pair, 1)))
     else:
         cap = ACCELERATOR_CHUNK
-    cap = max(1, min(cap, S))
-    return -(-S // -(-S // cap))
+    calls = -(-S // max(1, min(cap, S)))
+    return -(-S // calls)
 
 
 def auto_chunk(R: int, S: int, per_pair: int) -> int:
@@ -115,8 +115,7 @@ def _check(deltas, S, chunk, keep, opt: Options, N, fc: FCMPCSettings, c: Commun
         raise ValueError(f"`sim.chunk` must be an integer >= 1 or None (auto), got {chunk}.")
     if not (isinstance(keep, (int, np.integer)) and 0 <= keep <= S):
         raise ValueError(f"`sim.keep` must be in [0, S={S}], got {keep}.")
-    if agent_batch is not None and not (isinstance(agent_batch, (int, np.integer)) and agent_batch >= 1):
-        raise ValueError(f"`sim.agent_batch` must be an integer >= 1 or None (auto), got {agent_batch}.")
+    check_agent_batch(agent_batch)
     opt.check(N)
     fc.check(c)
 
@@ -161,7 +160,6 @@ def run_batch(
     chunk = min(chunk, max(rest, 1))
     if agent_batch is None:
         agent_batch = auto_agent_batch(community, N, dtype, max(chunk, keep) * len(deltas))
-    agent_batch = min(int(agent_batch), len(community.prosumers))
     run_opts, run_deltas = _as_run(options, deltas)
     runner = _runner(community, profiles, run_opts, N, fc, weights, solver, dtype, chunk, len(deltas), agent_batch)
     base = jax.random.PRNGKey(seed)

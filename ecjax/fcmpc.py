@@ -67,6 +67,11 @@ class Controller(eqx.Module):
     agent_batch: int | None = eqx.field(static=True, default=None)
 
 
+def check_agent_batch(agent_batch) -> None:
+    if agent_batch is not None and not (isinstance(agent_batch, (int, np.integer)) and agent_batch >= 1):
+        raise ValueError(f"`sim.agent_batch` must be an integer >= 1 or None (auto), got {agent_batch!r}.")
+
+
 def make_controller(
     c: Community,
     w: CostWeights,
@@ -77,8 +82,7 @@ def make_controller(
     agent_batch: int | None = None,
 ) -> Controller:
     """Build (on the host, once) the shared QP operators of a community."""
-    if agent_batch is not None and not (isinstance(agent_batch, (int, np.integer)) and agent_batch >= 1):
-        raise ValueError(f"`sim.agent_batch` must be an integer >= 1 or None (auto), got {agent_batch!r}.")
+    check_agent_batch(agent_batch)
     S = ocp.agent_structure(c, N, w)
     lo_t, hi_t = _template_bounds(c, N, ocp.AgentRows(AgentLayout(c.n, N)))
     agent_op = prepare(S.P.toarray(), S.A.toarray(), solver, dtype=dtype, lo=lo_t, hi=hi_t)
