@@ -208,8 +208,7 @@ SCHEMA: dict[str, dict[str, Callable]] = {
     },
     "weights": {
         "gamma": _num(0.0, 1.0, hi_open=True),
-        **{k: _num(0.0, lo_open=True) for k in ("r_c", "r_d", "r_t", "r_ugb", "r_ev", "rho2")},
-        **{k: _num(0.0) for k in ("delta_b", "delta_ev", "w_T", "rho1")},
+        **{k: _num(0.0) for k in ("r_c", "r_d", "r_t", "r_ugb", "r_ev", "rho2", "delta_b", "delta_ev", "w_T", "rho1")},
     },
     "sim": {
         "S": _int(1, 100_000_000),

@@ -316,6 +316,9 @@ def _summary_dataset(c: Community, deltas, ids, summ: dict, opt: Options) -> xr.
     ds["is_prosumer"] = ("agent", c.is_prosumer)
     for k, doc in metrics.INDEX_DOC.items():
         ds[k].attrs["long_name"] = doc
+    for k, doc in metrics.STATUS_DOC.items():
+        if k in ds:
+            ds[k].attrs["long_name"] = doc
     ds.attrs.update(scenario=opt.scenario, tightening=opt.tightening, T=opt.T)
     return ds
 

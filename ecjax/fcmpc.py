@@ -7,7 +7,14 @@
     stop at max_i θ_i^p <= ϰ or p = p_max.
 
 With w <= 1/|P| each iterate is a convex combination of jointly feasible points, so it is
-feasible (up to the QP tolerance) and may be applied whenever the loop stops. Written for one
+feasible (up to the QP tolerance) and may be applied whenever the loop stops.
+
+A subproblem solution that does not end `solved` never enters an iterate. At p >= 1 the
+prosumer proposes its previous iterate instead (x_i* := x_i^{p−1}, so x_i^p = x_i^{p−1}: the
+combination with weight 0 on that prosumer, still a convex combination of feasible points);
+at p = 0, where no iterate exists yet, it takes its fallback plan: its final iterate of the
+previous MPC step shifted one step ahead (zero inputs at the first step). Both events are
+counted per prosumer (`FCMPCResult.held`, `.fallback`) and reach the results store. Written for one
 instance; the prosumers are a batch that shares the QP operator (vmap inside), and samples and
 risk levels are vmapped outside (`ecjax.simulate`).
 """
@@ -24,7 +31,7 @@ from . import evaluate, ocp
 from .community import Community
 from .layout import AgentLayout
 from .plan import Plan, Stage, plan_from_vectors
-from .qp import ADMM, Operator, Solution, prepare, solve
+from .qp import ADMM, Operator, Solution, Status, prepare, solve
 from .weights import CostWeights
 
 
@@ -121,6 +128,8 @@ class FCMPCResult(eqx.Module):
     theta: Float[Array, "p_max P"]  # θ_i^p for p = 1..p_max (0 past the stop)
     cost: Float[Array, " p_max+1"]  # Φ of iterates 0..p_max (held after the stop)
     qp_status: Int[Array, " P"]  # worst QP status of each prosumer over the iterations
+    held: Int[Array, " P"]  # subproblem solutions (p >= 1) not solved: previous iterate kept
+    fallback: Array  # [P] bool: iterate 0 not solved, the fallback plan taken
     qp_steps: Int[Array, ""]  # ADMM iterations, summed over prosumers and FC-MPC iterations
     island: Solution  # iterate 0 (islanded) solves, per prosumer: warm start of the next step
     last: Solution  # last subproblem solves, per prosumer: warm start of the next step
@@ -143,6 +152,12 @@ def _solve_agents(ctl: Controller, stage: Stage, others: Plan, trades_on, warm):
     if ctl.agent_batch is None:
         return jax.vmap(one)(_prosumer_ids(c), warm)
     return jax.lax.map(lambda a: one(*a), (_prosumer_ids(c), warm), batch_size=ctl.agent_batch)
+
+
+def accepted(sol: Solution, fallback):
+    """The solutions' x where they are `solved`, else `fallback` (per prosumer); and the mask."""
+    ok = sol.status == int(Status.solved)
+    return jnp.where(ok[:, None], sol.x, fallback), ok
 
 
 def islanded(ctl: Controller, stage: Stage, warm: Solution | None = None) -> Solution:
@@ -168,6 +183,7 @@ class _Loop(eqx.Module):
     theta: Float[Array, "p_max P"]
     cost: Float[Array, " p_max+1"]
     status: Int[Array, " P"]
+    held: Int[Array, " P"]
     steps: Int[Array, ""]
     done: Array
     x_iter: Float[Array, "p_max+1 P nx"]
@@ -185,14 +201,16 @@ def cold_start(op: Operator, P: int) -> Solution:
     )  # fmt: skip
 
 
+def shift_blocks(v, N: int):
+    """A vector made of N-blocks (ecjax.layout, ecjax.ocp rows), each moved one MPC step
+    ahead with its last value repeated (the tail of a plan)."""
+    b = v.reshape(v.shape[:-1] + (-1, N))
+    return jnp.concatenate([b[..., 1:], b[..., -1:]], axis=-1).reshape(v.shape)
+
+
 def shift(sol: Solution, N: int) -> Solution:
-    """Shift a solution by one MPC step: every vector is made of N-blocks (ecjax.layout,
-    ecjax.ocp rows), each moved one step ahead with its last value repeated."""
-
-    def sh(v):
-        b = v.reshape(v.shape[:-1] + (-1, N))
-        return jnp.concatenate([b[..., 1:], b[..., -1:]], axis=-1).reshape(v.shape)
-
+    """Shift a solution by one MPC step (`shift_blocks` on x, y, z)."""
+    sh = lambda v: shift_blocks(v, N)  # noqa: E731
     return eqx.tree_at(lambda s: (s.x, s.y, s.z), sol, (sh(sol.x), sh(sol.y), sh(sol.z)))
 
 
@@ -203,19 +221,23 @@ def fcmpc(
     warm_island: Solution | None = None,
     warm_coop: Solution | None = None,
     record: bool = False,
+    fallback: Float[Array, "P nx"] | None = None,
 ) -> FCMPCResult:
     """Run FC-MPC at one stage.
 
     `warm_island` seeds the islanded solves (iterate 0), `warm_coop` the first cooperative
     solves (then each iteration starts from the previous one). With `record`, the inputs of
     every iterate and every subproblem optimum are kept (the on-chain audit replays them).
+    `fallback`: each prosumer's plan where its islanded solve is not solved (zeros if None).
     """
     c = ctl.community
     N = ctl.N
     lay = AgentLayout(c.n, N)
     w = settings.weight(c)
     sol0 = islanded(ctl, stage, warm_island)
-    xs0 = sol0.x
+    if fallback is None:
+        fallback = jnp.zeros_like(sol0.x)
+    xs0, ok0 = accepted(sol0, fallback)
     cost0 = evaluate.cost(c, ctl.weights, stage, plan_from_vectors(xs0, c, N))
     p_max = settings.p_max
     dtype = xs0.dtype
@@ -232,6 +254,7 @@ def fcmpc(
         theta=jnp.zeros((p_max, nP), dtype),
         cost=jnp.full((p_max + 1,), cost0, dtype),
         status=sol0.status,
+        held=jnp.zeros((nP,), jnp.int32),
         steps=jnp.sum(sol0.num_steps),
         done=jnp.asarray(False),
         x_iter=x_iter,
@@ -243,7 +266,8 @@ def fcmpc(
         # warm start each subproblem from the agent's previous iterate and duals
         warm_p = eqx.tree_at(lambda t: t.x, s.sol, s.xs)
         sol = _solve_agents(ctl, stage, prev, True, warm_p)
-        xs = w * sol.x + (1.0 - w) * s.xs
+        x_star, ok = accepted(sol, s.xs)  # a failed solve proposes the previous iterate
+        xs = w * x_star + (1.0 - w) * s.xs
         du = xs[:, : lay.nu] - s.xs[:, : lay.nu]
         theta = jnp.sqrt(jnp.sum(du * du, axis=1))
         phi = evaluate.cost(c, ctl.weights, stage, plan_from_vectors(xs, c, N))
@@ -253,7 +277,7 @@ def fcmpc(
         if record:
             held = (jnp.arange(p_max + 1) >= p)[:, None, None]
             x_iter = jnp.where(held, xs[None], x_iter)
-            u_star = u_star.at[p - 1].set(sol.x[:, : lay.nu])
+            u_star = u_star.at[p - 1].set(x_star[:, : lay.nu])
         return _Loop(
             p=p,
             xs=xs,
@@ -261,6 +285,7 @@ def fcmpc(
             theta=s.theta.at[p - 1].set(theta),
             cost=cost,
             status=worse_status(s.status, sol.status),
+            held=s.held + (~ok).astype(jnp.int32),
             steps=s.steps + jnp.sum(sol.num_steps),
             done=jnp.max(theta) <= settings.kappa,
             x_iter=x_iter,
@@ -278,6 +303,8 @@ def fcmpc(
         theta=out.theta,
         cost=out.cost,
         qp_status=out.status,
+        held=out.held,
+        fallback=~ok0,
         qp_steps=out.steps,
         island=sol0,
         last=out.sol,

@@ -47,6 +47,16 @@ def indices(c: Community, gamma: float, rec: StepRecord) -> dict:
     }
 
 
+STATUS_DOC = {
+    "qp_status": "worst QP status of the step (0 solved, 1 max_iter, 2 primal infeasible, "
+    "3 dual infeasible, 4 numerical error)",
+    "qp_held": "FC-MPC subproblem solutions of the step not solved: the prosumer kept its "
+    "previous iterate",
+    "qp_fallback": "prosumers whose first plan of the step was not solved: their previous plan "
+    "shifted was applied",
+}
+
+
 def summary(c: Community, gamma: float, rec: StepRecord) -> dict:
     """Per-sample scalars and per-(agent, step) indicators kept for every sample."""
     out = indices(c, gamma, rec)
@@ -63,6 +73,8 @@ def summary(c: Community, gamma: float, rec: StepRecord) -> dict:
         central_status=rec.central_status,  # [T]
         phi=rec.phi,  # [T]
         qp_status=rec.qp_status,  # [T]
+        qp_held=rec.qp_held,  # [T]
+        qp_fallback=rec.qp_fallback,  # [T]
         qp_steps=rec.qp_steps,  # [T]
         viol_lo=rec.viol_lo.T & pro[:, None],  # [n, T]
         viol_hi=rec.viol_hi.T & pro[:, None],

@@ -102,14 +102,17 @@ class StepRecord(eqx.Module):
     phi_central: Float[Array, ""]  # Φ of the centralized plan (NaN-free: = phi when not asked)
     central_status: Int[Array, ""]  # QP status of that centralized solve (0 when not asked)
     qp_status: Int[Array, ""]
+    qp_held: Int[Array, ""]  # FC-MPC subproblem solutions not solved: the previous iterate kept
+    qp_fallback: Int[Array, ""]  # prosumers whose first plan was not solved: the fallback plan applied
     qp_steps: Int[Array, ""]
     u_iter: Float[Array, "p1 P nu"]  # inputs of FC-MPC iterates 0..p_max (record_plans; else empty)
     u_star: Float[Array, "p P nu"]  # subproblem optima of iterations 1..p_max (record_plans)
     u_clip: Float[Array, " n"]  # max |planned − applied| over the agent's first-step inputs (kW)
 
 
-def _single_plan_result(ctl: Controller, fc: FCMPCSettings, stage, xs, sol, status, steps, record):
-    """FCMPCResult-shaped record of a plan made without iterating (islanded, centralized)."""
+def _single_plan_result(ctl: Controller, fc: FCMPCSettings, stage, xs, sol, status, steps, record, ok):
+    """FCMPCResult-shaped record of a plan made without iterating (islanded, centralized);
+    `ok` [P]: which prosumers' plans come from a solved QP (the others took their fallback)."""
     c = ctl.community
     plan = plan_from_vectors(xs, c, ctl.N)
     phi = evaluate.cost(c, ctl.weights, stage, plan)
@@ -121,6 +124,8 @@ def _single_plan_result(ctl: Controller, fc: FCMPCSettings, stage, xs, sol, stat
         theta=jnp.zeros((fc.p_max, nP), xs.dtype),
         cost=jnp.full((fc.p_max + 1,), phi),
         qp_status=status,
+        held=jnp.zeros((nP,), jnp.int32),
+        fallback=~ok,
         qp_steps=steps,
         island=sol,
         last=sol,
@@ -130,23 +135,33 @@ def _single_plan_result(ctl: Controller, fc: FCMPCSettings, stage, xs, sol, stat
     )
 
 
-def plan_step(ctl: Controller, fc: FCMPCSettings, opt: Options, stage, warm):
+def plan_step(ctl: Controller, fc: FCMPCSettings, opt: Options, stage, warm, fallback):
     """Plan at one stage with the scenario (MODEL §8). `warm` is the previous step's
-    (island, last) pair of solver solutions, already shifted; returns the FCMPCResult."""
+    (island, last) pair of solver solutions, already shifted; `fallback` [P, nx] the previous
+    step's plan shifted, taken by a prosumer whose QP is not solved (`ecjax.fcmpc`); returns
+    the FCMPCResult."""
     c = ctl.community
     nP = len(c.prosumers)
     if opt.scenario == "islanded":
         sol = fcmpc.islanded(ctl, stage, warm[0])
+        xs, ok = fcmpc.accepted(sol, fallback)
         return _single_plan_result(
-            ctl, fc, stage, sol.x, sol, sol.status, jnp.sum(sol.num_steps), opt.record_plans
+            ctl, fc, stage, xs, sol, sol.status, jnp.sum(sol.num_steps), opt.record_plans, ok
         )
     if opt.scenario == "centralized":
         sol = fcmpc.centralized(ctl, stage, warm[0])
+        ok = jnp.full((nP,), sol.status == 0)
+        xs = jnp.where(ok[:, None], sol.x.reshape(nP, -1), fallback)
         return _single_plan_result(
-            ctl, fc, stage, sol.x.reshape(nP, -1), sol, jnp.full((nP,), sol.status), sol.num_steps,
-            opt.record_plans,
+            ctl, fc, stage, xs, sol, jnp.full((nP,), sol.status), sol.num_steps, opt.record_plans, ok,
         )  # fmt: skip
-    return fcmpc.fcmpc(ctl, fc, stage, warm[0], warm[1], record=opt.record_plans)
+    return fcmpc.fcmpc(ctl, fc, stage, warm[0], warm[1], record=opt.record_plans, fallback=fallback)
+
+
+def initial_fallback(ctl: Controller):
+    """The fallback plan of the first step: zero inputs for every prosumer."""
+    c = ctl.community
+    return jnp.zeros((len(c.prosumers), AgentLayout(c.n, ctl.N).nx), ctl.agent_op.dtype)
 
 
 def initial_warm(ctl: Controller, opt: Options):
@@ -211,10 +226,11 @@ def closed_loop(
     dt = c.dt
 
     def step(carry, t):
-        eb, eev, warm = carry
+        eb, eev, warm, fallback = carry
         stage = make_stage(c, profiles, t, eb, eev, delta, N, opt.tightening, opt.tighten_consumers)
-        res = plan_step(ctl, fc, opt, stage, warm)
+        res = plan_step(ctl, fc, opt, stage, warm, fallback)
         warm = (fcmpc.shift(res.island, N), fcmpc.shift(res.last, N))
+        fallback = fcmpc.shift_blocks(res.xs, N)  # the next step's fallback plan
         plan: Plan = res.plan
         planned = jax.tree_util.tree_map(lambda a: a[..., 0], plan)  # first input step
         u = applied_inputs(c, stage, planned, eev, opt.scenario != "islanded")
@@ -278,14 +294,17 @@ def closed_loop(
             phi_central=phi_c,
             central_status=c_status,
             qp_status=jnp.max(res.qp_status),
+            qp_held=jnp.sum(res.held),
+            qp_fallback=jnp.sum(res.fallback.astype(jnp.int32)),
             qp_steps=res.qp_steps,
             u_iter=res.u_iter,
             u_star=res.u_star,
             u_clip=clip,
         )
-        return (eb_new, eev_new, warm), rec
+        return (eb_new, eev_new, warm, fallback), rec
 
     eb0 = jnp.asarray(c.eb0)
     eev0 = jnp.zeros_like(eb0)
-    _, recs = jax.lax.scan(step, (eb0, eev0, initial_warm(ctl, opt)), jnp.arange(opt.T))
+    carry = (eb0, eev0, initial_warm(ctl, opt), initial_fallback(ctl))
+    _, recs = jax.lax.scan(step, carry, jnp.arange(opt.T))
     return recs

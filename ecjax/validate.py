@@ -40,7 +40,7 @@ from .fcmpc import FCMPCSettings, make_controller
 from .metrics import binomial_interval_around, clopper_pearson
 from .plan import Plan, Stage, make_stage
 from .qp import ADMM
-from .simulate import SCENARIOS, Options, check_dtype, initial_warm, plan_step
+from .simulate import SCENARIOS, Options, check_dtype, initial_fallback, initial_warm, plan_step
 from .weights import CostWeights
 
 SIDES = ("lo", "hi")
@@ -223,7 +223,7 @@ def validate_plan(
 @eqx.filter_jit
 def _plan_at(ctl, fc: FCMPCSettings, opt: Options, profiles: Profiles, t, eb0, eev0, delta):
     stage = make_stage(ctl.community, profiles, t, eb0, eev0, delta, ctl.N, opt.tightening, opt.tighten_consumers)
-    res = plan_step(ctl, fc, opt, stage, initial_warm(ctl, opt))
+    res = plan_step(ctl, fc, opt, stage, initial_warm(ctl, opt), initial_fallback(ctl))
     return stage, res.plan, jnp.max(res.qp_status), res.iters
 
 

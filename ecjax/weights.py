@@ -7,9 +7,12 @@
         + ρ_1 Σ (s_lo + s_hi) + ρ_2 Σ (s_lo² + s_hi²)
     Φ = Σ_i α_i Φ_i,   α_i = 1/n.
 
-R also carries small weights r_ugb, r_ev on the sale and EV inputs (the paper penalises bc, bd,
-bt only): with every input strictly convex each QP has a unique minimiser, so FC-MPC iterates,
-solver backends and the on-chain replay agree on the plan, not only on its cost.
+r_ugb and r_ev are 0 by default: MODEL's cost has no quadratic term on the sale and EV inputs
+(the paper penalises bc, bd, bt only), so Φ is only positive semidefinite in them and an
+optimum need not be unique in those inputs; the QP solvers handle that. A positive r_ugb or
+r_ev is a regularization beyond MODEL (a deviation, off by default): it makes every input
+strictly convex, so that different solvers agree on the plan and not only on its cost.
+Every weight may be 0 (an LP in the inputs it leaves without curvature).
 
 The paper gives γ = 0.5 and leaves the rest open; these defaults are ecjax's choice and live
 in the config. r_* are in €/(kW²·h); δ_* in €/kWh per step; ρ_1 in €/kWh; ρ_2 in €/kWh².
@@ -27,8 +30,8 @@ class CostWeights(eqx.Module):
     r_c: float = eqx.field(static=True, default=0.005)
     r_d: float = eqx.field(static=True, default=0.005)
     r_t: float = eqx.field(static=True, default=0.005)
-    r_ugb: float = eqx.field(static=True, default=0.001)  # small: a unique optimum (see below)
-    r_ev: float = eqx.field(static=True, default=0.001)
+    r_ugb: float = eqx.field(static=True, default=0.0)  # > 0: a regularization beyond MODEL
+    r_ev: float = eqx.field(static=True, default=0.0)
     delta_b: float = eqx.field(static=True, default=0.002)
     delta_ev: float = eqx.field(static=True, default=0.01)
     w_T: float = eqx.field(static=True, default=1.0)
@@ -36,15 +39,9 @@ class CostWeights(eqx.Module):
     rho2: float = eqx.field(static=True, default=10.0)
 
     def __check_init__(self):
-        for name in ("r_c", "r_d", "r_t", "r_ugb", "r_ev"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
-                raise ValueError(f"`weights.{name}` must be > 0 (strictly convex inputs), got {v}.")
-        for name in ("delta_b", "delta_ev", "w_T", "rho1"):
+        for name in ("r_c", "r_d", "r_t", "r_ugb", "r_ev", "rho2", "delta_b", "delta_ev", "w_T", "rho1"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"`weights.{name}` must be >= 0, got {v}.")
-        if not (math.isfinite(self.rho2) and self.rho2 > 0):
-            raise ValueError(f"`weights.rho2` must be > 0, got {self.rho2}.")
         if not (math.isfinite(self.gamma) and 0 <= self.gamma < 1):
             raise ValueError(f"`weights.gamma` must be in [0, 1), got {self.gamma}.")

@@ -3,7 +3,8 @@
 Every claim is checked on the plan as MODEL defines it (`ecjax.evaluate`, written from the
 equations, not from the QP matrices) and against CVXPY + Clarabel (`tests/reference.py`).
 
-Tolerances come from the solver's stopping rule. ADMM stops when every row is violated by at
+The solver is the engine's default, the interior-point method, at eps 1e-6. Tolerances come
+from the solver's stopping rule (OSQP's criteria, shared by both methods): it stops when every row is violated by at
 most ε_p = eps_abs + eps_rel·‖Ax‖∞ and the dual residual is at most ε_d = eps_abs +
 eps_rel·max(‖Px‖∞, ‖Aᵀy‖∞, ‖q‖∞). Here ‖Ax‖∞ <= max(e_daily, capacity) + 1 kWh (the EV and
 battery energy rows are the largest) and the dual scale is below 1, so
@@ -32,30 +33,34 @@ from ecjax.community import generate_community
 from ecjax.disturbance import synthetic_profiles
 from ecjax.fcmpc import FCMPCSettings, cold_start, make_controller
 from ecjax.plan import Plan, make_stage, plan_from_vectors, vectors_from_plan
-from ecjax.qp import ADMM, Status
+from ecjax.qp import IPM, Status
 from ecjax.weights import CostWeights
 from reference import solve_reference
 
 EPS = 1e-6
-SOLVER = ADMM(eps_abs=EPS, eps_rel=EPS, max_iter=20000)
+SOLVER = IPM(eps_abs=EPS, eps_rel=EPS)
 W = CostWeights()
 N = 6
 P_MAX = 30
 ALL = FCMPCSettings(kappa=jnp.asarray(1e-12), p_max=P_MAX)  # run every iteration (ϰ traced)
 
-# (n, prosumer share, seed, start hour): two shapes (n=4 with 2 prosumers, n=5 with 3)
+# (n, prosumer share, seed, start hour): three shapes (n=4 with 2 prosumers, n=5 with 3, n=6
+# with 3); "n6_evening" is a seed and an hour that no setting of the code was chosen on
 CASES = {
     "n4_noon": (4, 0.5, 1, 10),
     "n4_midday": (4, 0.5, 3, 12),
     "n5_noon": (5, 0.6, 2, 12),
+    "n6_evening": (6, 0.5, 9173, 16),
 }
-# relative gap (Φ_p − Φ_c)/(Φ_0 − Φ_c), measured at eps 1e-6 after p = 1, 5, 30 iterations:
-#   n4_noon 0.69 %, 0.33 %, 0.33 %;  n4_midday 10.2 %, 0.047 %, 0.041 %;  n5_noon 7.9 %, 0.59 %, 0.58 %.
+# relative gap (Φ_p − Φ_c)/(Φ_0 − Φ_c), measured with the IPM at eps 1e-6 after p = 1, 5, 30
+# iterations: n4_noon 0.69 %, 0.33 %, 0.32 %;  n4_midday 10.3 %, 0.048 %, 0.041 %;
+# n5_noon 7.9 %, 0.50 %, 0.48 %;  n6_evening 56.8 %, 1.5 %, 0.43 % (w = 1/3: one iteration moves
+# each prosumer a third of the way).
 # The iteration stalls short of the centralized optimum: the rows Σ_i bt_{i->j} <= ul_j of the
 # consumers are shared by several prosumers and active at the fixed point, and a prosumer alone
 # cannot move along them (Algorithm 1 reaches the optimum only with uncoupled constraints; the
 # independent CVXPY iteration below stalls at the same point).
-GAP_BOUND = {1: 0.25, 5: 0.02, 30: 0.01}
+GAP_BOUND = {1: 0.75, 5: 0.02, 30: 0.01}
 
 
 @eqx.filter_jit
@@ -122,8 +127,9 @@ def test_iterate0_is_the_islanded_solution(runs):
         # an ε-KKT point is within ε_d‖x‖₁ + ε_p‖y‖₁ of the optimal value (same bound as below)
         tol = cost_tol(res.island, vectors_from_plan(as_plan(ref), c), c, w=1.0)
         assert abs(phi0 - phi_ref) <= tol, (name, phi0, phi_ref, tol)
-        # the inputs themselves (strictly convex in every input): 1e-3 kW
-        for k in ("bc", "bd", "ugb", "ev"):
+        # the inputs with curvature (r_c, r_d > 0) are unique at the optimum: 1e-3 kW. Φ is
+        # linear in ugb and ev (MODEL §4): the optimum need not be unique there
+        for k in ("bc", "bd"):
             np.testing.assert_allclose(getattr(plan0, k), ref[k], atol=1e-3, err_msg=f"{name} {k}")
 
 
@@ -141,8 +147,8 @@ def test_cost_never_increases(runs):
         cost = np.asarray(res.cost)
         inc = np.diff(cost)
         assert inc.max() <= tol, (name, inc.max(), tol)
-        # and the iteration does real work: iterate 1 is much better than iterate 0 here
-        assert cost[-1] < cost[0] - 100 * tol, name
+        # and the iteration does real work: the last iterate is much better than iterate 0
+        assert cost[-1] < cost[0] - 10 * tol, (name, cost[0] - cost[-1], tol)
         # the recorded cost is Φ of the recorded iterate (plain evaluator)
         for p in (0, 1, P_MAX):
             phi = float(evaluate.cost(c, W, stage, plan_from_vectors(res.x_iter[p], c, N)))
@@ -252,7 +258,9 @@ def test_single_prosumer_reaches_the_optimum_in_one_iteration():
     tol = cost_tol(res.last, res.x_iter[0], c, 1.0)
     assert abs(float(res.cost[1]) - phi_c) <= tol
     assert float(res.cost[1]) < float(res.cost[0]) - 100 * tol  # trades pay here
-    assert int(res.iters) == 2  # θ^2 is solver noise, below ϰ
+    # later iterations stay at the optimum (Φ is linear in ugb and ev, so the plan may move
+    # along the optimal face: θ^2 need not be noise)
+    assert np.all(np.abs(np.asarray(res.cost)[1 : int(res.iters) + 1] - phi_c) <= tol)
 
 
 def test_settings_are_checked_at_the_boundary():
@@ -264,3 +272,29 @@ def test_settings_are_checked_at_the_boundary():
     with pytest.raises(ValueError, match="fcmpc.w"):
         FCMPCSettings(w=0.6).check(c)  # 1/|P| = 0.5
     FCMPCSettings(w=0.5).check(c)
+
+
+def test_a_solve_that_is_not_solved_never_enters_an_iterate():
+    """The policy of `ecjax.fcmpc`: an islanded solve that is not `solved` takes the fallback
+    plan; a cooperative one proposes the previous iterate (weight 0 on that prosumer), so every
+    iterate stays a convex combination of accepted points. An iteration cap of 7 Newton steps
+    leaves some solves unfinished and lets others (warm-started) end."""
+    c, prof, stage, _ = make_case(*CASES["n4_noon"])
+    ctl = make_controller(c, W, N, IPM(eps_abs=EPS, eps_rel=EPS, max_iter=7))
+    nP, nx = len(c.prosumers), ctl.agent_op.n
+    fallback = jnp.asarray(np.random.default_rng(0).uniform(0, 0.1, (nP, nx)))
+    cold = cold_start(ctl.agent_op, nP)
+    res = eqx.filter_jit(fcmpc.fcmpc)(ctl, ALL, stage, cold, cold, record=True, fallback=fallback)
+    island = fcmpc.islanded(ctl, stage, cold)
+    ok0 = np.asarray(island.status) == Status.solved
+    assert not ok0.all()  # the cap bites: the test exercises the fallback
+    np.testing.assert_array_equal(np.asarray(res.fallback), ~ok0)
+    x0 = np.where(ok0[:, None], np.asarray(island.x), np.asarray(fallback))
+    np.testing.assert_array_equal(np.asarray(res.x_iter[0]), x0)
+    # cooperative iterations: a rejected optimum is the previous iterate itself
+    u, star = np.asarray(res.u_iter), np.asarray(res.u_star)
+    rejected = np.all(star == u[:-1], axis=2)  # [p, P]
+    assert 0 < int(np.asarray(res.held).sum())
+    np.testing.assert_array_equal(np.asarray(res.held), rejected.sum(axis=0))
+    np.testing.assert_array_equal(u[1:][rejected], u[:-1][rejected])
+    assert np.all(np.isfinite(np.asarray(res.cost)))

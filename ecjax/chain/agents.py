@@ -23,10 +23,10 @@ import numpy as np
 
 from ecjax import ocp
 from ecjax.chain import fixedpoint as fp
-from ecjax.fcmpc import Controller, cold_start, make_controller, shift
+from ecjax.fcmpc import Controller, cold_start, make_controller, shift, shift_blocks
 from ecjax.layout import AgentLayout
 from ecjax.plan import Stage, make_stage, plan_from_vectors
-from ecjax.qp import Solution, solve
+from ecjax.qp import Solution, Status, solve
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +93,7 @@ class ProsumerSolvers:
         self._x: list = [None] * P  # each prosumer's own (real) iterate, all of x_i
         self._sol: list = [None] * P  # last cooperative solve of this step
         self._island: list = [None] * P
+        self._fallback = [jnp.zeros((self.lay.nx,), dtype) for _ in range(P)]  # previous plan, shifted
         self.stage: Stage | None = None
         self.qp_status = np.zeros(P, dtype=np.int64)
 
@@ -123,7 +124,8 @@ class ProsumerSolvers:
         zeros = np.zeros((len(self.ids), self.lay.nu))
         sol = self._solve(k, zeros, False, self._warm[k][0])
         self._island[k] = sol
-        self._x[k] = sol.x
+        # not solved: the fallback plan, as in the batch engine (ecjax.fcmpc)
+        self._x[k] = sol.x if int(sol.status) == int(Status.solved) else self._fallback[k]
         self._sol[k] = None
         return np.asarray(sol.x[: self.lay.nu], dtype=np.float64)
 
@@ -134,8 +136,10 @@ class ProsumerSolvers:
         warm = eqx.tree_at(lambda s: s.x, base, self._x[k])
         sol = self._solve(k, u_all, True, warm)
         self._sol[k] = sol
-        self._x[k] = self.w * sol.x + (1.0 - self.w) * self._x[k]
-        return np.asarray(sol.x[: self.lay.nu], dtype=np.float64)
+        # not solved: propose the previous iterate, as in the batch engine (ecjax.fcmpc)
+        x_star = sol.x if int(sol.status) == int(Status.solved) else self._x[k]
+        self._x[k] = self.w * x_star + (1.0 - self.w) * self._x[k]
+        return np.asarray(x_star[: self.lay.nu], dtype=np.float64)
 
     def end_step(self) -> None:
         """Shift each prosumer's solutions one step ahead: the warm starts of the next step."""
@@ -143,3 +147,4 @@ class ProsumerSolvers:
             island = self._island[k]
             last = self._sol[k] if self._sol[k] is not None else island
             self._warm[k] = (shift(island, self.N), shift(last, self.N))
+            self._fallback[k] = shift_blocks(self._x[k], self.N)

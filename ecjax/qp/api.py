@@ -20,7 +20,8 @@ def prepare(P, A, settings: ADMM | IPM = ADMM(), dtype=jnp.float64, lo=None, hi=
 
     `settings` picks the method: `ADMM(...)` (warm-startable, any PSD P; `lo`, `hi` are
     template bounds that classify equality rows) or `IPM(...)` (interior point, diagonal P,
-    iteration counts nearly independent of the data; `lo`, `hi` unused).
+    iteration counts nearly independent of the data; `lo`, `hi` mark the rows that are
+    equalities in every instance, which lets it pick a faster Newton-system form).
     """
     if isinstance(settings, IPM):
         dtype = jnp.dtype(dtype)
@@ -30,7 +31,7 @@ def prepare(P, A, settings: ADMM | IPM = ADMM(), dtype=jnp.float64, lo=None, hi=
 
         if dtype == jnp.float64 and not jax.config.jax_enable_x64:
             raise ValueError("`dtype=float64` needs `jax.config.update('jax_enable_x64', True)`.")
-        return prepare_ipm(P, A, settings, dtype)
+        return prepare_ipm(P, A, settings, dtype, lo, hi)
     if not isinstance(settings, ADMM):
         raise TypeError(f"`settings` must be ADMM(...) or IPM(...), got {type(settings).__name__}.")
     return _prepare_admm(P, A, settings, dtype, lo, hi)

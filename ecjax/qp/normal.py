@@ -23,8 +23,15 @@ its neighbours, so after reverse Cuthill-McKee it is block-tridiagonal with smal
 
 When the coupling rows fall into small groups that share no strong column (one group per time
 step in the FC-MPC subproblem), `schur.py` eliminates those groups first and factors only the
-Schur complement on the weak columns ((N4)-(N5)): same solution, a far shorter sequential
-recursion. `NormalKKT.build` picks it whenever it applies (and `max_dense` is 0).
+Schur complement on the weak columns ((N4)-(N5)): same solution, a shorter sequential
+recursion. That Schur complement is a normal-equations matrix: the equality rows enter it with
+weight 1/δ_e, so it is well conditioned only when those rows alone fix every weak column (the
+states, through the dynamics). With a weak column that they leave free (an input without
+curvature: MODEL's `ugb` and `ev`, any weight set to 0) the 1/δ_e part is singular on that
+column, the rest of S_W is of the order of δ_p there, and the solve loses every digit; the
+quasi-definite form (N2) keeps such a column as an unknown of its own and stays accurate.
+`NormalKKT.build` therefore takes the Schur form only when the equality coupling rows
+restricted to the weak columns have full column rank (and `max_dense` is 0).
 """
 
 import equinox as eqx
@@ -68,13 +75,15 @@ class NormalKKT(eqx.Module):
     mc: int = eqx.field(static=True)
 
     @staticmethod
-    def build(pdiag: np.ndarray, Ab_perm: np.ndarray, m_s: int, weak_p: float, max_dense: int, dtype):
+    def build(pdiag: np.ndarray, Ab_perm: np.ndarray, m_s: int, weak_p: float, max_dense: int, dtype, eq_c=None):
+        """`eq_c`: which coupling rows are equalities in every instance (None: unknown, and the
+        Schur form is not taken)."""
         n = pdiag.shape[0]
         C = Ab_perm[m_s:]
         mc = C.shape[0]
         in_c = (C != 0).any(axis=0) if mc else np.zeros(n, bool)
         weak = (pdiag < weak_p) & in_c
-        if max_dense == 0:
+        if max_dense == 0 and schur_is_stable(C, weak, eq_c):
             two_level = schur.SchurKKT.build(C, weak, schur.MAX_BLOCK, dtype)
             if two_level is not None:
                 return two_level
@@ -133,6 +142,14 @@ class NormalKKT(eqx.Module):
             nw=nw,
             mc=mc,
         )
+
+
+def schur_is_stable(C: np.ndarray, weak: np.ndarray, eq_c) -> bool:
+    """Whether the equality coupling rows fix every weak column (full column rank on them)."""
+    if eq_c is None or not weak.any():
+        return False
+    Cw = C[np.asarray(eq_c, bool)][:, weak]
+    return Cw.shape[0] >= Cw.shape[1] and np.linalg.matrix_rank(Cw) == Cw.shape[1]
 
 
 class Factored(eqx.Module):

@@ -95,6 +95,8 @@ class CellView:
     iters: np.ndarray  # (R,) mean FC-MPC iterations per step
     theta: np.ndarray  # (R,) mean final max θ per step
     qp_fail: np.ndarray  # (R,) fraction of steps with a QP status other than solved
+    qp_held: np.ndarray  # (R,) subproblem solutions not solved (previous iterate kept), per sample-day
+    qp_fallback: np.ndarray  # (R,) fallback plans applied (first plan not solved), per sample-day
     has_trajectories: bool
     open_loop: OpenLoop | None = None
 
@@ -155,9 +157,18 @@ def view(path, cell_id: str) -> CellView:
         iters=np.asarray(s["iters"].mean(("sample", "time")).values, float),
         theta=np.asarray(s["theta"].mean(("sample", "time")).values, float),
         qp_fail=np.asarray((s["qp_status"] != 0).mean(("sample", "time")).values, float),
+        qp_held=_per_day(s, "qp_held"),
+        qp_fallback=_per_day(s, "qp_fallback"),
         has_trajectories=cell.trajectories is not None,
         open_loop=_open_loop(cell.open_loop) if cell.open_loop is not None else None,
     )
+
+
+def _per_day(s, name):
+    """Mean over samples of a per-step count summed over the day (NaN in stores without it)."""
+    if name not in s:
+        return np.full(s.sizes["risk"], np.nan)
+    return np.asarray(s[name].sum("time").mean("sample").values, float)
 
 
 def collect(path) -> list[CellView]:

@@ -61,7 +61,7 @@ def table1(views: list[CellView], delta: float) -> Table:
 
 def cells(views: list[CellView]) -> Table:
     header = ["cell", "scenario", "n (|P|)", "tightening", "δ", "S", "T", "N", "FC-MPC iters/step",
-              "final θ", "QP not solved", "slack", "curtailed kWh", "deficit kWh", "run s", "compile s"]
+              "final θ", "QP not solved", "held / fallback per day", "slack", "curtailed kWh", "deficit kWh", "run s", "compile s"]
     rows = []
     for v in views:
         a = v.attrs
@@ -70,6 +70,7 @@ def cells(views: list[CellView]) -> Table:
             ", ".join(f"{d:g}" for d in v.deltas), v.S, v.T, v.N,
             ", ".join(f"{x:.1f}" for x in v.iters), ", ".join(f"{x:.2g}" for x in v.theta),
             ", ".join(f"{100 * x:.1f} %" for x in v.qp_fail),
+            ", ".join(f"{h:.3g} / {f:.3g}" for h, f in zip(v.qp_held, v.qp_fallback)),
             ", ".join(f"{x:.3g}" for x in v.mean.get("slack", [np.nan])),
             ", ".join(f"{x:.3g}" for x in v.mean.get("curtailed", [np.nan])),
             ", ".join(f"{x:.3g}" for x in v.mean.get("deficit", [np.nan])),
@@ -77,7 +78,11 @@ def cells(views: list[CellView]) -> Table:
         ])  # fmt: skip
     dev = sorted({v.attrs.get("device", "?") for v in views})
     return Table("cells", "Cells", header, rows,
-                 "Values per risk level where a cell has several. Device: " + "; ".join(dev) + ".")
+                 "Values per risk level where a cell has several. QP not solved: share of steps with "
+                 "a QP that did not end solved; held: FC-MPC subproblem solutions not solved, where "
+                 "the prosumer kept its previous iterate; fallback: plans not solved, where the "
+                 "prosumer applied its previous plan shifted (means per sample-day). "
+                 "Device: " + "; ".join(dev) + ".")
 
 
 def violations(views: list[CellView]) -> Table:

@@ -14,7 +14,7 @@ ECJAX = [sys.executable, "-m", "ecjax.cli"]
 XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 # A tiny cell: 3 agents (2 prosumers), 2 samples, 2 closed-loop steps, horizon 4, 3 FC-MPC
-# iterations, ADMM at loose tolerances (it compiles faster than IPM at this size).
+# iterations, the engine's default solver (the interior-point method).
 TINY = [
     "community=generated",
     "community.n=3",
@@ -24,7 +24,6 @@ TINY = [
     "sim.T=2",
     "sim.N=4",
     "fcmpc.p_max=3",
-    "solver=admm",
     "progress=false",
 ]
 

@@ -157,7 +157,8 @@ def test_cell_inputs_match_the_config(tmp_path):
     assert inp.chain["kind"] == "tester"
     ipm = cell_inputs(_cfg(tmp_path, "solver=ipm", "solver.max_iter=40")).solver
     assert isinstance(ipm, IPM) and ipm.max_iter == 40 and ipm.eps_abs == 1e-6
-    assert isinstance(inp.solver, ADMM) and inp.solver.eps_abs == 1e-5
+    assert isinstance(inp.solver, IPM) and inp.solver.eps_abs == 1e-5  # the default method
+    assert isinstance(cell_inputs(_cfg(tmp_path, "solver=admm")).solver, ADMM)
     assert inp.chunk is None  # `sim.chunk: auto` (default): chosen for the machine by run_batch
     assert cell_inputs(_cfg(tmp_path, "sim.chunk=3")).chunk == 3
     dm = cell_inputs(_cfg(tmp_path, "scenario=dmpc"))
