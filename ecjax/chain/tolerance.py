@@ -10,7 +10,11 @@ round-off of the stored run's own combinations, negligible in float64), w the FC
 - σ = ε_dua/μ + ε_pri: how far an ε-solution of a subproblem lies from its exact optimum, to
   first order: a dual residual r moves the optimum of a cost with curvature ≥ μ by ≤ |r|/μ, with
   ε_dua = eps_abs + eps_rel·‖q‖∞ and μ = 2·α·min(r_c, r_d, r_t, r_ugb, r_ev) the smallest
-  curvature of an input in the subproblem (α = 1/n).
+  curvature of an input in the subproblem (α = 1/n). MODEL's cost has no curvature in ugb
+  and ev (r_ugb = r_ev = 0 by default): there the first-order bound does not hold, and μ is
+  the smallest positive weight of the five. Solve mode then assumes that the same solver, on
+  data equal up to the fixed-point rounding, returns the same point of a non-unique optimum;
+  stored mode does not depend on μ.
 
 stored mode (the stored iterates are uploaded):
     a_p = h + ε_pri                                   uploaded optimum u_i^{p,*}
@@ -129,7 +133,8 @@ def derive(inputs: RunInputs, mode: str, scale: int, w: float) -> AuditTolerance
     c, wt = inputs.community, inputs.weights
     eps_pri = s.eps_abs + s.eps_rel * row_scale(inputs)
     eps_dua = s.eps_abs + s.eps_rel * dual_scale(inputs)
-    mu = 2.0 / c.n * min(wt.r_c, wt.r_d, wt.r_t, wt.r_ugb, wt.r_ev)
+    curv = [r for r in (wt.r_c, wt.r_d, wt.r_t, wt.r_ugb, wt.r_ev) if r > 0]
+    mu = 2.0 / c.n * (min(curv) if curv else 1.0)  # see the module docstring
     return AuditTolerance(
         mode=mode,
         scale=int(scale),
