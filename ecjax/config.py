@@ -269,7 +269,6 @@ SOLVER_SCHEMA = {
         "eq_rho_scale": _num(0.0, lo_open=True),
         "check_every": _int(1, 100_000),
         "adaptive_rho": _bool,
-        "linsys": _choice(("auto", "woodbury", "dense")),
         "c_format": _choice(("auto", "dense", "gather")),
     },
     "ipm": {

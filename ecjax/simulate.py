@@ -44,7 +44,7 @@ def check_dtype(dtype) -> None:
     """The engine computes in float64, on a GPU too (an H100 or H200 runs float64 at half its
     float32 rate; these kernels are bound by memory traffic and launches). In float32 the
     batched QP solvers end some agent QPs in `numerical_error` (the interior-point method
-    6-16 of 256 of the paper case's, ADMM's Woodbury x-update every one: docs/engine.md), so a
+    6-16 of 256 of the paper case's: docs/engine.md), so a
     float32 closed loop would be a batch of failures."""
     if jnp.dtype(dtype) != jnp.float64:
         raise ValueError(

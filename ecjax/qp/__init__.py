@@ -32,8 +32,8 @@ Two methods, one `Solution`:
   sample factors its own small blocks at every iteration. 10-20
   iterations to 1e-8 on the community QPs, nearly the same for every sample, which is what a
   vmapped batch needs (it runs until its slowest sample stops).
-* `ADMM` (`admm.py`): OSQP's iteration with Ruiz scaling; the x-update uses a Woodbury
-  identity whose small part is eigendecomposed once, so ρ adapts per sample without any
+* `ADMM` (`admm.py`): OSQP's iteration with Ruiz scaling; the x-update's matrix is
+  eigendecomposed once (`linsys.DenseEig`), so ρ adapts per sample without any
   factorization. Warm-startable and cheap per iteration, but its iteration count varies by
   orders of magnitude between samples on near-LP problems.
 """

@@ -60,7 +60,6 @@ class ADMM(eqx.Module):
     check_every: int = eqx.field(static=True, default=25)
     adaptive_rho: bool = eqx.field(static=True, default=True)
     scaling_iters: int = eqx.field(static=True, default=10)
-    linsys: str = eqx.field(static=True, default="auto")  # auto | woodbury | dense
     c_format: str = eqx.field(static=True, default="auto")  # auto | dense | gather
 
     def __check_init__(self):
@@ -68,8 +67,6 @@ class ADMM(eqx.Module):
             raise ValueError(f"`ADMM(check_every=...)` must be >= 1, got {self.check_every}.")
         if self.max_iter < 0:
             raise ValueError(f"`ADMM(max_iter=...)` must be >= 0, got {self.max_iter}.")
-        if self.linsys not in ("auto", "woodbury", "dense"):
-            raise ValueError(f"`ADMM(linsys=...)` must be auto|woodbury|dense, got {self.linsys!r}.")
         if self.c_format not in ("auto", "dense", "gather"):
             raise ValueError(f"`ADMM(c_format=...)` must be auto|dense|gather, got {self.c_format!r}.")
 
@@ -82,7 +79,7 @@ class Operator(eqx.Module):
 
     settings: ADMM
     A: _ls.SplitA  # scaled Ā, rows permuted
-    lin: _ls.DenseEig | _ls.Woodbury
+    lin: _ls.DenseEig
     P: Float[Array, "n n"] | Float[Array, "n"]  # scaled P̄ (diagonal stored as a vector)
     D: Float[Array, "n"]  # column scaling
     E: Float[Array, "m"]  # row scaling (permuted)
@@ -95,7 +92,7 @@ class Operator(eqx.Module):
     m: int = eqx.field(static=True)
     p_diagonal: bool = eqx.field(static=True)
     host: ADMM = eqx.field(static=True)  # the settings as given (Python floats)
-    kind: str = eqx.field(static=True)  # woodbury | dense
+    kind: str = eqx.field(static=True, default="admm")
 
     @property
     def dtype(self):
@@ -160,21 +157,13 @@ def prepare(P, A, settings: ADMM = ADMM(), dtype=jnp.float64, lo=None, hi=None) 
     m_c = m - m_s
     p_diagonal = bool(np.all(P == np.diag(np.diag(P))))
 
-    kind = s.linsys
-    if kind == "auto":
-        kind = "woodbury" if (p_diagonal and m_c <= n) else "dense"
-    if kind == "woodbury" and not p_diagonal:
-        raise ValueError("`ADMM(linsys='woodbury')` needs a diagonal `P`.")
     fmt = s.c_format
     if fmt == "auto":
         density = (Ab_p[m_s:] != 0).mean() if m_c else 0.0
         fmt = "gather" if density < 0.1 else "dense"
 
     split = _ls.build_split(Ab_p, m_s, fmt, dtype)
-    if kind == "woodbury":
-        lin = _ls.Woodbury.build(np.diag(Pb), Ab_p, m_s, w_p, s.rho, s.sigma, fmt, dtype)
-    else:
-        lin = _ls.DenseEig.build(Pb, Ab_p, w_p, s.sigma, dtype)
+    lin = _ls.DenseEig.build(Pb, Ab_p, w_p, s.sigma, dtype)
 
     # tolerances etc. become arrays (traced: changing them does not recompile)
     settings_arr = jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), s)
@@ -194,7 +183,6 @@ def prepare(P, A, settings: ADMM = ADMM(), dtype=jnp.float64, lo=None, hi=None) 
         m=m,
         p_diagonal=p_diagonal,
         host=s,
-        kind=kind,
     )
 
 

@@ -12,24 +12,13 @@ Rows of Ā are split into *singleton* rows (one nonzero: a bound on one
 variable; they add a diagonal to K) and *coupling* rows C (m_c of them).
 Rows are permuted to [singleton..., coupling...] once.
 
-Two solvers for (L1):
-
-* `Woodbury` (diagonal P): ρ on singleton rows is fixed at prepare time
-  (ρ_s = ρ₀ w_s), ρ on coupling rows is ρ̄ w_c with a per-sample adaptive
-  scalar ρ̄ and fixed class weights w_c (1e3 for equality rows). Then
-  D = P̄ + σI + Σ_s ρ_s a_s² e_j e_jᵀ is fixed and, with G = C D⁻¹ Cᵀ,
-  Ê = diag(√w_c), Ê G Ê = U Γ Uᵀ (eigendecomposition, once):
-
-      K⁻¹ = D⁻¹ − D⁻¹Cᵀ (ρ̄⁻¹ diag(w_c)⁻¹ + G)⁻¹ C D⁻¹                   (L2)
-      (ρ̄⁻¹ diag(w_c)⁻¹ + G)⁻¹ = ÊU (ρ̄⁻¹ I + Γ)⁻¹ UᵀÊ                    (L3)
-
-  so any ρ̄ costs nothing: no per-sample factorization at all, ever.
-* `DenseEig` (any PSD P): ρ = ρ̄ w on all rows. With M = P̄ + σI and the
-  eigendecomposition M^{-1/2} ĀᵀWĀ M^{-1/2} = V Λ Vᵀ (once; the ReLU-QP idea),
+The solver for (L1): `DenseEig` (any PSD P), ρ = ρ̄ w on all rows (w: fixed row
+class weights, 1e3 for equality rows; ρ̄ a per-sample adaptive scalar). With M = P̄ + σI and
+the eigendecomposition M^{-1/2} ĀᵀWĀ M^{-1/2} = V Λ Vᵀ (once; the ReLU-QP idea),
 
       K(ρ̄)⁻¹ = M^{-1/2} V (I + ρ̄Λ)⁻¹ Vᵀ M^{-1/2}                          (L4)
 
-  two n×n products per iteration, any ρ̄ free.
+two n×n products per iteration, any ρ̄ free, no per-sample factorization.
 """
 
 import functools
@@ -370,43 +359,4 @@ class DenseEig(eqx.Module):
         lam, V = np.linalg.eigh(0.5 * (B + B.T))
         return DenseEig(
             W=jnp.asarray(Mih @ V, dtype), lam=jnp.asarray(np.maximum(lam, 0.0), dtype), w=jnp.asarray(w, dtype)
-        )
-
-
-class Woodbury(eqx.Module):
-    """(L2)-(L3): x = D⁻¹r − Cdᵀ ÊU ((UᵀÊ Cd r) ⊘ (ρ̄⁻¹ + Γ)),  Cd = C D⁻¹."""
-
-    Dinv: Float[Array, "n"]
-    Cd: Mat
-    Uh: Float[Array, "mc mc"]
-    gam: Float[Array, "mc"]
-    rho_s: Float[Array, "ms"]  # fixed ρ on singleton rows
-    w_c: Float[Array, "mc"]  # coupling row class weights, ρ_c = ρ̄ w_c
-
-    def rho_vec(self, rho_bar):
-        return jnp.concatenate([self.rho_s, rho_bar * self.w_c])
-
-    def solve(self, rho_bar, r):
-        u = self.Cd.mv(r)
-        v = self.Uh @ ((self.Uh.T @ u) / (1.0 / rho_bar + self.gam))
-        return self.Dinv * r - self.Cd.rmv(v)
-
-    @staticmethod
-    def build(pdiag, Ab_perm, m_s, w, rho0, sigma, fmt, dtype) -> "Woodbury":
-        n = pdiag.shape[0]
-        S = Ab_perm[:m_s]
-        rho_s = rho0 * w[:m_s]
-        D = pdiag + sigma + (rho_s[:, None] * S**2).sum(axis=0) if m_s else pdiag + sigma + np.zeros(n)
-        C = Ab_perm[m_s:]
-        Cd = C / D[None, :]
-        G = Cd @ C.T
-        eh = np.sqrt(w[m_s:])
-        gam, U = np.linalg.eigh(eh[:, None] * G * eh[None, :])
-        return Woodbury(
-            Dinv=jnp.asarray(1.0 / D, dtype),
-            Cd=Mat.build(Cd, fmt, dtype),
-            Uh=jnp.asarray(eh[:, None] * U, dtype),
-            gam=jnp.asarray(np.maximum(gam, 0.0), dtype),
-            rho_s=jnp.asarray(rho_s, dtype),
-            w_c=jnp.asarray(w[m_s:], dtype),
         )

@@ -31,18 +31,7 @@ def _sample(sols, b):
 
 
 # --------------------------------------------------------------------------- vmap == loop
-VMAP_WOODBURY = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Woodbury path: a sample solved inside a batch and alone take different iteration "
-        "paths (num_steps 5175 vs 5375, ρ 0.12 apart, x 4e-8 apart at eps 1e-9). The "
-        "batched and unbatched products differ in the last bit only (2.8e-16 for one linear "
-        "solve), but after the first ρ update the y iterates are 4e-7 apart (dense path: 5e-11)"
-    ),
-)
-
-
-@pytest.mark.parametrize("linsys", [pytest.param("woodbury", marks=VMAP_WOODBURY), "dense"])
+@pytest.mark.parametrize("linsys", ["admm"])
 def test_vmap_equals_loop_of_single_solves(linsys):
     """Same status and iteration count, and the same answer far below the solver tolerance.
 
@@ -51,7 +40,7 @@ def test_vmap_equals_loop_of_single_solves(linsys):
     iterations. Required here: agreement 1e-10 (relative to the solution's size), 10x below
     eps = 1e-9."""
     P, A, q, lo, hi, _ = planted(0, 4)
-    op = prepare(P, A, ADMM(linsys=linsys, eps_abs=1e-9, eps_rel=1e-9, max_iter=20000), lo=lo, hi=hi)
+    op = prepare(P, A, ADMM(eps_abs=1e-9, eps_rel=1e-9, max_iter=20000), lo=lo, hi=hi)
     sols = solve_batch(op, q, lo, hi)
     vm = jax.vmap(solve, in_axes=(None, 0, 0, 0))(op, q, lo, hi)  # the documented vmap of `solve`
     # solve_batch splits the batch over the local devices (ecjax.parallel): the same up to the
@@ -111,7 +100,7 @@ def test_new_data_does_not_recompile():
     w = CostWeights()
     rng = np.random.default_rng(0)
     cap = np.asarray(c.capacity)
-    settings = ADMM(eps_abs=1e-5, eps_rel=1e-5, max_iter=10000)
+    settings = IPM(eps_abs=1e-6, eps_rel=1e-6)  # the engine's default method
     ctl = make_controller(c, w, 24, settings)
     # EV energy delivered so far: half the daily energy after hour 3 (none delivered by hour 11
     # would leave too few available hours for the deadline (9): a primal infeasible QP)
@@ -190,7 +179,7 @@ def _float_avals(jaxpr):
 def test_float32_operator_runs_in_float32_with_x64_on():
     assert jax.config.jax_enable_x64
     P, A, q, lo, hi, x_star = planted(2, 3)
-    op = prepare(P, A, ADMM(linsys="dense", eps_abs=1e-4, eps_rel=1e-4), dtype=jnp.float32, lo=lo, hi=hi)
+    op = prepare(P, A, ADMM(eps_abs=1e-4, eps_rel=1e-4), dtype=jnp.float32, lo=lo, hi=hi)
     assert op.dtype == jnp.float32
     q32, lo32, hi32 = (jnp.asarray(v, jnp.float32) for v in (q, lo, hi))
     jaxpr = jax.make_jaxpr(lambda a, b, c: jax.vmap(solve, in_axes=(None, 0, 0, 0))(op, a, b, c))(q32, lo32, hi32)

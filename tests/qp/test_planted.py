@@ -4,8 +4,8 @@ Every instance has an exact KKT pair (x*, y*) by construction (helpers.plant), w
 kind present: equalities, one-sided lower and upper bounds, two-sided boxes, free rows, each
 active or not. The solver must return status `solved`, the planted optimal value, a KKT pair
 by ecjax's own residuals (`ecjax.qp.kkt`) and by an independent numpy check, and x* itself
-where it is unique (P positive definite). Both linear-system paths are covered: Woodbury
-(diagonal P) and dense-eig (diagonal and non-diagonal P).
+where it is unique (P positive definite). Both methods are covered: ADMM (diagonal and
+non-diagonal P) and the interior-point method (diagonal P).
 """
 
 import jax.numpy as jnp
@@ -106,7 +106,7 @@ def _run(kind, linsys, dtype, settings, tol, seed=0, per_sample_kinds=False):
     if interior:
         op = prepare(P, A, IPM(**settings), dtype=dtype)
     else:
-        op = prepare(P, A, ADMM(linsys=linsys, **settings), dtype=dtype, lo=lo, hi=hi)
+        op = prepare(P, A, ADMM(**settings), dtype=dtype, lo=lo, hi=hi)
     assert op.kind == linsys
     sols = solve_batch(op, jnp.asarray(q), jnp.asarray(lo), jnp.asarray(hi))
     assert sols.x.dtype == dtype
@@ -131,31 +131,20 @@ def test_planted_ipm_float64(kind, per_sample_kinds):
 
 @pytest.mark.parametrize(
     "kind,linsys",
-    [("diag", "woodbury"), ("diag", "dense"), ("diag_pd", "woodbury"), ("diag_pd", "dense"),
-     ("dense", "dense"), ("lowrank", "dense")],  # fmt: skip
+    [("diag", "admm"), ("diag_pd", "admm"), ("dense", "admm"), ("lowrank", "admm")],
 )
 def test_planted_float64(kind, linsys):
     _run(kind, linsys, jnp.float64, F64, 1e-7)
 
 
-VARY_WOODBURY = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Woodbury keeps ρ of singleton rows fixed at ρ₀ = 0.1 for the whole batch, so a bound "
-        "row that is an equality in a sample but not in the template converges very slowly: "
-        "samples need up to 57300 iterations at eps 1e-9 (dense path: 8950; OSQP 1.1.3: <= 875)"
-    ),
-)
-
-
-@pytest.mark.parametrize("linsys", [pytest.param("woodbury", marks=VARY_WOODBURY), "dense"])
+@pytest.mark.parametrize("linsys", ["admm"])
 def test_planted_row_kinds_vary_per_sample(linsys):
     """Samples of one batch need not share which rows are equalities, bounds or free: the
     template only decides ρ's row classes."""
     _run("diag_pd", linsys, jnp.float64, F64, 1e-7, seed=1, per_sample_kinds=True)
 
 
-@pytest.mark.parametrize("kind,linsys", [("diag_pd", "woodbury"), ("diag_pd", "dense"), ("dense", "dense")])
+@pytest.mark.parametrize("kind,linsys", [("diag_pd", "admm"), ("dense", "admm")])
 def test_planted_float32(kind, linsys):
     """float32 operator (x64 stays enabled globally): the whole solve runs in float32."""
     _run(kind, linsys, jnp.float32, F32, 1e-3)
@@ -169,7 +158,7 @@ def _free_cols(linsys, dtype, settings, tol):
     P, A = structured_PA(rng, 24, 8, free_cols=4)
     kinds = assign_kinds(rng, A.shape[0])
     q, lo, hi, xs, ys, _ = plant_batch(rng, P, A, 4, kinds=kinds)
-    op = prepare(P, A, ADMM(linsys=linsys, **settings), dtype=dtype, lo=lo, hi=hi)
+    op = prepare(P, A, ADMM(**settings), dtype=dtype, lo=lo, hi=hi)
     sols = solve_batch(op, jnp.asarray(q), jnp.asarray(lo), jnp.asarray(hi))
     status = np.asarray(sols.status)
     assert np.all(status == int(Status.solved)), (status, np.asarray(sols.num_steps))
@@ -178,29 +167,12 @@ def _free_cols(linsys, dtype, settings, tol):
         check_solution(P, A, q[b], lo[b], hi[b], xs[b], ys[b], sol, tol, exact_x=False)
 
 
-FREE_COLS_F64 = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Woodbury with σ = 1e-6: D = σ on the free columns, D⁻¹ = 1e6 and the Woodbury "
-        "correction cancels ~6 digits; all 4 samples stall and end at max_iter = 20000 "
-        "(eps 1e-9). The dense path solves them in 125 iterations, OSQP 1.1.3 in <= 75."
-    ),
-)
-FREE_COLS_F32 = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Woodbury in float32 with D = σ = 1e-6 on the free columns diverges: all 4 samples "
-        "end with numerical_error (the dense path solves them in 100 iterations)"
-    ),
-)
-
-
-@pytest.mark.parametrize("linsys", [pytest.param("woodbury", marks=FREE_COLS_F64), "dense"])
+@pytest.mark.parametrize("linsys", ["admm"])
 def test_free_columns_float64(linsys):
     _free_cols(linsys, jnp.float64, F64, 1e-7)
 
 
-@pytest.mark.parametrize("linsys", [pytest.param("woodbury", marks=FREE_COLS_F32), "dense"])
+@pytest.mark.parametrize("linsys", ["admm"])
 def test_free_columns_float32(linsys):
     _free_cols(linsys, jnp.float32, dict(eps_abs=1e-5, eps_rel=1e-5, max_iter=20000), 1e-3)
 
@@ -246,12 +218,6 @@ def test_kkt_residuals_zero_at_planted_and_detect_perturbations(kind):
     assert float(kkt.dual_residual(*J(P, q, A, x, y3))) > 0.2 * np.abs(A[r_in]).max()
 
 
-def test_woodbury_needs_diagonal_P():
-    P, A, _ = problem("dense", 0)
-    with pytest.raises(ValueError, match="linsys='woodbury'"):
-        prepare(P, A, ADMM(linsys="woodbury"))
-
-
 def test_single_solve_matches_planted():
     """`solve` (one instance, no batch axis) on a planted QP."""
     P, A, rng = problem("diag_pd", 2)
@@ -261,22 +227,12 @@ def test_single_solve_matches_planted():
     check_solution(P, A, q[0], lo[0], hi[0], x[0], y[0], sol, 1e-7, exact_x=True)
 
 
-STALL_WOODBURY = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Woodbury keeps ρ of the singleton (bound) rows at ρ₀ = 0.1 while ρ̄ of the coupling rows "
-        "adapts (to ~15 here); this planted QP (30 variables, P > 0) is still at prim_res 1.5e-7, "
-        "dual_res 8.6e-7 after 100000 iterations. Dense path: 8375 iterations; OSQP 1.1.3: 8450."
-    ),
-)
-
-
-@pytest.mark.parametrize("linsys", [pytest.param("woodbury", marks=STALL_WOODBURY), "dense"])
+@pytest.mark.parametrize("linsys", ["admm"])
 def test_hard_planted_converges(linsys):
     """A planted QP that needs ~8000 iterations at eps 1e-9 (OSQP needs 8450)."""
     P, A, rng = problem("diag_pd", 7)
     q, lo, hi, x, y, _ = plant_batch(rng, P, A, 1)
-    op = prepare(P, A, ADMM(linsys=linsys, eps_abs=1e-9, eps_rel=1e-9, max_iter=20000), lo=lo, hi=hi)
+    op = prepare(P, A, ADMM(eps_abs=1e-9, eps_rel=1e-9, max_iter=20000), lo=lo, hi=hi)
     sol = solve(op, jnp.asarray(q[0]), jnp.asarray(lo[0]), jnp.asarray(hi[0]))
     check_solution(P, A, q[0], lo[0], hi[0], x[0], y[0], sol, 1e-7, exact_x=True)
 

@@ -36,24 +36,6 @@ F32 = ADMM(eps_abs=1e-4, eps_rel=1e-4, max_iter=20000)
 TOL = {jnp.float64: 1e-6, jnp.float32: 1e-3}
 OBJ_TOL = {jnp.float64: 1e-10, jnp.float32: 1e-4}  # reported obj vs ½xᵀPx + qᵀx of x
 
-# ---------------------------------------------------------------- known solver defects
-WOODBURY_F32 = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "ADMM Woodbury x-update in float32 diverges on the community QPs: the battery energies "
-        "eb have zero cost and no bound row, so D = P̄ + σ = σ = 1e-6 there and "
-        "K⁻¹ = D⁻¹ − D⁻¹Cᵀ(…)⁻¹CD⁻¹ cancels 1e6-sized terms; iterates grow ~50x per "
-        "iteration and the first check returns numerical_error with num_steps = 0"
-    ),
-)
-STALL_F64 = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "ADMM (Woodbury, σ = 1e-6) stalls at prim_res ~1e-7..3e-7 on 3 of 8 agent QPs of "
-        "random_case(15, 1, 'cumulative') and stops at max_iter; OSQP 1.1.3 solves the same "
-        "QPs at eps 1e-8 in <= 4500 iterations"
-    ),
-)
 CASES = [(3, 1, "cumulative"), (3, 2, "per_step"), (6, 1, "cumulative"), (6, 2, "per_step"),
          (15, 1, "cumulative"), (15, 2, "per_step")]  # fmt: skip
 CASES32 = [(3, 1, "cumulative"), (6, 2, "per_step"), (15, 1, "cumulative")]  # every n, both modes
@@ -133,12 +115,12 @@ def _agent(case, dtype, settings):
         _check_canonical_obj(ctl.agent_op, q[b], lo[b], hi[b], sol_b, OBJ_TOL[dtype])
 
 
-@pytest.mark.parametrize("n,seed,mode", params(CASES, STALL_F64, lambda k: k == (15, 1, "cumulative")))
+@pytest.mark.parametrize("n,seed,mode", params(CASES))
 def test_agent_qp_float64(n, seed, mode):
     _agent((n, seed, mode), jnp.float64, F64)
 
 
-@pytest.mark.parametrize("n,seed,mode", params(CASES32, WOODBURY_F32))
+@pytest.mark.parametrize("n,seed,mode", params(CASES32))
 def test_agent_qp_float32(n, seed, mode):
     """float32 operator as the controller builds it (default linear solver)."""
     _agent((n, seed, mode), jnp.float32, F32)
@@ -180,6 +162,6 @@ def test_centralized_qp_float64(n, seed, mode):
     _central((n, seed, mode), jnp.float64, F64)
 
 
-@pytest.mark.parametrize("n,seed,mode", params(CASES32, WOODBURY_F32))
+@pytest.mark.parametrize("n,seed,mode", params(CASES32))
 def test_centralized_qp_float32(n, seed, mode):
     _central((n, seed, mode), jnp.float32, F32)

@@ -18,14 +18,14 @@ from ecjax.weights import CostWeights
 from helpers_community import random_case
 
 INF = np.inf
-LINSYS = ["woodbury", "dense", "ipm"]  # ADMM with either linear solver, and the IPM
+LINSYS = ["admm", "ipm"]  # both methods
 
 
 def settings(method, max_iter=None, **kw):
-    """ADMM(linsys=method) or IPM() with the same tolerances (`max_iter` per method)."""
+    """ADMM() or IPM() with the same tolerances (`max_iter` per method)."""
     if method == "ipm":
         return IPM(**kw) if max_iter is None else IPM(max_iter=min(max_iter, 200), **kw)
-    return ADMM(linsys=method, **kw) if max_iter is None else ADMM(linsys=method, max_iter=max_iter, **kw)
+    return ADMM(**kw) if max_iter is None else ADMM(max_iter=max_iter, **kw)
 
 
 def assert_finite(sol: Solution):
@@ -52,17 +52,7 @@ A2 = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
 LO2 = np.array([-1.0, 0.0, -INF])
 HI2 = np.array([1.0, INF, INF])
 
-PINF_WOODBURY = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Woodbury never certifies primal infeasibility here: x0 + x1 >= 3 with x0, x1 in [0, 1] "
-        "ends at max_iter = 4000 (y grows like ~[265, 267, 0, −267]; the dense path returns "
-        "primal_infeasible after 50 iterations)"
-    ),
-)
-
-
-@pytest.mark.parametrize("linsys", [pytest.param("woodbury", marks=PINF_WOODBURY), "dense", "ipm"])
+@pytest.mark.parametrize("linsys", LINSYS)
 def test_primal_infeasible(linsys):
     op = prepare(P3, A3, settings(linsys, max_iter=4000))
     sol = solve(op, Q3, LO3, HI3.copy())
@@ -191,10 +181,8 @@ def test_nan_bound(linsys):
 
 
 def test_iteration_limit():
-    op = prepare(P3, A3, ADMM(max_iter=50, check_every=25, eps_abs=1e-14, eps_rel=1e-14))
-    lo = LO3.copy()
-    lo[3] = 3.0
-    sol = solve(op, Q3, lo, HI3)  # infeasible, too few iterations to tell
+    op = prepare(P3, A3, ADMM(max_iter=50, check_every=25, eps_abs=1e-15, eps_rel=1e-15))
+    sol = solve(op, Q3, LO3, HI3)  # feasible, at a tolerance 50 iterations do not reach
     assert_finite(sol)
     assert int(sol.status) == int(Status.max_iter)
     assert int(sol.num_steps) == 50
@@ -269,16 +257,7 @@ def test_bad_samples_do_not_disturb_the_batch(linsys):
         assert np.all(np.isfinite(np.asarray(getattr(sols, f)))), f
 
 
-BAD_BATCH = {
-    "woodbury": pytest.mark.xfail(
-        strict=True,
-        reason="the infeasible sample (EV deadline unreachable) ends at max_iter: Woodbury does "
-        "not certify primal infeasibility (the dense path and the IPM do)",
-    ),
-}
-
-
-@pytest.mark.parametrize("linsys", [pytest.param(k, marks=BAD_BATCH.get(k, ())) for k in LINSYS])
+@pytest.mark.parametrize("linsys", LINSYS)
 def test_bad_samples_get_their_status(linsys):
     sols = bad_batch(linsys)[4]
     status = np.asarray(sols.status)
