@@ -1,6 +1,7 @@
-"""Closed-loop throughput: ecjax's batched FC-MPC against the same loop with OSQP.
+"""Closed-loop throughput: ecjax's batched FC-MPC against the same loop with OSQP and with
+the fastest structured QP solver of `qp_batch.py`.
 
-    python experiments/benchmarks/closed_loop.py [--quick] [--scaling]
+    python experiments/benchmarks/closed_loop.py [--quick] [--scaling] [--baseline auto|piqp|...]
 
 Both sides run the very same code (`ecjax.experiment.run_batch`: FC-MPC iteration, plant,
 metrics) on the paper case, `ccdmpc`, T = 24, default FC-MPC settings, real September data:
@@ -14,17 +15,27 @@ metrics) on the paper case, `ccdmpc`, T = 24, default FC-MPC settings, real Sept
 * OSQP: every agent QP by OSQP (pinned version) through a host callback, one persistent OSQP
   object per prosumer that keeps its factorization and is warm-started from its previous
   solve (only q, l, u change) — the fastest fair CPU baseline. Same FC-MPC iterations and the
-  same QP tolerance, so both do the same work.
+  same QP tolerance, so both do the same work;
+* best: the same loop with every agent QP by the fastest competitor of `qp_batch.py` that met
+  its accuracy (`--baseline auto`: the `best` of results/qp_batch_<quick|full>.json, PIQP if
+  there is none; or named: piqp, piqp_ms, daqp, clarabel, osqp), one persistent solver per
+  prosumer (warm-started from that prosumer's previous solve where the method can: DAQP's
+  working set, OSQP's iterates; PIQP and Clarabel are interior-point methods and keep only
+  their set-up), on all cores: one process per core, each running its share of the samples
+  (`sample_offset`), community-days over the slowest process's run time (compilation
+  excluded).
 
 Prints the machine, the sizes and a table; the last line is
-`closed_loop: days_per_s=<x> speedup_vs_osqp=<x>` (community-days per second: one sample, one
-risk level, T steps). `--scaling` adds how time grows with S, R and the community size n.
+`closed_loop: days_per_s=<x> speedup_vs_best=<x> best=<name> speedup_vs_osqp=<x>`
+(community-days per second: one sample, one risk level, T steps; ecjax's over the baselines').
+`--scaling` adds how time grows with S, R and the community size n.
 Results also go to experiments/benchmarks/results/closed_loop_<quick|full>.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -48,6 +59,8 @@ from ecjax.fcmpc import FCMPCSettings  # noqa: E402
 from ecjax.qp import IPM  # noqa: E402
 from ecjax.qp.host import host_operator  # noqa: E402
 from ecjax.simulate import Options  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
 
 EPS = 1e-6  # QP tolerance of both solvers (absolute and relative)
 
@@ -108,6 +121,45 @@ class OSQPBackend:
         return x, y, 0 if r.info.status_val == 1 else 1, r.info.iter
 
 
+class HostBackend:
+    """One solver of `kind` (`baselines.make_solver`) per batch slot, set up at the slot's first
+    QP (which also serves as the template of the bounds: which rows are equalities, which sides
+    finite), then only updated. The multipliers are not returned (zeros): a host operator
+    ignores its warm start, and nothing else reads them."""
+
+    def __init__(self, kind, P, A, **kw):
+        self.kind, self.kw = kind, kw
+        self.P, self.A = np.asarray(P), np.asarray(A)
+        self.solvers: dict[int, object] = {}
+        self.iterations = 0
+        self.solves = 0
+
+    def solve(self, slot, q, lo, hi):
+        import baselines
+
+        lo = np.where(np.isfinite(lo), lo, -np.inf)
+        hi = np.where(np.isfinite(hi), hi, np.inf)
+        s = self.solvers.get(slot)
+        if s is None:
+            s = self.solvers[slot] = baselines.make_solver(self.kind, self.P, self.A, EPS, lo[None], hi[None], **self.kw)
+        x, it, ok = s.solve(q, lo, hi)
+        self.iterations += int(it)
+        self.solves += 1
+        good = x is not None and np.all(np.isfinite(x))
+        x = np.asarray(x) if good else np.zeros(self.P.shape[0])
+        return x, np.zeros(self.A.shape[0]), 0 if ok and good else 1, int(it)
+
+
+# name in qp_batch.py -> (kind, options) of `baselines.make_solver`
+HOST_SOLVERS = {
+    "osqp": ("osqp", {}),
+    "piqp": ("piqp", {"backend": "sparse_ldlt"}),
+    "piqp_ms": ("piqp", {"backend": "sparse_multistage"}),
+    "daqp": ("daqp", {}),
+    "clarabel": ("clarabel", {}),
+}
+
+
 def progress_printer(every_s: float = 10.0):
     """run_batch's `progress`: a line at most every `every_s` seconds (and the first and last),
     flushed, so a run stopped by a time limit still tells how far it got and how fast."""
@@ -131,32 +183,85 @@ def ecjax_run(c, prof, deltas, S, chunk, fc, seed=0, progress=None):
     return res
 
 
-def osqp_run(c, prof, delta, S, fc, seed=0):
-    """The same closed loop with OSQP behind every agent QP (one sample at a time)."""
+def host_run(c, prof, delta, S, fc, make_backend, seed=0, sample_offset=0):
+    """The same closed loop with a host solver behind every agent QP (one sample at a time)."""
     import ecjax.experiment as ex
     from ecjax import fcmpc as fcm
 
     made = {}
     orig = fcm.make_controller
 
-    def make_with_osqp(*args, **kw):
+    def make_with_host(*args, **kw):
         ctl = orig(*args, **kw)
         A = np.asarray(ctl.agent_op.A_orig)
         P = np.asarray(ctl.agent_op.P_orig)
-        backend = OSQPBackend(P, A)
+        backend = make_backend(P, A)
         made["backend"] = backend
         return eqx.tree_at(lambda t: t.agent_op, ctl, host_operator(P, A, backend))
 
-    ex.make_controller = make_with_osqp
+    ex.make_controller = make_with_host
     try:
         res = run_batch(
             c, prof, [delta], S, seed=seed, options=Options(scenario="ccdmpc"), fc=fc,
-            solver=IPM(eps_abs=EPS, eps_rel=EPS), chunk=1,
-            agent_batch=len(c.prosumers),  # one batch: its slots are the prosumers' OSQP objects
+            solver=IPM(eps_abs=EPS, eps_rel=EPS), chunk=1, sample_offset=sample_offset,
+            agent_batch=len(c.prosumers),  # one batch: its slots are the prosumers' solvers
         )  # fmt: skip
     finally:
         ex.make_controller = orig
     return res, made["backend"]
+
+
+def osqp_run(c, prof, delta, S, fc, seed=0):
+    """The same closed loop with OSQP behind every agent QP (one sample at a time)."""
+    return host_run(c, prof, delta, S, fc, OSQPBackend, seed=seed)
+
+
+def _host_worker(args):
+    """One process's share of the baseline's closed loop (paper case, samples offset..offset+S-1)."""
+    name, delta, S, offset = args
+    kind, kw = HOST_SOLVERS[name]
+    c = paper_case(0)
+    res, backend = host_run(c, profiles_for(c.n), delta, S, FCMPCSettings(),
+                            lambda P, A: HostBackend(kind, P, A, **kw), sample_offset=offset)  # fmt: skip
+    return {"S": S, "offset": offset, "run_s": res.seconds, "compile_s": res.compile_seconds, "qps": backend.solves,
+            "iters_per_qp": backend.iterations / max(backend.solves, 1), "E1": [float(v) for v in res.summary["E1"].values[0]],
+            "fcmpc_iters": float(res.summary["iters"].values.mean())}  # fmt: skip
+
+
+def host_all_cores(name, delta, S_per_core, cores):
+    """The baseline's closed loop in one process per core, S_per_core samples each (samples
+    0..cores·S_per_core-1 in contiguous shares), run at the same time; community-days per
+    second = all the days over the slowest process's run time (compilation excluded)."""
+    import multiprocessing as mp
+
+    jobs = [(name, delta, S_per_core, k * S_per_core) for k in range(cores)]
+    platforms = os.environ.get("JAX_PLATFORMS")
+    os.environ["JAX_PLATFORMS"] = "cpu"  # the workers' JAX parts stay on the host (no GPU per process)
+    try:
+        with mp.get_context("spawn").Pool(cores) as pool:
+            parts = pool.map(_host_worker, jobs)
+    finally:
+        if platforms is None:
+            os.environ.pop("JAX_PLATFORMS", None)
+        else:
+            os.environ["JAX_PLATFORMS"] = platforms
+    days = sum(p["S"] for p in parts)
+    wall = max(p["run_s"] for p in parts)
+    return {"name": name, "processes": cores, "S": days, "R": 1, "run_s": wall, "days_per_s": days / wall,
+            "qps": sum(p["qps"] for p in parts), "iters_per_qp": float(np.mean([p["iters_per_qp"] for p in parts])),
+            "fcmpc_iters": float(np.mean([p["fcmpc_iters"] for p in parts])),
+            "E1": [e for p in parts for e in p["E1"]], "parts": parts}  # fmt: skip
+
+
+def best_of_qp_batch(quick: bool) -> str:
+    """The fastest accurate competitor of qp_batch.py's last run (its one-core name), else PIQP."""
+    path = Path(__file__).parent / "results" / f"qp_batch_{'quick' if quick else 'full'}.json"
+    try:
+        best = json.loads(path.read_text())["headline"]["best"] or ""
+    except (OSError, KeyError, ValueError):
+        best = ""
+    best = best.split("_")[0] if best.split("_")[-1].endswith(("cores", "threads", "dev")) else best
+    return best if best in HOST_SOLVERS else "piqp"
 
 
 def main(argv=None) -> int:
@@ -167,8 +272,16 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk", type=int, help="samples per compiled call (default: as `sim.chunk: auto`, one "
                     "(risk, sample) pair per device on a CPU, half the memory of a GPU)")
     ap.add_argument("--scaling", action="store_true", help="also time S, R and n scaling")
+    ap.add_argument("--baseline", default="auto", help="host solver of the best-baseline loop: auto (the best of "
+                    f"qp_batch.py's last run) or one of {','.join(HOST_SOLVERS)}; 'none' skips it")
     ap.add_argument("--sizes", default="15,30,60,120", help="community sizes n of --scaling")
     args = ap.parse_args(argv)
+    name = best_of_qp_batch(args.quick) if args.baseline == "auto" else args.baseline
+    if name != "none" and name not in HOST_SOLVERS:
+        ap.error(f"--baseline {name}: choose auto, none or one of {','.join(HOST_SOLVERS)}")
+    if name != "none" and importlib.util.find_spec(HOST_SOLVERS[name][0]) is None:
+        print(f"({HOST_SOLVERS[name][0]} not installed: no best-baseline loop; `pip install -e '.[bench]'`)")
+        name = "none"
     fc = FCMPCSettings()
     c = paper_case(0)
     prof = profiles_for(c.n)
@@ -209,6 +322,20 @@ def main(argv=None) -> int:
                    "osqp_iters_per_qp": backend.iterations / max(backend.solves, 1)}  # fmt: skip
     out["e1_rel_diff"] = diff
 
+    b_dps = float("nan")
+    if name != "none":
+        cores = os.cpu_count() or 1
+        rb = host_all_cores(name, deltas[0], S_osqp, cores)
+        b_dps = rb["days_per_s"]
+        k = min(S, len(rb["E1"]))
+        e1_b = np.asarray(rb["E1"][:k])
+        diff_b = float(np.max(np.abs(res.summary["E1"].sel(risk=deltas[0]).values[:k] - e1_b) / np.maximum(np.abs(e1_b), 1.0)))
+        print(f"{name:6s}: {cores} processes x S={S_osqp} R=1, slowest run {rb['run_s']:.1f}s -> {b_dps:.4f} days/s; FC-MPC "
+              f"iterations/step mean {rb['fcmpc_iters']:.1f}; {rb['qps']} QPs, {rb['iters_per_qp']:.1f} iterations/QP; "
+              f"max relative E1 difference to ecjax {diff_b:.2e}")  # fmt: skip
+        rb["e1_rel_diff"] = diff_b
+        out["best"] = rb
+
     if args.scaling:
         rows = []
         grid = [(15, 4, 1), (15, 16, 1), (15, 4, 4)] + [(n, 2, 1) for n in map(int, args.sizes.split(",")) if n != 15]
@@ -224,7 +351,7 @@ def main(argv=None) -> int:
     res_dir = Path(__file__).parent / "results"
     res_dir.mkdir(exist_ok=True)
     (res_dir / f"closed_loop_{'quick' if args.quick else 'full'}.json").write_text(json.dumps(out, indent=2))
-    print(f"closed_loop: days_per_s={e_dps:.4g} speedup_vs_osqp={e_dps / o_dps:.3g}")
+    print(f"closed_loop: days_per_s={e_dps:.4g} speedup_vs_best={e_dps / b_dps:.3g} best={name} speedup_vs_osqp={e_dps / o_dps:.3g}")
     return 0
 
 

@@ -1,6 +1,7 @@
-"""Batched agent QPs of the paper case: ecjax against OSQP, CVXPY + OSQP and jaxopt.
+"""Batched agent QPs of the paper case: ecjax against OSQP, CVXPY + OSQP, jaxopt and the
+strongest structured QP solvers (PIQP, DAQP, ProxQP, qpax, Clarabel).
 
-    python experiments/benchmarks/qp_batch.py [--quick] [--sizes 1,16,256,4096]
+    python experiments/benchmarks/qp_batch.py [--quick] [--sizes 1,16,256,4096] [--baselines ...]
 
 The instances are real FC-MPC subproblems (MODEL §6) of the paper case (15 agents, 7
 prosumers, N = 24, September data): at a random start hour, battery and EV state, risk level
@@ -8,7 +9,8 @@ prosumers, N = 24, September data): at a random start hour, battery and EV state
 fixed at their islanded plans (iterate 0). One structure (P, A) for all of them; q, lo, hi
 differ per instance. Batch size B takes the first B instances of the pool.
 
-Solvers, all at the same accuracy target (eps_abs = eps_rel = 1e-6, OSQP's criteria):
+Solvers, all at the same accuracy target (eps_abs = eps_rel = 1e-6, in each solver's own
+criteria):
 
 * (a) ecjax: `solve_batch` (jit ∘ vmap), the engine's interior-point method (IPM); on a CPU
   split over one XLA device per core (`ecjax.parallel`), each in pieces of `--chunk` QPs
@@ -22,24 +24,35 @@ Solvers, all at the same accuracy target (eps_abs = eps_rel = 1e-6, OSQP's crite
 * (c) CVXPY + OSQP: a parameterized problem (q, lo, hi as Parameters), re-solved per
   instance, as a user would write it;
 * (d) jaxopt's BoxOSQP under vmap (`solve_batch(..., backend="jaxopt")`, capped at
-  `--jaxopt-iters` iterations).
+  `--jaxopt-iters` iterations);
+* (e) the `bench` extra's solvers (`baselines.py`), each on one core and on all cores: PIQP
+  (`piqp`: sparse LDLᵀ KKT backend; `piqp_ms`: its `sparse_multistage` backend on the
+  variables reordered by horizon step), DAQP (`daqp`, dense dual active set, warm-started
+  from the previous instance's working set), Clarabel's own API (`clarabel`), all three in a
+  loop and in one process per core (`<name>_<k>cores`); ProxQP (`proxqp`, sparse, its batch
+  API `proxqp.sparse.solve_in_parallel` on 1 and k threads); qpax (`qpax`, a dense JAX
+  interior point, `qpax.solve_qp` under vmap on one device and over all devices, capped at
+  `--qpax-iters` iterations; lo <= Ax <= hi as A_eq x = b and G x <= h).
 
-(b), (c) and (d) share no work between the QPs of a batch (loops; jaxopt factorizes nothing
-and its vmapped while-loop runs until the slowest sample stops), so their time per QP does
-not fall with the batch size: they are timed once, on the first `--loop-max` (b),
-min(64, `--loop-max`) (c) and `--jaxopt-n` (d) instances, and that per-QP time stands for
-every batch size. Where jaxopt stops at its cap before the target, its time is a lower
-bound of its time to the target, so the speedup over it is a lower bound too (the table
-shows its share of solved instances).
+(b)–(e) share no work between the QPs of a batch (loops, vmapped loops that run until the
+slowest sample stops, or independent solves on threads), so their time per QP does not fall
+with the batch size: they are timed once, on the first `--loop-max` (loops and processes),
+min(64, `--loop-max`) (CVXPY), `--jaxopt-n` (jaxopt), `--prox-n` (ProxQP) and `--qpax-n`
+(qpax) instances, and that per-QP time stands for every batch size. Where jaxopt or qpax
+stops at its cap before the target, its time is a lower bound of its time to the target.
 
-Accuracy: every solver's objective on the first `--ref` instances against Clarabel (via
-CVXPY, tolerances 1e-10) on the same canonical QP, relative to max(1, |f*|), and the largest
-constraint violation.
+Accuracy: every solver's objective on the first `--ref` instances (or those it was timed on)
+against Clarabel (via CVXPY, tolerances 1e-10) on the same canonical QP, relative to
+max(1, |f*|), and the largest constraint violation. A competitor *meets the accuracy* when it
+solved every instance, its relative objective error is at most 10·eps and its violation at
+most 10·eps·max(1, largest finite |bound|) (OSQP's residual test at eps, with margin).
 
-Prints the machine, the sizes and a table; last line:
-`qp_batch: speedup_vs_osqp=<x> speedup_vs_jaxopt=<x> max_rel_obj_err=<x>` for the largest
-batch (per-QP time of OSQP, resp. jaxopt, over ecjax's; error of ecjax). Results also go to
-experiments/benchmarks/results/qp_batch_<quick|full>.json.
+Prints the machine, the sizes and three tables (ecjax per B; the competitors; speedups per
+B); last line, for the largest batch:
+`qp_batch: speedup_vs_best=<x> best=<name> speedup_vs_osqp=<x> speedup_vs_jaxopt=<x> max_rel_obj_err=<x>`
+(per-QP time of the fastest competitor that meets the accuracy, over its best core
+configuration, resp. of the OSQP loop and of jaxopt, over ecjax's; error of ecjax). Results
+also go to experiments/benchmarks/results/qp_batch_<quick|full>.json.
 """
 
 from __future__ import annotations
@@ -68,10 +81,12 @@ from ecjax.weights import CostWeights  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from closed_loop import machine, profiles_for  # noqa: E402
+import baselines  # noqa: E402
 from osqp_loop import OSQPLoop, OSQPPool  # noqa: E402
 
 EPS = 1e-6
 N = 24
+BASELINES = ("osqp", "cvxpy", "jaxopt", "piqp", "daqp", "proxqp", "qpax", "clarabel")
 
 
 # ----------------------------------------------------------------------------- instances
@@ -209,13 +224,128 @@ def ecjax_rows(b, qb, lb, hb, ops, chunk, reps, P, A, Q, LO, HI, f_ref, admm_max
     return res
 
 
+# ----------------------------------------------------------------------------- competitors
+class QpaxBatch:
+    """qpax.solve_qp under vmap, on one device or split over all (`ecjax.parallel`): lo <= Ax <= hi
+    as the general equalities A_eq x = b and G x <= h with G = [A_in; -A_in; I; -I] (the finite
+    sides of the other general rows, then of the merged bounds; a bound with x_l = x_u is two
+    opposite rows), all dense."""
+
+    def __init__(self, P, A, eps, lo_all, hi_all, iters):
+        import qpax
+        from ecjax.parallel import over_devices
+
+        cn = baselines.Canon(P, A, lo_all, hi_all)
+        xl, xu = cn.bounds(lo_all[0], hi_all[0])
+        up, dn = np.isfinite(xu), np.isfinite(xl)
+        eye = np.eye(cn.n)
+        G = jnp.asarray(np.vstack([cn.A_in[cn.has_hi], -cn.A_in[cn.has_lo], eye[up], -eye[dn]]))
+        Aeq, Pj = jnp.asarray(cn.A_eq), jnp.asarray(cn.P)
+        eqr, inr = jnp.asarray(cn.eq_rows), jnp.asarray(cn.ineq_rows)
+        bc, br = jnp.asarray(cn.bound_cols), jnp.asarray(cn.bound_rows)
+
+        def one(q, lo, hi):
+            xl = jnp.full(cn.n, -jnp.inf).at[bc].max(lo[br])
+            xu = jnp.full(cn.n, jnp.inf).at[bc].min(hi[br])
+            h = jnp.concatenate([hi[inr][cn.has_hi], -lo[inr][cn.has_lo], xu[up], -xl[dn]])
+            x, _, _, _, conv, it = qpax.solve_qp(Pj, q, Aeq, lo[eqr], G, h, solver_tol=eps, max_iter=iters)
+            return x, it, conv
+
+        self.one_device = jax.jit(jax.vmap(one))
+        self.all_devices = jax.jit(over_devices(jax.vmap(one), (0, 1, 2)))
+
+    def run(self, fn, Q, LO, HI):
+        args = [jnp.asarray(v) for v in (Q, LO, HI)]
+        s, (x, it, conv) = time_jax(lambda: fn(*args), 1)
+        return s, np.asarray(x), np.asarray(it), np.asarray(conv) == 1
+
+
+def row(s, x, it, ok, k, cores, P, A, Q, LO, HI, f_ref):
+    return dict(per_qp_s=s / k, iters=float(np.mean(it)), solved=float(np.mean(ok)), timed_on=k, cores=cores,
+                err=errors(P, A, Q, LO, HI, x, f_ref))  # fmt: skip
+
+
+def competitors(which, P, A, Q, LO, HI, f_ref, k, cores, a):
+    """Per-QP rows of every competitor in `which` (names of BASELINES; a missing package skips
+    its rows with a note). The per-QP time of each stands for every batch size."""
+    out = {}
+    fit = lambda n: (Q[:n], LO[:n], HI[:n])  # noqa: E731
+    r = lambda res, n, c: row(*res, n, c, P, A, Q, LO, HI, f_ref)  # noqa: E731
+
+    def have(mod):
+        try:
+            __import__(mod)
+            return True
+        except ImportError:
+            print(f"({mod} not installed: its rows are skipped; `pip install -e '.[bench]'`)")
+            return False
+
+    def loop_and_pool(name, kind, **kw):
+        solver = baselines.make_solver(kind, P, A, EPS, LO, HI, **kw)
+        solver.solve(Q[0], LO[0], HI[0])  # setup outside the timing
+        out[name] = r(baselines.time_loop(solver, *fit(k)), k, 1)
+        if cores > 1:
+            pool = baselines.Pool(kind, P, A, EPS, LO, HI, cores, Q[0], LO[0], HI[0], **kw)
+            out[f"{name}_{cores}cores"] = r(pool.solve_all(*fit(k)), k, cores)
+            pool.close()
+
+    if "osqp" in which:
+        out["osqp"] = r(time_loop(OSQPLoop(P, A, EPS), *fit(k)), k, 1)
+        if cores > 1:
+            pool = OSQPPool(P, A, EPS, cores, Q[0], LO[0], HI[0])
+            out[f"osqp_{cores}cores"] = r(pool.solve_all(*fit(k)), k, cores)
+            pool.close()
+    if "cvxpy" in which:
+        cvx = CVXPYModel(P, A, LO, HI, solver="OSQP", eps_abs=EPS, eps_rel=EPS, max_iter=100000, polish=False, warm_start=True)
+        k_c = min(k, 64)
+        cvx.solve(Q[0], LO[0], HI[0])  # first solve compiles the parameterized problem
+        out["cvxpy_osqp"] = r(time_loop(cvx, *fit(k_c)), k_c, 1)
+    if "jaxopt" in which:
+        n = a["jaxopt_n"]
+        op = a["jaxopt_op"]
+        args = [jnp.asarray(v[:n]) for v in (Q, LO, HI)]
+        s_j, sol = time_jax(lambda: solve_batch(op, *args, backend="jaxopt"), 1)
+        out["jaxopt"] = r((s_j, np.asarray(sol.x), np.asarray(sol.num_steps), np.asarray(sol.status) == int(Status.solved)),
+                          n, jax.device_count())  # fmt: skip
+    if "piqp" in which and have("piqp"):
+        loop_and_pool("piqp", "piqp", backend="sparse_ldlt")
+        loop_and_pool("piqp_ms", "piqp", backend="sparse_multistage")
+        solver = baselines.make_solver("piqp", P, A, EPS, LO, HI, backend="sparse_ldlt", gap_rel=None)
+        solver.solve(Q[0], LO[0], HI[0])
+        out["piqp_gap1e-6"] = r(baselines.time_loop(solver, *fit(k)), k, 1)
+    if "daqp" in which and have("daqp"):
+        loop_and_pool("daqp", "daqp")
+    if "clarabel" in which and have("clarabel"):
+        loop_and_pool("clarabel", "clarabel")
+    if "proxqp" in which and have("proxsuite"):
+        n = a["prox_n"]
+        for t in sorted({1, cores}):
+            pb = baselines.ProxQPBatch(P, A, EPS, LO, HI, threads=t)
+            out["proxqp" if t == 1 else f"proxqp_{t}threads"] = r(pb.solve_all(*fit(n)), n, t)
+    if "qpax" in which and have("qpax"):
+        n = a["qpax_n"]
+        qx = QpaxBatch(P, A, EPS, LO, HI, a["qpax_iters"])
+        out["qpax"] = r(qx.run(qx.one_device, *fit(n)), n, 1)
+        if jax.device_count() > 1:
+            out[f"qpax_{jax.device_count()}dev"] = r(qx.run(qx.all_devices, *fit(n)), n, jax.device_count())
+    return out
+
+
+def meets(r, obj_tol, viol_tol):
+    return r["solved"] == 1.0 and r["err"][0] <= obj_tol and r["err"][1] <= viol_tol
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="small sizes (under two minutes on 2 cores)")
+    ap.add_argument("--quick", action="store_true", help="small sizes (a few minutes on 2 cores)")
     ap.add_argument("--sizes", help="comma-separated batch sizes (default 1,16,256,1024,4096; quick 1,16,256)")
-    ap.add_argument("--loop-max", type=int, help="instances timed for the OSQP loops (default 256; quick 64)")
+    ap.add_argument("--baselines", default=",".join(BASELINES), help=f"competitors to run (default all: {','.join(BASELINES)})")
+    ap.add_argument("--loop-max", type=int, help="instances timed for the loops and process pools (default 256; quick 64)")
     ap.add_argument("--jaxopt-n", type=int, help="instances timed with jaxopt (default 8; quick 4)")
     ap.add_argument("--jaxopt-iters", type=int, help="jaxopt's iteration cap (default 4000; quick 1000)")
+    ap.add_argument("--prox-n", type=int, help="instances timed with ProxQP (default 16; quick 8)")
+    ap.add_argument("--qpax-n", type=int, help="instances timed with qpax (default 4; quick 2)")
+    ap.add_argument("--qpax-iters", type=int, default=50, help="qpax's iteration cap (default 50)")
     ap.add_argument("--admm-max", type=int, help="largest batch timed with ecjax's ADMM (default 64; quick 16)")
     ap.add_argument("--chunk", type=int, default=None, help="IPM piece size per device (default 8 on a CPU, one piece on a GPU)")
     ap.add_argument("--ref", type=int, help="instances checked against Clarabel (default 64; quick 32)")
@@ -223,6 +353,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     q_ = args.quick
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([1, 16, 256] if q_ else [1, 16, 256, 1024, 4096])
+    which = set(args.baselines.split(",")) - {""}
+    unknown = which - set(BASELINES)
+    if unknown:
+        ap.error(f"unknown baselines {sorted(unknown)}; choose from {','.join(BASELINES)}")
     loop_max = args.loop_max or (64 if q_ else 256)
     jaxopt_n = args.jaxopt_n or (4 if q_ else 8)
     jaxopt_iters = args.jaxopt_iters or (1000 if q_ else 4000)
@@ -230,6 +364,7 @@ def main(argv=None) -> int:
     chunk = args.chunk or (8 if jax.default_backend() == "cpu" else None)
     n_ref = args.ref or (32 if q_ else 64)
     B = max(sizes)
+    cores = os.cpu_count() or 1
 
     c = paper_case(0)
     prof = profiles_for(c.n)
@@ -240,6 +375,7 @@ def main(argv=None) -> int:
     Q, LO, HI = make_instances(c, prof, w, ctl, max(B, n_ref, loop_max))
     gen_s = time.perf_counter() - t0
     out = {"machine": machine(), "eps": EPS, "sizes": sizes}
+    out["machine"]["packages"] = packages()
     out["qp"] = {"n": int(P.shape[0]), "m": int(A.shape[0]), "nnz_A": int(np.count_nonzero(A)), "instances": int(Q.shape[0])}
     print("machine:", json.dumps(out["machine"]), flush=True)
     print(f"paper case agent QP: n={P.shape[0]} variables, m={A.shape[0]} rows, nnz(A)={np.count_nonzero(A)}; "
@@ -253,33 +389,18 @@ def main(argv=None) -> int:
         assert ok, f"Clarabel did not solve instance {b}"
         f_ref.append(objective(P, Q[b], x))
     f_ref = np.asarray(f_ref)
+    bmax = max(np.max(np.abs(v[np.isfinite(v)])) for v in (LO, HI))
+    obj_tol, viol_tol = 10 * EPS, 10 * EPS * max(1.0, bmax)
+    out["accuracy"] = {"rel_obj_err_max": obj_tol, "violation_max": viol_tol}
 
-    # (b), (c): loops, timed once on up to loop_max instances (the same per QP at every B)
+    # (b)-(e): timed once on up to loop_max (prox_n, qpax_n, ...) instances; the same per QP at every B
     k = min(loop_max, Q.shape[0])
-    s_o, x_o, it_o, ok_o = time_loop(OSQPLoop(P, A, EPS), Q[:k], LO[:k], HI[:k])
-    cores = os.cpu_count() or 1
-    pool = OSQPPool(P, A, EPS, cores, Q[0], LO[0], HI[0])
-    s_p, x_p, it_p, ok_p = pool.solve_all(Q[:k], LO[:k], HI[:k])
-    pool.close()
-    cvx = CVXPYModel(P, A, LO, HI, solver="OSQP", eps_abs=EPS, eps_rel=EPS, max_iter=100000, polish=False, warm_start=True)
-    k_c = min(k, 64)
-    cvx.solve(Q[0], LO[0], HI[0])  # first solve compiles the parameterized problem
-    s_c, x_c, it_c, ok_c = time_loop(cvx, Q[:k_c], LO[:k_c], HI[:k_c])
-    loops = {
-        "osqp": dict(per_qp_s=s_o / k, iters=float(it_o.mean()), solved=float(ok_o.mean()), timed_on=k,
-                     err=errors(P, A, Q, LO, HI, x_o, f_ref)),
-        f"osqp_{cores}cores": dict(per_qp_s=s_p / k, iters=float(it_p.mean()), solved=float(ok_p.mean()), timed_on=k,
-                                  err=errors(P, A, Q, LO, HI, x_p, f_ref)),
-        "cvxpy_osqp": dict(per_qp_s=s_c / k_c, iters=float(it_c.mean()), solved=float(ok_c.mean()), timed_on=k_c,
-                           err=errors(P, A, Q, LO, HI, x_c, f_ref)),
-    }  # fmt: skip
-
     op_jo = make_controller(c, w, N, ADMM(eps_abs=EPS, eps_rel=EPS, max_iter=jaxopt_iters, check_every=10)).agent_op
-    a_jo = [jnp.asarray(v[:jaxopt_n]) for v in (Q, LO, HI)]
-    s_j, sol_j = time_jax(lambda: solve_batch(op_jo, *a_jo, backend="jaxopt"), 1)
-    loops["jaxopt"] = dict(per_qp_s=s_j / jaxopt_n, iters=float(np.asarray(sol_j.num_steps).mean()),
-                           solved=float(np.mean(np.asarray(sol_j.status) == int(Status.solved))), timed_on=jaxopt_n,
-                           err=errors(P, A, Q, LO, HI, np.asarray(sol_j.x), f_ref))  # fmt: skip
+    a = dict(jaxopt_n=jaxopt_n, jaxopt_op=op_jo, prox_n=args.prox_n or (8 if q_ else 16),
+             qpax_n=args.qpax_n or (2 if q_ else 4), qpax_iters=args.qpax_iters)  # fmt: skip
+    loops = competitors(which, P, A, Q, LO, HI, f_ref, k, cores, a)
+    for r in loops.values():
+        r["meets"] = meets(r, obj_tol, viol_tol)
 
     ops = {"ecjax-ipm": ctl.agent_op,
            "ecjax-admm": make_controller(c, w, N, ADMM(eps_abs=EPS, eps_rel=EPS, max_iter=20000)).agent_op}  # fmt: skip
@@ -292,27 +413,63 @@ def main(argv=None) -> int:
     for b in sizes:
         qb, lb, hb = (jnp.asarray(v[:b]) for v in (Q, LO, HI))
         res = ecjax_rows(b, qb, lb, hb, ops, chunk, args.reps, P, A, Q, LO, HI, f_ref, admm_max)
-        res.update(loops)
         for name, r in res.items():
             e, v = r["err"]
             print(f"{b:5d} {name:<12} {1e3 * r['per_qp_s']:11.4f} {r['iters']:8.1f} {r['solved']:7.2f} {e:11.2e} {v:9.1e} {r['timed_on']:>9}", flush=True)
-        rows.append({"B": b, **res})
+        rows.append({"B": b, **res, **loops})
     out["rows"] = rows
+    out["competitors"] = loops
+
+    print(f"\ncompetitors (time per QP stands for every B; accuracy met: solved all, rel obj err <= {obj_tol:.0e}, "
+          f"max viol <= {viol_tol:.1e})")  # fmt: skip
+    hdr = f"{'solver':<18} {'cores':>5} {'per QP [ms]':>11} {'iters':>8} {'solved':>7} {'rel obj err':>11} {'max viol':>9} {'timed on':>9} {'meets':>6}"
+    print(hdr)
+    print("-" * len(hdr))
+    for name, r in loops.items():
+        e, v = r["err"]
+        print(f"{name:<18} {r['cores']:5d} {1e3 * r['per_qp_s']:11.4f} {r['iters']:8.1f} {r['solved']:7.2f} {e:11.2e} {v:9.1e} "
+              f"{r['timed_on']:>9} {'yes' if r['meets'] else 'no':>6}")  # fmt: skip
+
+    good = {n: r for n, r in loops.items() if r["meets"]}
+    best = min(good, key=lambda n: good[n]["per_qp_s"]) if good else None
+    print(f"\nfastest competitor meeting the accuracy: {best}" + (f" ({1e3 * good[best]['per_qp_s']:.4f} ms/QP)" if best else ""))
+    pool = f"osqp_{cores}cores"
+    hdr = f"{'B':>5} {'ecjax [ms/QP]':>13} {'vs best':>8} {'vs osqp':>8} {'vs ' + pool:>14} {'vs jaxopt':>10}"
+    print(hdr)
+    print("-" * len(hdr))
+    sp_ = lambda name, e: loops[name]["per_qp_s"] / e if name in loops else float("nan")  # noqa: E731
+    for rw in rows:
+        e = rw["ecjax-ipm"]["per_qp_s"]
+        rw["speedups"] = {"best": sp_(best, e) if best else float("nan"), "osqp": sp_("osqp", e), pool: sp_(pool, e), "jaxopt": sp_("jaxopt", e)}
+        s_ = rw["speedups"]
+        print(f"{rw['B']:5d} {1e3 * e:13.4f} {s_['best']:8.3g} {s_['osqp']:8.3g} {s_[pool]:14.3g} {s_['jaxopt']:10.3g}")
     last = rows[-1]
     e = last["ecjax-ipm"]
-    sp_osqp = last["osqp"]["per_qp_s"] / e["per_qp_s"]
-    sp_pool = last[f"osqp_{cores}cores"]["per_qp_s"] / e["per_qp_s"]
-    sp_cvx = last["cvxpy_osqp"]["per_qp_s"] / e["per_qp_s"]
-    sp_jo = last["jaxopt"]["per_qp_s"] / e["per_qp_s"]
     max_err = max(r["ecjax-ipm"]["err"][0] for r in rows)
-    out["headline"] = dict(B=last["B"], speedup_vs_osqp=sp_osqp, speedup_vs_osqp_all_cores=sp_pool, speedup_vs_cvxpy=sp_cvx, speedup_vs_jaxopt=sp_jo, max_rel_obj_err=max_err)
-    print(f"B={last['B']}: ecjax {1e3 * e['per_qp_s']:.4f} ms/QP; OSQP loop x{sp_osqp:.2f}, OSQP on {cores} cores x{sp_pool:.2f}, CVXPY+OSQP x{sp_cvx:.2f}, "
-          f"jaxopt x{sp_jo:.0f}{' (lower bound)' if last['jaxopt']['solved'] < 1 else ''} the time of ecjax")  # fmt: skip
+    s_ = last["speedups"]
+    out["headline"] = dict(B=last["B"], best=best, speedup_vs_best=s_["best"], speedup_vs_osqp=s_["osqp"],
+                           speedup_vs_osqp_all_cores=s_[pool], speedup_vs_jaxopt=s_["jaxopt"], max_rel_obj_err=max_err)  # fmt: skip
+    jo = " (lower bound)" if "jaxopt" in loops and loops["jaxopt"]["solved"] < 1 else ""
+    print(f"B={last['B']}: ecjax {1e3 * e['per_qp_s']:.4f} ms/QP; {best} x{s_['best']:.2f}, OSQP loop x{s_['osqp']:.2f}, "
+          f"OSQP on {cores} cores x{s_[pool]:.2f}, jaxopt x{s_['jaxopt']:.0f}{jo} the time of ecjax")  # fmt: skip
     res_dir = Path(__file__).parent / "results"
     res_dir.mkdir(exist_ok=True)
     (res_dir / f"qp_batch_{'quick' if q_ else 'full'}.json").write_text(json.dumps(out, indent=2, default=str))
-    print(f"qp_batch: speedup_vs_osqp={sp_osqp:.3g} speedup_vs_jaxopt={sp_jo:.3g} max_rel_obj_err={max_err:.2e}")
+    print(f"qp_batch: speedup_vs_best={s_['best']:.3g} best={best} speedup_vs_osqp={s_['osqp']:.3g} "
+          f"speedup_vs_jaxopt={s_['jaxopt']:.3g} max_rel_obj_err={max_err:.2e}")  # fmt: skip
     return 0
+
+
+def packages() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("osqp", "cvxpy", "clarabel", "jaxopt", "piqp", "daqp", "proxsuite", "qpax"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
 
 
 if __name__ == "__main__":
