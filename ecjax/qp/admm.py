@@ -71,6 +71,13 @@ class ADMM(eqx.Module):
             raise ValueError(f"`ADMM(c_format=...)` must be auto|dense|gather, got {self.c_format!r}.")
 
 
+def static_settings(settings):
+    """The settings with every float field set to 0.0 (None kept): what decides the compiled
+    program. An operator keeps this as its static `host`, so that operators differing only in
+    tolerances (traced arrays in `settings`) share one compilation."""
+    return jax.tree_util.tree_map(lambda v: 0.0, settings)
+
+
 class Operator(eqx.Module):
     """Everything a batch shares: scaling, split Ā, P̄, the linear solver.
 
@@ -91,7 +98,7 @@ class Operator(eqx.Module):
     n: int = eqx.field(static=True)
     m: int = eqx.field(static=True)
     p_diagonal: bool = eqx.field(static=True)
-    host: ADMM = eqx.field(static=True)  # the settings as given (Python floats)
+    host: ADMM = eqx.field(static=True)  # static_settings(settings): structure, no float values
     kind: str = eqx.field(static=True, default="admm")
 
     @property
@@ -182,7 +189,7 @@ def prepare(P, A, settings: ADMM = ADMM(), dtype=jnp.float64, lo=None, hi=None) 
         n=n,
         m=m,
         p_diagonal=p_diagonal,
-        host=s,
+        host=static_settings(s),
     )
 
 

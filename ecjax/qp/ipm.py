@@ -72,7 +72,7 @@ from jaxtyping import Array, Bool, Float, Int
 from .._iterate import bounded_while
 from . import linsys as _ls
 from . import normal, schur  # noqa: F401  (schur: the two-level form of the Newton system)
-from .admm import Solution, _Data, _finite, _inf, _infeasible
+from .admm import Solution, _Data, _finite, _inf, _infeasible, static_settings
 from .scaling import ruiz
 from .status import Status
 from .take import Take
@@ -227,7 +227,7 @@ def prepare_ipm(P, A, settings: IPM, dtype, lo=None, hi=None) -> IPMOperator:
         A_orig=jnp.asarray(A, dtype),
         n=n,
         m=m,
-        host=settings,
+        host=static_settings(settings),
     )
 
 

@@ -26,17 +26,17 @@ _STATUS = {  # jaxopt code -> ecjax Status
 def solve_jaxopt(op, q, lo, hi, warm=None):
     from .admm import Solution, _finite  # local: admm imports nothing from here
 
-    s = op.host
+    s, f = op.host, op.settings  # static settings; the float ones (traced)
     dt = op.dtype
     q, lo, hi = (jnp.asarray(v, dt) for v in (q, lo, hi))
     solver = BoxOSQP(
-        tol=s.eps_abs,
+        tol=f.eps_abs,
         maxiter=s.max_iter,
         rho_start=s.rho,
         sigma=s.sigma,
-        momentum=s.alpha,
-        primal_infeasible_tol=s.eps_pinf,
-        dual_infeasible_tol=s.eps_dinf,
+        momentum=f.alpha,
+        primal_infeasible_tol=f.eps_pinf,
+        dual_infeasible_tol=f.eps_dinf,
         termination_check_frequency=s.check_every,
         eq_qp_solve="cg+jacobi",
         implicit_diff=False,
