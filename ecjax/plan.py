@@ -144,7 +144,3 @@ def vectors_from_plan(plan: Plan, community: Community) -> Float[Array, "P nx"]:
         axis=1,
     ).reshape(len(pro), AgentLayout(n, N).nx)
 
-
-def inputs_of(x: Float[Array, "... nx"], lay: AgentLayout) -> Float[Array, "... nu"]:
-    """The input prefix u_i of decision vectors (what θ and the contract see)."""
-    return x[..., : lay.nu]

@@ -42,6 +42,5 @@ from .admm import ADMM as ADMM, ADMMState as ADMMState, Operator as Operator
 from .admm import Solution as Solution, init as init, step as step, terminate as terminate
 from .api import prepare as prepare, solve as solve, solve_batch as solve_batch
 from .ipm import IPM as IPM, IPMOperator as IPMOperator
-from .problem import QP as QP
 from .status import Status as Status
 from . import kkt as kkt

@@ -71,7 +71,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from .._iterate import bounded_while
 from . import linsys as _ls
-from . import normal, schur  # noqa: F401  (schur: the two-level form of the Newton system)
+from . import normal
 from .admm import Solution, _Data, _finite, _inf, _infeasible, static_settings
 from .scaling import ruiz
 from .status import Status
@@ -120,7 +120,7 @@ class IPMOperator(eqx.Module):
     settings: IPM
     A: _ls.SplitA
     A_rows: _ls.SplitA
-    kkt: "normal.NormalKKT | schur.SchurKKT"
+    kkt: "normal.NormalKKT | normal.schur.SchurKKT"
     P: Float[Array, " n"]
     D: Float[Array, " n"]
     E: Float[Array, " m"]  # row scaling of the user's rows (permuted)

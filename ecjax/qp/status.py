@@ -6,8 +6,6 @@ gets its own `Status` code, so one infeasible sample never stops the others.
 
 import enum
 
-import jax.numpy as jnp
-
 
 class Status(enum.IntEnum):
     """Outcome of one QP solve. Stored as `int32` in `Solution.status`."""
@@ -44,6 +42,3 @@ def message(code) -> str:
     """Message for an integer status code (Python int or 0-d array)."""
     return MESSAGES[Status(int(code))]
 
-
-def as_code(s: Status, dtype=jnp.int32):
-    return jnp.asarray(int(s), dtype=dtype)
