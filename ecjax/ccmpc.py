@@ -12,8 +12,6 @@ An empty band (eb_lo + z s > eb_hi − z s) collapses to its middle and is count
 
 from __future__ import annotations
 
-from typing import Literal
-
 import equinox as eqx
 import jax.numpy as jnp
 from jax.scipy.special import ndtri
@@ -22,8 +20,7 @@ from jaxtyping import Array, Bool, Float
 from .community import Community
 from .disturbance import Window
 
-Tightening = Literal["cumulative", "per_step"]
-TIGHTENINGS = ("cumulative", "per_step")
+from .scenario import TIGHTENINGS, Tightening, check_tightening  # noqa: F401
 
 
 def check_delta(delta) -> None:
@@ -32,12 +29,7 @@ def check_delta(delta) -> None:
 
     d = np.asarray(delta, dtype=np.float64)
     if not np.all(np.isfinite(d)) or np.any(d <= 0.0) or np.any(d > 0.5):
-        raise ValueError(f"`chance.delta` must be in (0, 0.5] (0.5 = deterministic MPC), got {delta}.")
-
-
-def check_tightening(mode: str) -> None:
-    if mode not in TIGHTENINGS:
-        raise ValueError(f"`chance.tightening` must be one of {TIGHTENINGS}, got {mode!r}.")
+        raise ValueError(f"`ccmpc.deltas` must be in (0, 0.5] (0.5 = deterministic MPC), got {delta}.")
 
 
 def quantile(delta):

@@ -27,8 +27,7 @@ TOP_KEYS = (
 )  # fmt: skip
 # Keys that do not change a cell's numbers: excluded from its identity (config_hash).
 EXECUTION_KEYS = ("sweep", "chain", "out", "report", "progress", "title", "description", "cache_dir")
-SCENARIOS = ("islanded", "ccdmpc", "dmpc", "centralized")
-TIGHTENINGS = ("cumulative", "per_step")
+from .scenario import SCENARIOS, TIGHTENINGS, risk_levels
 DTYPES = ("float64",)  # float32: see simulate.check_dtype
 CHAIN_KINDS = ("tester", "anvil", "rpc")
 CLUSTERS = ("none", "local")
@@ -600,7 +599,7 @@ def cell_inputs(config: Mapping) -> CellInputs:
     sim = config["sim"]
     scen = config["scenario"]["name"]
     cc = config["ccmpc"]
-    deltas = np.asarray([0.5] if scen == "dmpc" else cc["deltas"], dtype=np.float64)
+    deltas = risk_levels(scen, cc["deltas"])
     options = Options(
         scenario=scen, T=int(sim["T"]), tightening=cc["tightening"],
         tighten_consumers=bool(cc.get("tighten_consumers", False)), gap=bool(sim.get("gap", False)),

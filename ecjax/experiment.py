@@ -28,6 +28,7 @@ from .layout import AgentLayout
 from .metrics import INDEX_NAMES
 from .parallel import over_devices
 from .qp import ADMM
+from .scenario import run_delta
 from .simulate import Options, check_dtype, closed_loop
 from .weights import CostWeights
 
@@ -289,7 +290,7 @@ def _as_run(opt: Options, deltas: np.ndarray) -> tuple[Options, np.ndarray]:
     results keep the labels of the run asked for)."""
     if opt.scenario != "dmpc":
         return opt, deltas
-    return dataclasses.replace(opt, scenario="ccdmpc"), np.full_like(deltas, 0.5)
+    return dataclasses.replace(opt, scenario="ccdmpc"), run_delta(opt.scenario, deltas)
 
 
 def _no_record(opt: Options) -> Options:

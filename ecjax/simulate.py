@@ -17,27 +17,20 @@ Written for one instance; `ecjax.experiment` vmaps it over samples and risk leve
 
 from __future__ import annotations
 
-from typing import Literal
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from . import ccmpc, evaluate, fcmpc
+from . import evaluate, fcmpc
 from .community import HOURS
 from .disturbance import Draw, Profiles
 from .fcmpc import Controller, FCMPCSettings
 from .layout import AgentLayout
 from .plan import Plan, make_stage, plan_from_vectors
 
-Scenario = Literal["islanded", "ccdmpc", "dmpc", "centralized"]
-SCENARIOS = ("islanded", "ccdmpc", "dmpc", "centralized")
-
-
-def check_scenario(name: str) -> None:
-    if name not in SCENARIOS:
-        raise ValueError(f"`scenario` must be one of {SCENARIOS}, got {name!r}.")
+from .scenario import check_scenario, check_tightening, run_delta
 
 
 def check_dtype(dtype) -> None:
@@ -65,7 +58,7 @@ class Options(eqx.Module):
 
     def check(self, N: int) -> None:
         check_scenario(self.scenario)
-        ccmpc.check_tightening(self.tightening)
+        check_tightening(self.tightening)
         if not 1 <= self.T <= HOURS:
             raise ValueError(f"`sim.T` must be in [1, {HOURS}] (one day from midnight), got {self.T}.")
         if N < 1:
@@ -218,8 +211,7 @@ def closed_loop(
     """One day of closed-loop operation for one disturbance draw at risk level δ."""
     c = ctl.community
     N = ctl.N
-    if opt.scenario == "dmpc":
-        delta = 0.5  # the standard (deterministic) MPC: z = 0
+    delta = run_delta(opt.scenario, delta)
     pro = jnp.asarray(c.is_prosumer)
     cap = jnp.asarray(c.capacity)
     pv_coef = jnp.asarray(c.pv_coef())

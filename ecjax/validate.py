@@ -40,7 +40,8 @@ from .fcmpc import FCMPCSettings, make_controller
 from .metrics import binomial_interval_around, clopper_pearson
 from .plan import Plan, Stage, make_stage
 from .qp import ADMM
-from .simulate import SCENARIOS, Options, check_dtype, initial_fallback, initial_warm, plan_step
+from .scenario import check_scenario, check_tightening
+from .simulate import Options, check_dtype, initial_fallback, initial_warm, plan_step
 from .weights import CostWeights
 
 SIDES = ("lo", "hi")
@@ -257,9 +258,8 @@ def open_loop_validation(
     (FC-MPC iterations) and attrs `scenario`, `tightening`, `N`.
     """
     ccmpc.check_delta(delta)
-    ccmpc.check_tightening(tightening)
-    if scenario not in SCENARIOS:
-        raise ValueError(f"`scenario` must be one of {SCENARIOS}, got {scenario!r}.")
+    check_tightening(tightening)
+    check_scenario(scenario)
     if not (isinstance(t, (int, np.integer)) and 0 <= t < 24):
         raise ValueError(f"`validate.t` must be an hour in [0, 23], got {t}.")
     if not (isinstance(N, (int, np.integer)) and N >= 1):

@@ -234,7 +234,7 @@ def test_auto_chunk_is_one_pair_per_device_on_a_cpu(world):
         (dict(S=0), "sim.S"),
         (dict(chunk=0), "sim.chunk"),
         (dict(keep=5), "sim.keep"),
-        (dict(deltas=[0.05, 0.7]), "chance.delta"),
+        (dict(deltas=[0.05, 0.7]), "ccmpc.deltas"),
         (dict(T=25), "sim.T"),
         (dict(scenario="greedy"), "scenario"),
         (dict(dtype=jnp.float32), r"sim\.dtype.*must be float64"),

@@ -62,7 +62,7 @@ def test_zero_variance_means_no_backoff(case):
 
 @pytest.mark.parametrize("bad", [0.0, -0.1, 0.6, float("nan")])
 def test_bad_delta_is_named(bad):
-    with pytest.raises(ValueError, match="chance.delta"):
+    with pytest.raises(ValueError, match="ccmpc.deltas"):
         ccmpc.check_delta(bad)
-    with pytest.raises(ValueError, match="chance.tightening"):
+    with pytest.raises(ValueError, match="ccmpc.tightening"):
         ccmpc.check_tightening("gaussian")

@@ -157,7 +157,7 @@ def test_same_seed_same_counts_other_seed_other_counts(world):
 
 def test_bad_arguments_are_named(world):
     c, prof = world
-    with pytest.raises(ValueError, match="chance.delta"):
+    with pytest.raises(ValueError, match="ccmpc.deltas"):
         validate.open_loop_validation(c, prof, 8, c.eb0, np.zeros(c.n), 0.0, 10)
     with pytest.raises(ValueError, match="validate.t"):
         validate.open_loop_validation(c, prof, 24, c.eb0, np.zeros(c.n), 0.05, 10)

@@ -72,7 +72,7 @@ from jaxtyping import Array, Bool, Float, Int
 from .._iterate import bounded_while
 from . import linsys as _ls
 from . import normal
-from .admm import Solution, _Data, _finite, _inf, _infeasible, static_settings
+from .admm import Solution, _Data, _finite, _infeasible, static_settings
 from .scaling import ruiz
 from .status import Status
 from .take import Take
