@@ -31,7 +31,7 @@ from . import evaluate, ocp
 from .community import Community
 from .layout import AgentLayout
 from .plan import Plan, Stage, plan_from_vectors
-from .qp import ADMM, Operator, Solution, Status, prepare, solve
+from .qp import ADMM, IPM, Operator, Solution, Status, prepare, solve
 from .weights import CostWeights
 
 
@@ -83,7 +83,7 @@ def make_controller(
     c: Community,
     w: CostWeights,
     N: int,
-    solver: ADMM = ADMM(),
+    solver: "ADMM | IPM" = IPM(),
     dtype=jnp.float64,
     centralized: bool = False,
     agent_batch: int | None = None,
@@ -130,7 +130,7 @@ class FCMPCResult(eqx.Module):
     qp_status: Int[Array, " P"]  # worst QP status of each prosumer over the iterations
     held: Int[Array, " P"]  # subproblem solutions (p >= 1) not solved: previous iterate kept
     fallback: Array  # [P] bool: iterate 0 not solved, the fallback plan taken
-    qp_steps: Int[Array, ""]  # ADMM iterations, summed over prosumers and FC-MPC iterations
+    qp_steps: Int[Array, ""]  # solver iterations, summed over prosumers and FC-MPC iterations
     island: Solution  # iterate 0 (islanded) solves, per prosumer: warm start of the next step
     last: Solution  # last subproblem solves, per prosumer: warm start of the next step
     u_iter: Float[Array, "p_max+1 P nu"]  # inputs of iterates 0..p_max (held after the stop)

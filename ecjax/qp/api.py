@@ -15,7 +15,7 @@ from .status import Status
 BACKENDS = ("admm", "jaxopt")
 
 
-def prepare(P, A, settings: ADMM | IPM = ADMM(), dtype=jnp.float64, lo=None, hi=None):
+def prepare(P, A, settings: ADMM | IPM = IPM(), dtype=jnp.float64, lo=None, hi=None):
     """Build the shared operator of a batch on the host, once per (P, A).
 
     `settings` picks the method: `ADMM(...)` (warm-startable, any PSD P; `lo`, `hi` are
