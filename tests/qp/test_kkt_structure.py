@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from ecjax import ocp
+from ecjax import fcmpc, ocp
+from ecjax.layout import AgentLayout
 from ecjax.qp import IPM, blocktri, normal, prepare, schur
 from ecjax.weights import CostWeights
 from helpers_community import random_case
@@ -69,34 +70,71 @@ def _dense_augmented(op, d):
     return np.block([[Kd, C.T], [C, -np.diag(1.0 / dc)]]), n
 
 
+@pytest.mark.parametrize("r", [0.0, 1e-3])  # MODEL's cost, and ugb, ev regularized
 @pytest.mark.parametrize("n,seed,central", [(3, 1, False), (6, 2, True), (15, 3, False), (15, 4, True)])
-def test_normal_solve_matches_dense(n, seed, central):
+def test_normal_solve_matches_dense(n, seed, central, r):
     c, _, stage = random_case(n, seed)
-    w = CostWeights()
-    S = ocp.centralized_structure(c, 24, w) if central else ocp.agent_structure(c, 24, w)
-    op = prepare(S.P.toarray(), S.A.toarray(), IPM())
+    w = CostWeights(r_ugb=r, r_ev=r)
+    S = ocp.agent_structure(c, 24, w) if central is False else ocp.centralized_structure(c, 24, w)
+    # template bounds as the controller passes them: the dynamics rows are equalities
+    lo, hi = (None, None) if central else fcmpc._template_bounds(c, 24, ocp.AgentRows(AgentLayout(c.n, 24)))
+    op = prepare(S.P.toarray(), S.A.toarray(), IPM(), lo=lo, hi=hi)
     rng = np.random.default_rng(seed)
     d = 10.0 ** rng.uniform(-8, 8, op.mb)  # barrier weights of inactive ... active/equality rows
     fac = normal.factor(op.kkt, op.A, op.P, jnp.asarray(d), 0.0, 0.0)
-    r = rng.normal(size=op.n)
+    r_ = rng.normal(size=op.n)
     t = rng.normal(size=op.A.m_c)
-    dx, v = normal.solve(op.kkt, fac, jnp.asarray(r), jnp.asarray(t))
+    dx, v = normal.solve(op.kkt, fac, jnp.asarray(r_), jnp.asarray(t))
     K, _ = _dense_augmented(op, d)
-    ref = np.linalg.solve(K, np.concatenate([r, t]))
+    ref = np.linalg.solve(K, np.concatenate([r_, t]))
     got = np.concatenate([np.asarray(dx), np.asarray(v)])
     # backward error of the structured solve, relative to the matrix and solution sizes
-    resid = K @ got - np.concatenate([r, t])
-    assert np.abs(resid).max() <= 1e-8 * (np.abs(K).max() * np.abs(got).max() + np.abs(r).max())
+    resid = K @ got - np.concatenate([r_, t])
+    assert np.abs(resid).max() <= 1e-8 * (np.abs(K).max() * np.abs(got).max() + np.abs(r_).max())
     np.testing.assert_allclose(got[: op.n], ref[: op.n], rtol=1e-5, atol=1e-7 * np.abs(ref).max())
     # the structure is what makes it cheap: small blocks, not one dense block
-    assert op.kkt.bs <= (16 if not central else 64 if n < 15 else 160)
-    # the agent QP's coupling rows fall apart by time step: two-level elimination (schur.py),
-    # with a recursion over the states only; the paper case's centralized problem ties the
-    # rows of all prosumers of a step together and is factored as (N2) directly
+    assert op.kkt.bs <= (16 if not central else 64 if n < 15 else 192)
+    # the agent QP's coupling rows fall apart by time step: with every input curved, two-level
+    # elimination (schur.py, a recursion over the states only); with inputs without curvature
+    # (MODEL's ugb, ev) the dynamics leave weak columns free and (N2) is factored directly.
+    # The paper case's centralized problem ties the rows of all prosumers of a step together
     if not central:
-        assert isinstance(op.kkt, schur.SchurKKT) and op.kkt.bs <= 4
+        assert isinstance(op.kkt, schur.SchurKKT if r > 0 else normal.NormalKKT)
+        assert op.kkt.bs <= (4 if r > 0 else 16)
     elif n == 15:
         assert isinstance(op.kkt, normal.NormalKKT)
+
+
+def test_schur_form_only_where_the_dynamics_fix_the_weak_columns():
+    """The Schur complement's equality part is singular on a weak column that the dynamics
+    leave free (an input without curvature): forced on such a QP, the two-level solve loses
+    every digit, which is why `NormalKKT.build` does not take it there."""
+    c, _, _ = random_case(6, 2)
+    S = ocp.agent_structure(c, 24, CostWeights())  # r_ugb = r_ev = 0
+    lo, hi = fcmpc._template_bounds(c, 24, ocp.AgentRows(AgentLayout(c.n, 24)))
+    op = prepare(S.P.toarray(), S.A.toarray(), IPM(), lo=lo, hi=hi)
+    assert isinstance(op.kkt, normal.NormalKKT)
+    C = np.asarray(op.A_orig)[np.asarray(op.perm)] * np.asarray(op.E)[:, None] * np.asarray(op.D)[None, :]
+    C = C[op.A_rows.m_s :]
+    weak = (np.asarray(op.P) < IPM().weak_p) & (C != 0).any(axis=0)
+    forced = schur.SchurKKT.build(C, weak, schur.MAX_BLOCK, jnp.float64)
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for _ in range(5):
+        d = 10.0 ** rng.uniform(-8, 8, op.mb) * (rng.random(op.mb) < 0.7)
+        r_, t = rng.normal(size=op.n), rng.normal(size=op.A.m_c)
+        K, _ = _dense_augmented(op, np.maximum(d, 1e-300))
+        Kreg = K + np.diag(np.concatenate([np.full(op.n, 1e-10), np.full(op.A.m_c, -1e-10)]))
+        ref = np.linalg.solve(Kreg, np.concatenate([r_, t]))[: op.n]
+        for kkt, bound in ((op.kkt, 1e-6), (forced, None)):
+            fac = normal.factor(kkt, op.A, op.P, jnp.asarray(d), 1e-10, 1e-10)
+            dx, _ = normal.solve(kkt, fac, jnp.asarray(r_), jnp.asarray(t))
+            err = np.abs(np.asarray(dx) - ref).max() / np.abs(ref).max()
+            if bound is not None:
+                assert err <= bound, err
+            else:
+                worst = max(worst, err)
+    assert worst > 1e-2, worst  # the forced Schur form is far off on some weights
 
 
 def test_structure_is_shared_by_jit_and_vmap():
