@@ -68,6 +68,7 @@ EPS = 1e-6  # QP tolerance of both solvers (absolute and relative)
 def machine() -> dict:
     info = {"python": platform.python_version(), "platform": platform.platform(), "jax": jax.__version__}
     info["cpu_count"] = os.cpu_count()
+    info["loadavg_1_5_15min"] = [round(v, 2) for v in os.getloadavg()]  # other jobs on a shared machine
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -348,6 +349,8 @@ def main(argv=None) -> int:
                   f"{S_ * R_ / r.seconds:8.3f} days/s")  # fmt: skip
         out["scaling"] = rows
 
+    out["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
+    print(f"load average at the end (1, 5, 15 min): {out['loadavg_end']}")
     res_dir = Path(__file__).parent / "results"
     res_dir.mkdir(exist_ok=True)
     (res_dir / f"closed_loop_{'quick' if args.quick else 'full'}.json").write_text(json.dumps(out, indent=2))

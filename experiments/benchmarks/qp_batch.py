@@ -36,9 +36,10 @@ criteria):
 
 (b)–(e) share no work between the QPs of a batch (loops, vmapped loops that run until the
 slowest sample stops, or independent solves on threads), so their time per QP does not fall
-with the batch size: they are timed once, on the first `--loop-max` (loops and processes),
+with the batch size: they are timed on the first `--loop-max` (loops and processes),
 min(64, `--loop-max`) (CVXPY), `--jaxopt-n` (jaxopt), `--prox-n` (ProxQP) and `--qpax-n`
-(qpax) instances, and that per-QP time stands for every batch size. Where jaxopt or qpax
+(qpax) instances (best of `--reps` runs, jaxopt and qpax once), and that per-QP time stands
+for every batch size. Where jaxopt or qpax
 stops at its cap before the target, its time is a lower bound of its time to the target.
 
 Accuracy: every solver's objective on the first `--ref` instances (or those it was timed on)
@@ -265,10 +266,18 @@ def row(s, x, it, ok, k, cores, P, A, Q, LO, HI, f_ref):
                 err=errors(P, A, Q, LO, HI, x, f_ref))  # fmt: skip
 
 
+def best_of(fn, reps):
+    """The run of `fn() -> (seconds, ...)` with the least seconds out of `reps`."""
+    return min((fn() for _ in range(max(reps, 1))), key=lambda res: res[0])
+
+
 def competitors(which, P, A, Q, LO, HI, f_ref, k, cores, a):
     """Per-QP rows of every competitor in `which` (names of BASELINES; a missing package skips
-    its rows with a note). The per-QP time of each stands for every batch size."""
+    its rows with a note). The per-QP time of each stands for every batch size: loops,
+    processes and ProxQP's batches are timed `a["reps"]` times (best taken, like ecjax's
+    batches); jaxopt and qpax once (their runs take seconds per QP)."""
     out = {}
+    reps = a["reps"]
     fit = lambda n: (Q[:n], LO[:n], HI[:n])  # noqa: E731
     r = lambda res, n, c: row(*res, n, c, P, A, Q, LO, HI, f_ref)  # noqa: E731
 
@@ -283,17 +292,18 @@ def competitors(which, P, A, Q, LO, HI, f_ref, k, cores, a):
     def loop_and_pool(name, kind, **kw):
         solver = baselines.make_solver(kind, P, A, EPS, LO, HI, **kw)
         solver.solve(Q[0], LO[0], HI[0])  # setup outside the timing
-        out[name] = r(baselines.time_loop(solver, *fit(k)), k, 1)
+        out[name] = r(best_of(lambda: baselines.time_loop(solver, *fit(k)), reps), k, 1)
         if cores > 1:
             pool = baselines.Pool(kind, P, A, EPS, LO, HI, cores, Q[0], LO[0], HI[0], **kw)
-            out[f"{name}_{cores}cores"] = r(pool.solve_all(*fit(k)), k, cores)
+            out[f"{name}_{cores}cores"] = r(best_of(lambda: pool.solve_all(*fit(k)), reps), k, cores)
             pool.close()
 
     if "osqp" in which:
-        out["osqp"] = r(time_loop(OSQPLoop(P, A, EPS), *fit(k)), k, 1)
+        loop = OSQPLoop(P, A, EPS)
+        out["osqp"] = r(best_of(lambda: time_loop(loop, *fit(k)), reps), k, 1)
         if cores > 1:
             pool = OSQPPool(P, A, EPS, cores, Q[0], LO[0], HI[0])
-            out[f"osqp_{cores}cores"] = r(pool.solve_all(*fit(k)), k, cores)
+            out[f"osqp_{cores}cores"] = r(best_of(lambda: pool.solve_all(*fit(k)), reps), k, cores)
             pool.close()
     if "cvxpy" in which:
         cvx = CVXPYModel(P, A, LO, HI, solver="OSQP", eps_abs=EPS, eps_rel=EPS, max_iter=100000, polish=False, warm_start=True)
@@ -312,7 +322,7 @@ def competitors(which, P, A, Q, LO, HI, f_ref, k, cores, a):
         loop_and_pool("piqp_ms", "piqp", backend="sparse_multistage")
         solver = baselines.make_solver("piqp", P, A, EPS, LO, HI, backend="sparse_ldlt", gap_rel=None)
         solver.solve(Q[0], LO[0], HI[0])
-        out["piqp_gap1e-6"] = r(baselines.time_loop(solver, *fit(k)), k, 1)
+        out["piqp_gap1e-6"] = r(best_of(lambda: baselines.time_loop(solver, *fit(k)), reps), k, 1)
     if "daqp" in which and have("daqp"):
         loop_and_pool("daqp", "daqp")
     if "clarabel" in which and have("clarabel"):
@@ -321,7 +331,7 @@ def competitors(which, P, A, Q, LO, HI, f_ref, k, cores, a):
         n = a["prox_n"]
         for t in sorted({1, cores}):
             pb = baselines.ProxQPBatch(P, A, EPS, LO, HI, threads=t)
-            out["proxqp" if t == 1 else f"proxqp_{t}threads"] = r(pb.solve_all(*fit(n)), n, t)
+            out["proxqp" if t == 1 else f"proxqp_{t}threads"] = r(best_of(lambda: pb.solve_all(*fit(n)), reps), n, t)
     if "qpax" in which and have("qpax"):
         n = a["qpax_n"]
         qx = QpaxBatch(P, A, EPS, LO, HI, a["qpax_iters"])
@@ -349,7 +359,7 @@ def main(argv=None) -> int:
     ap.add_argument("--admm-max", type=int, help="largest batch timed with ecjax's ADMM (default 64; quick 16)")
     ap.add_argument("--chunk", type=int, default=None, help="IPM piece size per device (default 8 on a CPU, one piece on a GPU)")
     ap.add_argument("--ref", type=int, help="instances checked against Clarabel (default 64; quick 32)")
-    ap.add_argument("--reps", type=int, default=3, help="timed repeats of each jitted batch (best taken)")
+    ap.add_argument("--reps", type=int, default=3, help="timed repeats of each jitted batch, loop and pool (best taken)")
     args = ap.parse_args(argv)
     q_ = args.quick
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([1, 16, 256] if q_ else [1, 16, 256, 1024, 4096])
@@ -397,7 +407,7 @@ def main(argv=None) -> int:
     k = min(loop_max, Q.shape[0])
     op_jo = make_controller(c, w, N, ADMM(eps_abs=EPS, eps_rel=EPS, max_iter=jaxopt_iters, check_every=10)).agent_op
     a = dict(jaxopt_n=jaxopt_n, jaxopt_op=op_jo, prox_n=args.prox_n or (8 if q_ else 16),
-             qpax_n=args.qpax_n or (2 if q_ else 4), qpax_iters=args.qpax_iters)  # fmt: skip
+             qpax_n=args.qpax_n or (2 if q_ else 4), qpax_iters=args.qpax_iters, reps=args.reps)  # fmt: skip
     loops = competitors(which, P, A, Q, LO, HI, f_ref, k, cores, a)
     for r in loops.values():
         r["meets"] = meets(r, obj_tol, viol_tol)
@@ -452,6 +462,8 @@ def main(argv=None) -> int:
     jo = " (lower bound)" if "jaxopt" in loops and loops["jaxopt"]["solved"] < 1 else ""
     print(f"B={last['B']}: ecjax {1e3 * e['per_qp_s']:.4f} ms/QP; {best} x{s_['best']:.2f}, OSQP loop x{s_['osqp']:.2f}, "
           f"OSQP on {cores} cores x{s_[pool]:.2f}, jaxopt x{s_['jaxopt']:.0f}{jo} the time of ecjax")  # fmt: skip
+    out["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
+    print(f"load average at the end (1, 5, 15 min): {out['loadavg_end']}")
     res_dir = Path(__file__).parent / "results"
     res_dir.mkdir(exist_ok=True)
     (res_dir / f"qp_batch_{'quick' if q_ else 'full'}.json").write_text(json.dumps(out, indent=2, default=str))
