@@ -28,19 +28,25 @@ INDEX_DOC = {
 
 def indices(c: Community, gamma: float, rec: StepRecord) -> dict:
     """E1..E8 of one closed-loop day (arrays over [T, ...] in `rec`)."""
+    return indices_of(c, gamma, rec.price, rec.ug, rec.u_ugb, rec.u_bt)
+
+
+def indices_of(c: Community, gamma: float, price, ug, u_ugb, u_bt) -> dict:
+    """E1..E8 from the price [T], grid purchases ug [T, n] (kW), sales u_ugb [T, n] and trades
+    u_bt [T, n, n] of one day."""
     dt = c.dt
     pro = jnp.asarray(c.is_prosumer)
-    price = rec.price[:, None]
-    bought = rec.ug * dt  # [T, n] kWh, deficit purchases included
+    price = jnp.asarray(price)[:, None]
+    bought = jnp.asarray(ug) * dt  # [T, n] kWh, deficit purchases included
     e1 = jnp.sum(price * bought)
-    e2 = jnp.sum(gamma * price * rec.u_ugb * dt)
+    e2 = jnp.sum(gamma * price * u_ugb * dt)
     e6 = jnp.sum(bought)
     return {
         "E1": e1,
         "E2": e2,
         "E3": e1 - e2,
-        "E4": jnp.sum(rec.u_bt) * dt,
-        "E5": jnp.sum(rec.u_ugb) * dt,
+        "E4": jnp.sum(u_bt) * dt,
+        "E5": jnp.sum(u_ugb) * dt,
         "E6": e6,
         "E7": jnp.sum(jnp.where(pro, 0.0, bought)),
         "E8": jnp.sum(jnp.where(pro, bought, 0.0)),

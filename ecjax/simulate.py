@@ -2,7 +2,7 @@
 
 At step t the controllers know the measured states and the forecast means; they plan with the
 chosen scenario (MODEL §8) and apply the plan's first step. Then the step's disturbances are
-drawn and the plant moves:
+drawn and the plant moves (`ecjax.plant.step`):
 - the applied inputs are the plan's first step held to the physical limits (`applied_inputs`):
   a QP solution may leave its bounds by the solver tolerance, a converter cannot;
 - prosumer: ug = scheduled; eb[t+1] follows eq (1) with the applied inputs (the planned
@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from . import evaluate, fcmpc
+from . import evaluate, fcmpc, plant
 from .community import HOURS
 from .disturbance import Draw, Profiles
 from .fcmpc import Controller, FCMPCSettings
@@ -213,9 +213,7 @@ def closed_loop(
     N = ctl.N
     delta = run_delta(opt.scenario, delta)
     pro = jnp.asarray(c.is_prosumer)
-    cap = jnp.asarray(c.capacity)
     pv_coef = jnp.asarray(c.pv_coef())
-    dt = c.dt
 
     def step(carry, t):
         eb, eev, warm, fallback = carry
@@ -226,26 +224,10 @@ def closed_loop(
         plan: Plan = res.plan
         planned = jax.tree_util.tree_map(lambda a: a[..., 0], plan)  # first input step
         u = applied_inputs(c, stage, planned, eev, opt.scenario != "islanded")
-        irr_real = draw.irr[t]
         ul_real = draw.ul[:, t]
-        ul_fc = stage.win.ul_mu[:, 0]
-        pv_fc = pv_coef * stage.win.irr_mu[0]
-        pv_real = pv_coef * irr_real
-        into = u.bt.sum(axis=0)
-        sent = u.bt.sum(axis=1) / c.eta_t
-        # prosumer: scheduled import; battery follows (1) and absorbs PV and load errors
-        ug_sched = u.bc - u.bd - into + ul_fc + u.ev
-        eb_raw = eb + dt * (c.eta_c * u.bc - u.bd / c.eta_d - sent - u.ugb + pv_real)
-        eb_raw = eb_raw - dt * c.eta_c * (ul_real - ul_fc)
-        eb_raw = jnp.where(pro, eb_raw, 0.0)
-        eb_new = jnp.clip(eb_raw, 0.0, cap)
-        curtail = jnp.maximum(eb_raw - cap, 0.0)
-        deficit = jnp.maximum(-eb_raw, 0.0)
-        # consumer: grid absorbs the load error; a negative import is spilled
-        net = jnp.where(pro, ug_sched + deficit / dt, ul_real - into)
-        ug = jnp.maximum(net, 0.0)
-        spill = jnp.maximum(-net, 0.0)
-        eev_new = eev + dt * c.eta_ev * u.ev
+        pv_real = pv_coef * draw.irr[t]
+        ps = plant.step(c, eb, eev, u, pv_real, ul_real, stage.win.ul_mu[:, 0])
+        eb_new, eev_new = ps.eb, ps.eev
         lo = jnp.asarray(c.eb_lo)
         hi = jnp.asarray(c.eb_hi)
         phi = res.cost[res.iters]
@@ -260,17 +242,17 @@ def closed_loop(
         clip = jnp.maximum(clip.max(axis=0), jnp.abs(planned.bt - u.bt).max(axis=1))
         rec = StepRecord(
             eb=eb_new,
-            eb_raw=eb_raw,
+            eb_raw=ps.eb_raw,
             eev=eev_new,
             u_bc=u.bc,
             u_bd=u.bd,
             u_ugb=u.ugb,
             u_ev=u.ev,
             u_bt=u.bt,
-            ug=ug,
-            spill=spill,
-            curtail=curtail,
-            deficit=deficit,
+            ug=ps.ug,
+            spill=ps.spill,
+            curtail=ps.curtail,
+            deficit=ps.deficit,
             pv=jnp.where(pro, pv_real, 0.0),
             load=ul_real,
             price=stage.win.price[0],

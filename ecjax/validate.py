@@ -33,7 +33,7 @@ import xarray as xr
 from jax.scipy.stats import norm
 from jaxtyping import Array, Float
 
-from . import ccmpc
+from . import ccmpc, plant
 from .community import Community
 from .disturbance import Draw, Profiles, check_profiles, sample_day
 from .fcmpc import FCMPCSettings, make_controller
@@ -51,16 +51,10 @@ def propagate(c: Community, stage: Stage, plan: Plan, draw: Draw) -> tuple[Float
     """Battery energy eb[k], k = 1..N, of every agent under one disturbance draw over the
     horizon (`draw.irr` [N], `draw.ul` [n, N]), and the consumers' realized import ug[k],
     k = 0..N-1 (prosumers: their scheduled import). Consumers' eb is 0."""
-    pro = jnp.asarray(c.is_prosumer)[:, None]
     pv_real = jnp.asarray(c.pv_coef())[:, None] * draw.irr[None, :]
-    sent = plan.bt.sum(axis=1) / c.eta_t
-    into = plan.bt.sum(axis=0)
-    step = c.dt * (c.eta_c * plan.bc - plan.bd / c.eta_d - sent - plan.ugb + pv_real)
-    step = step - c.dt * c.eta_c * (draw.ul - stage.win.ul_mu)
-    eb = stage.eb0[:, None] + jnp.cumsum(step, axis=1)
-    ug_sched = plan.bc - plan.bd - into + stage.win.ul_mu + plan.ev
-    ug = jnp.where(pro, ug_sched, draw.ul - into)
-    return jnp.where(pro, eb, 0.0), ug
+    inc = plant.battery_increment(c, plan, pv_real, draw.ul, stage.win.ul_mu)  # no clipping here
+    eb = jnp.where(jnp.asarray(c.is_prosumer)[:, None], stage.eb0[:, None] + jnp.cumsum(inc, axis=1), 0.0)
+    return eb, plant.grid_import(c, plan, draw.ul, stage.win.ul_mu)
 
 
 class Counts(eqx.Module):

@@ -3,7 +3,8 @@
 Given the planned first-step inputs of every step (the first input step of the last committed
 iterate of each prosumer), held to the physical limits as the plant applies them
 (`ecjax.simulate.applied_inputs`), the stored measured states and the stored disturbance draw
-(realized PV and load), this recomputes what the plant did: battery energy, grid purchases,
+(realized PV and load), this recomputes what the plant did (`ecjax.plant.step`, the batch
+engine's own plant step): battery energy, grid purchases,
 deficits; then the paper's indices with `ecjax.metrics.indices`. `bounds` turns a per-entry tolerance on the applied
 controls into tolerances on these quantities (absolute coefficients of the plant equations).
 """
@@ -11,7 +12,6 @@ controls into tolerances on these quantities (absolute coefficients of the plant
 from __future__ import annotations
 
 import dataclasses
-import types
 
 import jax.numpy as jnp
 import numpy as np
@@ -20,9 +20,10 @@ from ecjax.chain.sample import StoredSample
 from ecjax.community import HOURS, Community
 from ecjax.disturbance import Profiles
 from ecjax.layout import AgentLayout
-from ecjax.metrics import INDEX_NAMES, indices
+from ecjax.metrics import INDEX_NAMES, indices_of
 from ecjax.plan import make_stage
-from ecjax.simulate import applied_inputs
+from ecjax import plant
+from ecjax.simulate import Applied, applied_inputs
 
 APPLIED = ("u_bc", "u_bd", "u_ugb", "u_ev")
 
@@ -56,11 +57,8 @@ class PlantRecord:
     u_bt: np.ndarray  # [T, n, n]
 
     def indices(self, c: Community, gamma: float) -> dict[str, float]:
-        rec = types.SimpleNamespace(
-            price=jnp.asarray(self.price), ug=jnp.asarray(self.ug), u_ugb=jnp.asarray(self.u_ugb),
-            u_bt=jnp.asarray(self.u_bt),
-        )  # fmt: skip
-        return {k: float(v) for k, v in indices(c, gamma, rec).items()}
+        e = indices_of(c, gamma, self.price, self.ug, jnp.asarray(self.u_ugb), jnp.asarray(self.u_bt))
+        return {k: float(v) for k, v in e.items()}
 
 
 def run_plant(
@@ -71,10 +69,6 @@ def run_plant(
     by `ecjax.simulate.applied_inputs`, and the stored draw."""
     T = sample.T
     pro = np.asarray(c.is_prosumer)
-    cap = np.asarray(c.capacity, dtype=np.float64)
-    pv_coef = np.asarray(c.pv_coef(), dtype=np.float64)
-    dt = c.dt
-    irr_mu = np.asarray(profiles.irr_mu)
     ul_mu = np.asarray(profiles.ul_mu)
     out = {k: np.zeros((T, c.n)) for k in ("eb", "eev", "ug", "deficit") + APPLIED}
     out["u_bt"] = np.zeros((T, c.n, c.n))
@@ -83,26 +77,14 @@ def run_plant(
         h = t % HOURS
         eb0, eev0 = sample.measured_state(t, c)
         stage = make_stage(c, profiles, t, jnp.asarray(eb0), jnp.asarray(eev0), 0.5, N)  # ev_hi only
-        plan0 = types.SimpleNamespace(**{k.removeprefix("u_"): jnp.asarray(planned[k][t]) for k in APPLIED + ("u_bt",)})
-        u = applied_inputs(c, stage, plan0, jnp.asarray(eev0), trades_on)
-        bc, bd, ugb, ev, bt = (np.asarray(getattr(u, k), dtype=np.float64) for k in ("bc", "bd", "ugb", "ev", "bt"))
-        pv_fc = pv_coef * irr_mu[h]
-        ul_fc = ul_mu[:, h]
-        into = bt.sum(axis=0)
-        sent = bt.sum(axis=1) / c.eta_t
-        ul_real = sample.load[t]
-        pv_real = np.where(pro, sample.pv[t], 0.0)
-        ug_sched = bc - bd - into + ul_fc + ev
-        eb_raw = eb0 + dt * (c.eta_c * bc - bd / c.eta_d - sent - ugb + pv_real)  # (1)
-        eb_raw = np.where(pro, eb_raw - dt * c.eta_c * (ul_real - ul_fc), 0.0)
-        deficit = np.maximum(-eb_raw, 0.0)
-        net = np.where(pro, ug_sched + deficit / dt, ul_real - into)
-        out["eb"][t] = np.clip(eb_raw, 0.0, cap)
-        out["eev"][t] = eev0 + dt * c.eta_ev * ev
-        out["ug"][t] = np.maximum(net, 0.0)
-        out["deficit"][t] = deficit
-        for k, v in zip(APPLIED + ("u_bt",), (bc, bd, ugb, ev, bt)):
-            out[k][t] = v
+        planned_t = Applied(**{k.removeprefix("u_"): jnp.asarray(planned[k][t]) for k in APPLIED + ("u_bt",)})
+        u = applied_inputs(c, stage, planned_t, jnp.asarray(eev0), trades_on)
+        pv_real = jnp.asarray(np.where(pro, sample.pv[t], 0.0))
+        ps = plant.step(c, jnp.asarray(eb0), jnp.asarray(eev0), u, pv_real, jnp.asarray(sample.load[t]), jnp.asarray(ul_mu[:, h]))
+        for k in ("eb", "eev", "ug", "deficit"):
+            out[k][t] = np.asarray(getattr(ps, k), dtype=np.float64)
+        for k in APPLIED + ("u_bt",):
+            out[k][t] = np.asarray(getattr(u, k.removeprefix("u_")), dtype=np.float64)
         price[t] = float(np.asarray(profiles.price)[h])
     return PlantRecord(price=price, **out)
 

@@ -17,8 +17,9 @@ from ecjax.community import generate_community
 from ecjax.disturbance import synthetic_profiles
 from ecjax.experiment import run_batch
 from ecjax.fcmpc import FCMPCSettings
-from ecjax.qp import ADMM
+from ecjax.qp import IPM
 from ecjax.simulate import Options
+from ecjax.weights import CostWeights
 
 # eth-tester / web3 warnings that are not DeprecationWarnings would fail under filterwarnings=error;
 # none is known today. Narrow ignores go here if one appears.
@@ -112,9 +113,13 @@ class StoredRun:
 
 
 def make_stored_run(T: int = 3, N: int = 5, p_max: int = 4, seed: int = 3) -> StoredRun:
-    """n = 4 agents (2 prosumers), N = 5, T = 3 steps, p_max = 4, ADMM at 1e-6, δ = 0.05.
+    """n = 4 agents (2 prosumers), N = 5, T = 3 steps, p_max = 4, the IPM at 1e-8, δ = 0.05, and
+    r_ugb = r_ev = 1e-3: every input curved, so that each subproblem has one optimum and the
+    solve-mode audit (which re-solves from the chain's rounded data) compares plans, not
+    points of an optimal face (`ecjax.chain.tolerance`).
 
-    With these settings step 0 stops at the tolerance ϰ and steps 1-2 at p_max."""
+    With these settings (ϰ = 1e-3) step 0 stops at the tolerance ϰ (iteration 2) and steps
+    1-2 at p_max."""
     c = generate_community(4, prosumer_share=0.5, seed=1)
     prof = synthetic_profiles(4, seed=1)
     inputs = Inputs(
@@ -123,11 +128,13 @@ def make_stored_run(T: int = 3, N: int = 5, p_max: int = 4, seed: int = 3) -> St
         options=Options(T=T, record_plans=True),
         N=N,
         fc=FCMPCSettings(kappa=1e-3, p_max=p_max),
-        solver=ADMM(eps_abs=1e-6, eps_rel=1e-6),
+        weights=CostWeights(r_ugb=1e-3, r_ev=1e-3),
+        solver=IPM(eps_abs=1e-8, eps_rel=1e-8),
         seed=seed,
     )
     res = run_batch(
-        c, prof, [0.05], 1, seed=seed, options=inputs.options, N=N, fc=inputs.fc, solver=inputs.solver, keep=1
+        c, prof, [0.05], 1, seed=seed, options=inputs.options, N=N, fc=inputs.fc, weights=inputs.weights,
+        solver=inputs.solver, keep=1,
     )
     return StoredRun(inputs=inputs, trajectories=res.trajectories, summary=res.summary, delta=0.05)
 

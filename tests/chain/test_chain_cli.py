@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.chain, pytest.mark.slow]
 CONF = Path(__file__).resolve().parents[2] / "conf"
 DELTA = 0.05
 
-# n = 4 agents (2 prosumers), one kept sample, T = 3, N = 5, p_max = 4, ADMM at 1e-6.
+# n = 4 agents (2 prosumers), one kept sample, T = 3, N = 5, p_max = 4, the IPM at 1e-6.
 TINY = [
     "out.report=null",
     "community=generated",
