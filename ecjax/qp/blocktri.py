@@ -13,6 +13,17 @@ block of a quasi-definite matrix is nonsingular)
 which is stable for the regularized quasi-definite matrices of `ecjax.qp.ipm` (Vanderbei
 1995: a quasi-definite matrix is strongly factorizable, in any symmetric order). Cost per factorization: ~3 nb b³ flops instead
 of ~(nb b)³/3 for a dense Cholesky. Written for one matrix; vmap at the edge.
+
+The diagonal blocks are inverted by Gauss-Jordan elimination: unrolled and without pivoting
+for small blocks; for larger ones with partial pivoting, which they need: late in an
+interior-point solve the barrier weights span 20 and more orders of magnitude, and without
+row exchanges a block of ~40 of the centralized LP (every weight 0) lost 8 digits of the
+Newton step. On a CPU the larger blocks are eliminated in a loop over the pivots, never by
+LAPACK: jaxlib's LAPACK kernels split a batch of matrices over XLA's intra-op thread pool
+and block their thread until the pieces are done, and with one XLA device per core
+(`ecjax._platform`) every thread of that pool may be running a device's program that waits
+in this way, so a batched solve would never finish (the centralized QP from n = 3 on, with
+16 samples per device). Other platforms keep the library's LU with partial pivoting.
 """
 
 import equinox as eqx
@@ -119,7 +130,7 @@ class Factor(eqx.Module):
     L: Float[Array, "nb1 bs bs"]
 
 
-MAX_UNROLLED_BLOCK = 16  # Gauss-Jordan unrolled up to this block size, LU above
+MAX_UNROLLED_BLOCK = 16  # Gauss-Jordan unrolled up to this block size; above: a loop (CPU) or LU
 MAX_UNROLLED_CHAIN = 0  # Python-unrolled recursions up to this many blocks, lax.scan above
 SCAN_UNROLL = 1  # lax.scan unroll factor (speed against compile time)
 
@@ -141,16 +152,49 @@ def _mtv(A, x):
     return jnp.sum(A * x[..., :, None], axis=-2)
 
 
+def _gj_pivot_step(k, M, inv):
+    """Pivot k of Gauss-Jordan elimination with partial pivoting (k traced): the row of
+    largest magnitude in column k among rows k.. is swapped into row k, divided by the pivot,
+    and column k is cleared elsewhere, in M and in the inverse being built. Row exchanges on
+    [M | I] still end at [I | M⁻¹]."""
+    iota = jnp.arange(M.shape[-1])
+    col = jax.lax.dynamic_index_in_dim(M, k, axis=-1, keepdims=False)
+    p = jnp.argmax(jnp.where(iota >= k, jnp.abs(col), -1.0), axis=-1)
+    e_k = (iota == k).astype(M.dtype)
+    e_p = (iota == p[..., None]).astype(M.dtype)
+    swap = (e_k - e_p)[..., :, None]  # adds row p − row k to row k, subtracts it from row p
+
+    def exchanged(X):
+        row_k = jax.lax.dynamic_index_in_dim(X, k, axis=-2, keepdims=False)
+        row_p = jnp.sum(e_p[..., :, None] * X, axis=-2)
+        return X + swap * (row_p - row_k)[..., None, :]
+
+    M, inv = exchanged(M), exchanged(inv)
+    row_m = jax.lax.dynamic_index_in_dim(M, k, axis=-2, keepdims=False)
+    row_i = jax.lax.dynamic_index_in_dim(inv, k, axis=-2, keepdims=False)
+    col = jax.lax.dynamic_index_in_dim(M, k, axis=-1, keepdims=False)
+    piv = jax.lax.dynamic_index_in_dim(row_m, k, axis=-1, keepdims=True)
+    row_m, row_i = row_m / piv, row_i / piv
+    col = jnp.where(iota == k, 0.0, col)[..., :, None]
+    is_k = (iota == k)[:, None]
+    M = jnp.where(is_k, row_m[..., None, :], M - col * row_m[..., None, :])
+    inv = jnp.where(is_k, row_i[..., None, :], inv - col * row_i[..., None, :])
+    return M, inv
+
+
 def _inv(M):
-    """Inverse of a small block (or of a stack of them: leading axes are batch). Gauss-Jordan
-    without pivoting (exists for the quasi-definite blocks of (T1) and for positive definite
-    ones), written with selects instead of indexed updates so that XLA fuses it into a few
-    elementwise kernels; LU with partial pivoting for large blocks."""
+    """Inverse of a block (or of a stack of them: leading axes are batch). Up to
+    MAX_UNROLLED_BLOCK: Gauss-Jordan without pivoting (exists for the quasi-definite blocks of
+    (T1) and for positive definite ones), unrolled and written with selects instead of
+    indexed updates so that XLA fuses it into a few elementwise kernels. Larger blocks: with
+    partial pivoting, as a loop over the pivots on a CPU and by LU elsewhere (see the module
+    docstring)."""
     n = M.shape[-1]
-    if n > MAX_UNROLLED_BLOCK:
-        return jnp.linalg.inv(M)
-    iota = jnp.arange(n)
     inv = jnp.broadcast_to(jnp.eye(n, dtype=M.dtype), M.shape)
+    if n > MAX_UNROLLED_BLOCK:
+        loop = lambda M, inv: jax.lax.fori_loop(0, n, lambda k, c: _gj_pivot_step(k, *c), (M, inv))[1]  # noqa: E731
+        return jax.lax.platform_dependent(M, inv, cpu=loop, default=lambda M, inv: jnp.linalg.inv(M))
+    iota = jnp.arange(n)
     for k in range(n):
         piv = M[..., k, k][..., None]
         row_m, row_i = M[..., k, :] / piv, inv[..., k, :] / piv
