@@ -83,7 +83,7 @@ from ecjax.weights import CostWeights  # noqa: E402
 sys.path.insert(0, str(Path(__file__).parent))
 from closed_loop import machine, profiles_for  # noqa: E402
 import baselines  # noqa: E402
-from osqp_loop import OSQPLoop, OSQPPool  # noqa: E402
+from osqp_loop import OSQPLoop  # noqa: E402
 
 EPS = 1e-6
 N = 24
@@ -196,15 +196,6 @@ def time_jax(fn, reps):
     return best, out
 
 
-def time_loop(solver, q, lo, hi):
-    xs, its, ok = [], [], []
-    t0 = time.perf_counter()
-    for b in range(q.shape[0]):
-        x, it, good = solver.solve(q[b], lo[b], hi[b])
-        xs.append(x if x is not None else np.full(q.shape[1], np.nan)), its.append(it), ok.append(good)
-    return time.perf_counter() - t0, np.asarray(xs), np.asarray(its), np.asarray(ok)
-
-
 def errors(P, A, q, lo, hi, xs, f_ref):
     k = min(len(f_ref), xs.shape[0])
     rel = [abs(objective(P, q[b], xs[b]) - f_ref[b]) / max(1.0, abs(f_ref[b])) for b in range(k)]
@@ -300,16 +291,16 @@ def competitors(which, P, A, Q, LO, HI, f_ref, k, cores, a):
 
     if "osqp" in which:
         loop = OSQPLoop(P, A, EPS)
-        out["osqp"] = r(best_of(lambda: time_loop(loop, *fit(k)), reps), k, 1)
+        out["osqp"] = r(best_of(lambda: baselines.time_loop(loop, *fit(k)), reps), k, 1)
         if cores > 1:
-            pool = OSQPPool(P, A, EPS, cores, Q[0], LO[0], HI[0])
+            pool = baselines.Pool("osqp", P, A, EPS, LO, HI, cores, Q[0], LO[0], HI[0])
             out[f"osqp_{cores}cores"] = r(best_of(lambda: pool.solve_all(*fit(k)), reps), k, cores)
             pool.close()
     if "cvxpy" in which:
         cvx = CVXPYModel(P, A, LO, HI, solver="OSQP", eps_abs=EPS, eps_rel=EPS, max_iter=100000, polish=False, warm_start=True)
         k_c = min(k, 64)
         cvx.solve(Q[0], LO[0], HI[0])  # first solve compiles the parameterized problem
-        out["cvxpy_osqp"] = r(time_loop(cvx, *fit(k_c)), k_c, 1)
+        out["cvxpy_osqp"] = r(baselines.time_loop(cvx, *fit(k_c)), k_c, 1)
     if "jaxopt" in which:
         n = a["jaxopt_n"]
         op = a["jaxopt_op"]
