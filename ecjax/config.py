@@ -247,41 +247,24 @@ SCHEMA: dict[str, dict[str, Callable]] = {
     },
     "report": {"delta": _num(0.0, 0.5, lo_open=True), "figures": _bool},
 }
-_SOLVER_COMMON = {
-    "method": _choice(("admm", "ipm")),
+SOLVER_SCHEMA = {  # ecjax.qp.IPM's settings
+    "method": _choice(("ipm",)),
     "eps_abs": _num(0.0),
     "eps_rel": _num(0.0),
     "eps_pinf": _num(0.0, lo_open=True),
     "eps_dinf": _num(0.0, lo_open=True),
     "max_iter": _int(1, 10_000_000),
     "scaling_iters": _int(0, 1000),
-}
-SOLVER_SCHEMA = {
-    "admm": {
-        **_SOLVER_COMMON,
-        "alpha": _num(0.0, 2.0, lo_open=True, hi_open=True),
-        "rho_min": _num(0.0, lo_open=True),
-        "rho_max": _num(0.0, lo_open=True),
-        "adaptive_rho_tolerance": _num(1.0),
-        "rho": _num(0.0, lo_open=True),
-        "sigma": _num(0.0, lo_open=True),
-        "eq_rho_scale": _num(0.0, lo_open=True),
-        "check_every": _int(1, 100_000),
-        "adaptive_rho": _bool,
-        "c_format": _choice(("auto", "dense", "gather")),
-    },
-    "ipm": {
-        **_SOLVER_COMMON,
-        "step_fraction": _num(0.0, 1.0, lo_open=True, hi_open=True),
-        "reg": _num(0.0, lo_open=True, null=True),
-        "reg_eq": _num(0.0, lo_open=True, null=True),
-        "refine": _int(0, 100),
-        "certify_from": _int(0, 100_000),
-        "weak_p": _num(0.0, lo_open=True),
-        "max_dense": _int(0),
-        "warm_margin": _num(0.0, lo_open=True, null=True),
-        "warm_scale": _num(0.0),
-    },
+    "step_fraction": _num(0.0, 1.0, lo_open=True, hi_open=True),
+    "reg": _num(0.0, lo_open=True, null=True),
+    "reg_eq": _num(0.0, lo_open=True, null=True),
+    "refine": _int(0, 100),
+    "refine_max": _int(0, 100),
+    "certify_from": _int(0, 100_000),
+    "weak_p": _num(0.0, lo_open=True),
+    "max_dense": _int(0),
+    "warm_margin": _num(0.0, lo_open=True, null=True),
+    "warm_scale": _num(0.0),
 }
 REQUIRED = {
     "scenario": ("name",),
@@ -441,9 +424,9 @@ def validate(config: Mapping) -> None:
             _check_section(config, name, schema)
     solver = config.get("solver") or {}
     _mapping("solver", solver)
-    method = solver.get("method", "admm")
-    _choice(tuple(SOLVER_SCHEMA))("solver.method", method)
-    _check_section(config, "solver", SOLVER_SCHEMA[method], f" for solver.method={method}")
+    _check_section(config, "solver", SOLVER_SCHEMA)
+    if solver.get("refine_max", 4) < solver.get("refine", 1):
+        _fail("solver.refine_max", f">= solver.refine = {solver.get('refine', 1)}", solver.get("refine_max"))
     deltas = config["ccmpc"]["deltas"]
     if not isinstance(deltas, (list, tuple)) or len(deltas) == 0:
         _fail("ccmpc.deltas", "a non-empty list of risk levels in (0, 0.5]", deltas)
@@ -565,7 +548,7 @@ class CellInputs:
     N: int
     fc: Any  # ecjax.fcmpc.FCMPCSettings
     weights: Any  # ecjax.weights.CostWeights
-    solver: Any  # ecjax.qp.ADMM or ecjax.qp.IPM
+    solver: Any  # ecjax.qp.IPM
     dtype: Any
     chain: dict
     chunk: int | None  # None: `ecjax.experiment.auto_chunk`
@@ -589,7 +572,7 @@ def cell_inputs(config: Mapping) -> CellInputs:
     import jax.numpy as jnp
 
     from .fcmpc import FCMPCSettings
-    from .qp import ADMM, IPM
+    from .qp import IPM
     from .simulate import Options
     from .weights import CostWeights
 
@@ -610,7 +593,8 @@ def cell_inputs(config: Mapping) -> CellInputs:
                           for k, v in fcfg.items()})
     weights = CostWeights(**{k: float(v) for k, v in (config.get("weights") or {}).items()})
     scfg = dict(config.get("solver") or {})
-    solver = (IPM if scfg.pop("method", "admm") == "ipm" else ADMM)(**scfg)
+    scfg.pop("method", None)
+    solver = IPM(**scfg)
     S = int(sim["S"])
     return CellInputs(
         community=community,

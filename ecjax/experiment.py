@@ -27,7 +27,7 @@ from .fcmpc import FCMPCSettings, check_agent_batch, make_controller
 from .layout import AgentLayout
 from .metrics import INDEX_NAMES
 from .parallel import over_devices
-from .qp import ADMM, IPM
+from .qp import IPM
 from .scenario import run_delta
 from .simulate import Options, check_dtype, closed_loop
 from .weights import CostWeights
@@ -132,7 +132,7 @@ def run_batch(
     N: int = 24,
     fc: FCMPCSettings = FCMPCSettings(),
     weights: CostWeights = CostWeights(),
-    solver: "ADMM | IPM" = IPM(),
+    solver: IPM = IPM(),
     dtype=jnp.float64,
     chunk: int | None = None,
     keep: int = 0,

@@ -31,7 +31,7 @@ from . import evaluate, ocp
 from .community import Community
 from .layout import AgentLayout
 from .plan import Plan, Stage, plan_from_vectors
-from .qp import ADMM, IPM, Operator, Solution, Status, prepare, solve
+from .qp import IPM, Operator, Solution, Status, prepare, solve
 from .weights import CostWeights
 
 
@@ -83,7 +83,7 @@ def make_controller(
     c: Community,
     w: CostWeights,
     N: int,
-    solver: "ADMM | IPM" = IPM(),
+    solver: IPM = IPM(),
     dtype=jnp.float64,
     centralized: bool = False,
     agent_batch: int | None = None,
@@ -195,7 +195,7 @@ def cold_start(op: Operator, P: int) -> Solution:
     dt = op.dtype
     z = lambda *s: jnp.zeros((P,) + s, dt)  # noqa: E731
     return Solution(
-        x=z(op.n), y=z(op.m), z=z(op.m), rho=jnp.full((P,), op.host.rho, dt),
+        x=z(op.n), y=z(op.m), z=z(op.m),
         status=jnp.zeros((P,), jnp.int32), num_steps=jnp.zeros((P,), jnp.int32),
         prim_res=z(), dual_res=z(), obj=z(),
     )  # fmt: skip

@@ -39,7 +39,7 @@ from .disturbance import Draw, Profiles, check_profiles, sample_day
 from .fcmpc import FCMPCSettings, make_controller
 from .metrics import binomial_interval_around, clopper_pearson
 from .plan import Plan, Stage, make_stage
-from .qp import ADMM, IPM
+from .qp import IPM
 from .scenario import check_scenario, check_tightening
 from .simulate import Options, check_dtype, initial_fallback, initial_warm, plan_step
 from .weights import CostWeights
@@ -111,7 +111,7 @@ def model_probability(c: Community, stage: Stage, plan: Plan):
     return p_lo, p_hi, mean, sd
 
 
-def default_active_tol(solver: "ADMM | IPM", c: Community) -> float:
+def default_active_tol(solver: IPM, c: Community) -> float:
     """How close (kWh) the plan must sit to a tightened bound to call it active: ten times the
     solver's primal tolerance at the scale of the largest energy of the problem. Being d off
     the bound moves the violation probability by at most φ(z)·d/s <= 0.4·d/s."""
@@ -237,7 +237,7 @@ def open_loop_validation(
     tightening: str = "cumulative",
     tighten_consumers: bool = False,
     weights: CostWeights = CostWeights(),
-    solver: "ADMM | IPM" = IPM(),
+    solver: IPM = IPM(),
     fc: FCMPCSettings = FCMPCSettings(),
     dtype=jnp.float64,
     level: float = 0.99,

@@ -15,11 +15,11 @@ from ecjax.community import generate_community, paper_case
 from ecjax.disturbance import sample_day, synthetic_profiles
 from ecjax.fcmpc import FCMPCSettings, make_controller
 from ecjax.metrics import INDEX_NAMES
-from ecjax.qp import ADMM, IPM
+from ecjax.qp import IPM
 from ecjax.simulate import Options, closed_loop
 from ecjax.weights import CostWeights
 
-SOLVER = ADMM(eps_abs=1e-6, eps_rel=1e-6, max_iter=20000)
+SOLVER = IPM()  # the engine's default
 IPM_TIGHT = IPM(eps_abs=1e-9, eps_rel=1e-9)
 N = 4
 FC = FCMPCSettings(kappa=1e-3, p_max=5)
@@ -79,8 +79,8 @@ def test_islanded_batch_equals_single_runs_and_chunking(world):
     loop = single_runs(world, ids, "islanded", 3)
     b2 = batch(world, 3, chunk=2, keep=3)  # padded: the last chunk is [2, 2]
     b3 = batch(world, 3, chunk=3)
-    # different compilations (vmapped or not, other chunk) round differently; the ADMM iterates
-    # then differ within the solver's tolerance: 10·ε_p per entry (ε_p ≈ 1e-5 at eps 1e-6)
+    # different compilations (vmapped or not, other chunk) round differently; the iterates then
+    # differ within the solver's tolerance: 10·ε_p per entry (ε_p ≈ 1e-5 at eps 1e-6)
     assert_same_summary(b2.summary, loop, ids, atol=1e-4)
     assert_same_summary(b3.summary, loop, ids, atol=1e-4)
     # trajectories of kept samples are the single runs' records
@@ -111,7 +111,7 @@ def test_offset_padding_and_seeds_reuse_the_samples_and_the_compilation(world):
 
 @pytest.mark.slow
 def test_fcmpc_batch_equals_single_runs(world):
-    """Under vmap FC-MPC and ADMM run until the slowest sample stops; the others are held, so
+    """Under vmap FC-MPC and the IPM run until the slowest sample stops; the others are held, so
     each sample's result is its single run's (iteration counts included)."""
     ids = [0, 1]
     loop = single_runs(world, ids, "ccdmpc", 4)

@@ -171,7 +171,6 @@ def test_plant_step(world, ccdmpc):
         for t in range(T):
             bt = rec.u_bt[t]
             pv = coef * float(draw.irr[t])
-            pv_fc = coef * float(prof.irr_mu[t])
             ul_fc = np.asarray(prof.ul_mu)[:, t]
             # applied inputs within the physical limits (MODEL §2-3)
             assert np.all(rec.u_bc[t] >= 0) and np.all(rec.u_bc[t] <= c.bc_max)

@@ -23,7 +23,6 @@ the last subproblem solves (`res.last`), doubled to cover earlier iterations.
 """
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

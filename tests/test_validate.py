@@ -18,9 +18,9 @@ from ecjax import ccmpc, validate
 from ecjax.community import generate_community
 from ecjax.disturbance import Draw, synthetic_profiles
 from ecjax.metrics import binomial_interval_around
-from ecjax.qp import ADMM
+from ecjax.qp import IPM
 
-SOLVER = ADMM(eps_abs=1e-6, eps_rel=1e-6, max_iter=20000)
+SOLVER = IPM()
 S = 200_000
 N = 8
 # (start hour, initial battery energy as a fraction of capacity)

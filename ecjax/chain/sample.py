@@ -18,7 +18,7 @@ from ecjax.community import Community
 from ecjax.disturbance import Profiles
 from ecjax.fcmpc import FCMPCSettings
 from ecjax.metrics import INDEX_NAMES
-from ecjax.qp import ADMM, IPM
+from ecjax.qp import IPM
 from ecjax.simulate import Options
 from ecjax.weights import CostWeights
 
@@ -34,7 +34,7 @@ class RunInputs(Protocol):
     N: int
     fc: FCMPCSettings
     weights: CostWeights
-    solver: "ADMM | IPM"
+    solver: IPM
     dtype: Any
 
 
@@ -48,7 +48,7 @@ class Inputs:
     N: int
     fc: FCMPCSettings
     weights: CostWeights = CostWeights()
-    solver: "ADMM | IPM" = IPM()
+    solver: IPM = IPM()
     dtype: Any = np.float64
     seed: int | None = None
     chain: dict = dataclasses.field(default_factory=dict)

@@ -1,40 +1,32 @@
-"""Public entry points: `solve` (one instance) and `solve_batch` (jit ∘ vmap)."""
+"""Public entry points: `prepare` (host, once per structure), `solve` (one instance) and
+`solve_batch` (jit ∘ vmap)."""
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .admm import ADMM, Operator, Solution, _solve_admm
-from .admm import prepare as _prepare_admm
 from .host import HostOperator, solve_host
-from .ipm import IPM, IPMOperator, prepare_ipm, solve_ipm
-from .jaxopt_backend import solve_jaxopt
+from .ipm import IPM, Operator, prepare_ipm, solve_ipm
 from ..parallel import over_devices
+from .solution import Solution
 from .status import Status
 
-BACKENDS = ("admm", "jaxopt")
 
-
-def prepare(P, A, settings: ADMM | IPM = IPM(), dtype=jnp.float64, lo=None, hi=None):
+def prepare(P, A, settings: IPM = IPM(), dtype=jnp.float64, lo=None, hi=None) -> Operator:
     """Build the shared operator of a batch on the host, once per (P, A).
 
-    `settings` picks the method: `ADMM(...)` (warm-startable, any PSD P; `lo`, `hi` are
-    template bounds that classify equality rows) or `IPM(...)` (interior point, diagonal P,
-    iteration counts nearly independent of the data; `lo`, `hi` mark the rows that are
-    equalities in every instance, which lets it pick a faster Newton-system form).
+    `settings`: the interior-point method's (`IPM(...)`; diagonal P). `lo`, `hi`: template
+    bounds that mark the rows that are equalities in every instance, which lets it pick a
+    faster Newton-system form (`normal.py`).
     """
-    if isinstance(settings, IPM):
-        dtype = jnp.dtype(dtype)
-        if dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
-            raise ValueError(f"`dtype` must be float32 or float64, got {dtype}.")
-        import jax
-
-        if dtype == jnp.float64 and not jax.config.jax_enable_x64:
-            raise ValueError("`dtype=float64` needs `jax.config.update('jax_enable_x64', True)`.")
-        return prepare_ipm(P, A, settings, dtype, lo, hi)
-    if not isinstance(settings, ADMM):
-        raise TypeError(f"`settings` must be ADMM(...) or IPM(...), got {type(settings).__name__}.")
-    return _prepare_admm(P, A, settings, dtype, lo, hi)
+    if not isinstance(settings, IPM):
+        raise TypeError(f"`settings` must be IPM(...), got {type(settings).__name__}.")
+    dtype = jnp.dtype(dtype)
+    if dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
+        raise ValueError(f"`dtype` must be float32 or float64, got {dtype}.")
+    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
+        raise ValueError("`dtype=float64` needs `jax.config.update('jax_enable_x64', True)`.")
+    return prepare_ipm(P, A, settings, dtype, lo, hi)
 
 
 def _screen(q, lo, hi):
@@ -69,44 +61,32 @@ def _screened(sol: Solution, status) -> Solution:
     )
 
 
-def _solve(op: Operator | IPMOperator, q, lo, hi, warm=None, backend: str = "admm") -> Solution:
+def _solve(op: Operator | HostOperator, q, lo, hi, warm=None) -> Solution:
     dt = op.dtype
     q, lo, hi = (jnp.asarray(v, dt) for v in (q, lo, hi))
-    if isinstance(op, IPMOperator) and backend not in ("admm", "ipm"):
-        raise ValueError("an `IPM` operator solves with its own method; `backend` must be left as is.")
-    if not isinstance(op, (HostOperator, IPMOperator)) and backend not in BACKENDS:
-        raise ValueError(f"`backend` must be one of {BACKENDS}, got {backend!r}.")
     status, q, lo, hi = _screen(q, lo, hi)
-    if isinstance(op, HostOperator):
-        sol = solve_host(op, q, lo, hi, warm)
-    elif isinstance(op, IPMOperator):
-        sol = solve_ipm(op, q, lo, hi, warm)
-    elif backend == "admm":
-        sol = _solve_admm(op, q, lo, hi, warm)
-    else:
-        sol = solve_jaxopt(op, q, lo, hi, warm)
-    return _screened(sol, status)
+    solve_one = solve_host if isinstance(op, HostOperator) else solve_ipm
+    return _screened(solve_one(op, q, lo, hi, warm), status)
 
 
 @eqx.filter_jit
-def solve(op: Operator, q, lo, hi, warm=None, backend: str = "admm") -> Solution:
+def solve(op: Operator, q, lo, hi, warm=None) -> Solution:
     """Solve one QP  min ½xᵀPx + qᵀx  s.t.  lo <= Ax <= hi.
 
     **Arguments:**
     - `op`: the `Operator` from `prepare(P, A, settings)` (shared, unbatched).
     - `q` (n,), `lo` (m,), `hi` (m,): this instance's data (±inf allowed in lo/hi).
-    - `warm`: optional `Solution` (or any object with x, z, y, rho) to start from.
-    - `backend`: "admm" (ecjax) or "jaxopt" (BoxOSQP, for comparison).
+    - `warm`: optional `Solution` (or any object with x, y) to start from.
 
     **Returns:** a `Solution`; check `status` (never raises on infeasibility).
 
     vmappable: `jax.vmap(solve, in_axes=(None, 0, 0, 0, 0))`.
     """
-    return _solve(op, q, lo, hi, warm, backend)
+    return _solve(op, q, lo, hi, warm)
 
 
 @eqx.filter_jit
-def solve_batch(op: Operator, q, lo, hi, warm=None, backend: str = "admm", chunk: int | None = None) -> Solution:
+def solve_batch(op: Operator, q, lo, hi, warm=None, chunk: int | None = None) -> Solution:
     """`solve` over a leading batch axis of q, lo, hi (and warm); `op` is shared.
 
     The batch is split over the local devices (`ecjax.parallel`: one per CPU core, or every
@@ -114,13 +94,12 @@ def solve_batch(op: Operator, q, lo, hi, warm=None, backend: str = "admm", chunk
 
     `chunk`: each device solves its share in vmapped pieces of this many samples, one after
     another (`lax.map`). On a CPU a small piece keeps each iteration's arrays in cache and stops
-    as soon as its own slowest sample does: for the paper case's agent QPs at B = 256 on two
-    cores, pieces of 4 take 0.63 ms/QP, of 8 0.65, of 32 0.85, one piece per device 1.10
-    (docs/performance.md). None (default): one piece, what a GPU wants.
+    as soon as its own slowest sample does (docs/performance.md has the figures). None
+    (default): one piece, what a GPU wants.
     """
     if chunk is not None and not (isinstance(chunk, int) and chunk >= 1):
         raise ValueError(f"`chunk` must be an integer >= 1 or None, got {chunk!r}.")
-    one = lambda a: _solve(op, a[0], a[1], a[2], a[3], backend)  # noqa: E731
+    one = lambda a: _solve(op, a[0], a[1], a[2], a[3])  # noqa: E731
 
     def share(q, lo, hi, warm):
         if chunk is None or chunk >= jnp.shape(q)[0]:

@@ -186,17 +186,24 @@ def _inv(M):
     """Inverse of a block (or of a stack of them: leading axes are batch). Up to
     MAX_UNROLLED_BLOCK: Gauss-Jordan without pivoting (exists for the quasi-definite blocks of
     (T1) and for positive definite ones), unrolled and written with selects instead of
-    indexed updates so that XLA fuses it into a few elementwise kernels. Larger blocks: with
-    partial pivoting, as a loop over the pivots on a CPU and by LU elsewhere (see the module
-    docstring)."""
+    indexed updates so that XLA fuses it into a few elementwise kernels. In exact arithmetic
+    every pivot of a quasi-definite block keeps the sign of its diagonal entry; a pivot that
+    rounding has cancelled to 0 or past it (an LP's Newton system late in the solve: entries
+    from 1e-10 to 1e10) is replaced by that diagonal entry, a static pivot perturbation whose
+    error the Newton solve's iterative refinement removes, instead of an inf that would end
+    the solve. Larger blocks: with partial pivoting, as a loop over the pivots on a CPU and by
+    LU elsewhere (see the module docstring)."""
     n = M.shape[-1]
     inv = jnp.broadcast_to(jnp.eye(n, dtype=M.dtype), M.shape)
     if n > MAX_UNROLLED_BLOCK:
         loop = lambda M, inv: jax.lax.fori_loop(0, n, lambda k, c: _gj_pivot_step(k, *c), (M, inv))[1]  # noqa: E731
         return jax.lax.platform_dependent(M, inv, cpu=loop, default=lambda M, inv: jnp.linalg.inv(M))
     iota = jnp.arange(n)
+    diag = jnp.diagonal(M, axis1=-2, axis2=-1)
     for k in range(n):
         piv = M[..., k, k][..., None]
+        d0 = diag[..., k, None]
+        piv = jnp.where(piv * d0 > 0, piv, d0)  # cancelled to 0 or past it: see the docstring
         row_m, row_i = M[..., k, :] / piv, inv[..., k, :] / piv
         col = jnp.where(iota == k, 0.0, M[..., :, k])[..., :, None]
         is_k = (iota == k)[:, None]

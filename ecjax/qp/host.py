@@ -18,11 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .solution import Solution, finite
 from .status import Status
-
-
-class HostSettings(eqx.Module):
-    rho: float = eqx.field(static=True, default=0.0)
 
 
 class HostOperator(eqx.Module):
@@ -31,7 +28,6 @@ class HostOperator(eqx.Module):
     backend: object = eqx.field(static=True)
     n: int = eqx.field(static=True)
     m: int = eqx.field(static=True)
-    host: HostSettings = eqx.field(static=True, default=HostSettings())
     kind: str = eqx.field(static=True, default="host")
 
     @property
@@ -46,7 +42,6 @@ def host_operator(P, A, backend, dtype=jnp.float64) -> HostOperator:
 
 
 def solve_host(op: HostOperator, q, lo, hi, warm=None):
-    from .admm import Solution, _finite
 
     dt = op.dtype
     q, lo, hi = (jnp.asarray(v, dt) for v in (q, lo, hi))
@@ -78,7 +73,7 @@ def solve_host(op: HostOperator, q, lo, hi, warm=None):
     dual = jnp.max(jnp.abs(op.P_orig @ x + q + op.A_orig.T @ y), initial=0.0)
     obj = 0.5 * x @ (op.P_orig @ x) + q @ x
     return Solution(
-        x=_finite(x), y=_finite(y), z=_finite(z), rho=jnp.zeros((), dt),
+        x=finite(x), y=finite(y), z=finite(z),
         status=jnp.where(jnp.isfinite(obj), status, int(Status.numerical_error)).astype(jnp.int32),
-        num_steps=iters, prim_res=_finite(prim), dual_res=_finite(dual), obj=_finite(obj),
+        num_steps=iters, prim_res=finite(prim), dual_res=finite(dual), obj=finite(obj),
     )  # fmt: skip

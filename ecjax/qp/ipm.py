@@ -15,7 +15,14 @@ Eliminating the slacks and multipliers leaves the Newton system
 solved by `normal.py` (structured, per-sample factorization of a small block-tridiagonal
 matrix) with one step of iterative refinement by default (`refine`): without it, on agent QPs
 whose inputs have no curvature (MODEL's cost), a few percent of warm-started solves lost
-centrality on inaccurate directions and ended at the iteration cap; with it they end in 6. The iteration count of an interior-point method hardly
+centrality on inaccurate directions and ended at the iteration cap; with it they end in 6.
+More steps follow, up to `refine_max` in all, while the residual of the Newton system is
+above a tenth of eps_abs (scaled units) and each step reduces it (one that does not is
+discarded): late in the solve of a degenerate problem (an LP, every cost weight 0, whose
+optimal face is not a point) the barrier weights span twenty orders of magnitude, one step
+leaves the direction wrong by ~1e-4, and an iterate already at 1e-7 is thrown back to a
+dual residual of 1e-1 and never recovers (the iteration cap). Under `vmap` these steps cost
+only when a sample of the batch needs them. The iteration count of an interior-point method hardly
 depends on the data (13-20 here), which is what a vmapped batch needs: under `vmap` every
 sample runs until the slowest one stops. A warm start (x, y of a previous solution, e.g. the
 previous FC-MPC iterate of the same prosumer) is taken as the starting point with every
@@ -29,7 +36,7 @@ keeps its slack s and gets the multiplier μ₀/s, so the point stays near the o
 centred, and the further the new problem has moved from the old one, the further from the
 boundary it starts (a point close to the boundary with the wrong active set crawls along it
 in short steps). The warm y must be the previous solution's own (not projected onto the new
-bounds' normal cone, as ADMM's warm start does: an IPM solution keeps Ax strictly inside
+bounds' normal cone, as an ADMM warm start does: an IPM solution keeps Ax strictly inside
 the bounds, so the projection would zero y almost everywhere). On the paper case's closed
 loop this takes 5.2 iterations per QP against ~16-17 cold (docs/performance.md; τ = 5e-4,
 κ_w = 0.01). `warm_margin=None` ignores warm starts.
@@ -59,8 +66,8 @@ in FC-MPC, 13-20 cold), and the test is a seventh of an iteration's time
 (docs/performance.md); an infeasible QP is then certified at iteration `certify_from` + 1
 or later.                                                                                  (I5)
 
-Residuals, termination and infeasibility certificates follow the ADMM conventions (OSQP §3.4),
-so `Solution` means the same for both: y = λ_u − λ_l, z = clip(Ax, lo, hi).
+Residuals, termination and infeasibility certificates follow OSQP's conventions (Stellato et
+al. 2020, §3.4), so `Solution` means what it means there: y = λ_u − λ_l, z = clip(Ax, lo, hi).
 """
 
 import equinox as eqx
@@ -70,9 +77,9 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from .._iterate import bounded_while
-from . import linsys as _ls
+from . import sparse as _ls
 from . import normal
-from .admm import Solution, _Data, _finite, _infeasible, static_settings
+from .solution import Data, Solution, check_args, finite, infeasible, static_settings
 from .scaling import ruiz
 from .status import Status
 from .take import Take
@@ -86,17 +93,17 @@ class IPM(eqx.Module):
     eps_pinf: float = 1e-5
     eps_dinf: float = 1e-5
     step_fraction: float = 0.99  # fraction of the distance to the boundary taken per step
-    reg: float | None = None  # δ_p = δ_d; None: 1e-10 (float64) or 1e-7 (float32)
+    reg: float | None = None  # δ_p = δ_d; None: 1e-10 (float64) or 1e-5 (float32)
     reg_eq: float | None = None  # δ_e of equality rows; None: 1e-8 (float64) or 1e-5 (float32)
     max_iter: int = eqx.field(static=True, default=80)
     certify_from: int = eqx.field(static=True, default=20)  # iterations before the first certificate test
     refine: int = eqx.field(static=True, default=1)  # iterative-refinement steps per Newton solve
+    refine_max: int = eqx.field(static=True, default=4)  # ... and at most this many while inaccurate
     warm_margin: float | None = 5e-4  # warm start: slack·multiplier >= this² (scaled); None: ignore
     warm_scale: float = 0.01  # ... and >= this × the warm point's residual (I4); 0: τ² alone
-    weak_p: float = eqx.field(static=True, default=1e-4)
+    weak_p: float = eqx.field(static=True, default=1e-2)
     max_dense: int = eqx.field(static=True, default=0)
     scaling_iters: int = eqx.field(static=True, default=10)
-    rho: float = eqx.field(static=True, default=0.0)  # unused: keeps Solution.rho meaningful
 
     def __check_init__(self):
         if self.max_iter < 1:
@@ -105,6 +112,8 @@ class IPM(eqx.Module):
             raise ValueError(f"`IPM(certify_from=...)` must be >= 0, got {self.certify_from}.")
         if self.refine < 0:
             raise ValueError(f"`IPM(refine=...)` must be >= 0, got {self.refine}.")
+        if self.refine_max < self.refine:
+            raise ValueError(f"`IPM(refine_max=...)` must be >= refine = {self.refine}, got {self.refine_max}.")
         if self.warm_margin is not None and not self.warm_margin > 0:
             raise ValueError(f"`IPM(warm_margin=...)` must be > 0 or None, got {self.warm_margin}.")
         if not self.warm_scale >= 0:
@@ -113,7 +122,7 @@ class IPM(eqx.Module):
             raise ValueError(f"`IPM(step_fraction=...)` must be in (0, 1), got {self.step_fraction}.")
 
 
-class IPMOperator(eqx.Module):
+class Operator(eqx.Module):
     """What a batch shares, scaled. `A` is the merged problem's matrix [I; C] (n bound rows,
     then the coupling rows); `A_rows` the user's rows, permuted to [singleton | coupling]."""
 
@@ -157,13 +166,13 @@ class IPMOperator(eqx.Module):
         return self.P * x
 
 
-def prepare_ipm(P, A, settings: IPM, dtype, lo=None, hi=None) -> IPMOperator:
+def prepare_ipm(P, A, settings: IPM, dtype, lo=None, hi=None) -> Operator:
     """`lo`, `hi`: template bounds (optional); rows with lo = hi there are equalities in every
     instance, which lets `normal.NormalKKT.build` take the Schur form where it is stable."""
     P = np.asarray(P, np.float64)
     A = np.asarray(A, np.float64)
     if not np.all(P == np.diag(np.diag(P))):
-        raise ValueError("`IPM` needs a diagonal `P`; use `ADMM` settings for a general P.")
+        raise ValueError("`IPM` needs a diagonal `P` (every QP of the community model has one).")
     n, m = P.shape[0], A.shape[0]
     D, E, c = ruiz(P, A, settings.scaling_iters)
     pd = c * D * np.diag(P) * D
@@ -196,14 +205,14 @@ def prepare_ipm(P, A, settings: IPM, dtype, lo=None, hi=None) -> IPMOperator:
     s = settings
     f64 = dtype == jnp.float64
     if s.reg is None:
-        s = eqx.tree_at(lambda t: t.reg, s, 1e-10 if f64 else 1e-7, is_leaf=lambda v: v is None)
+        s = eqx.tree_at(lambda t: t.reg, s, 1e-10 if f64 else 1e-5, is_leaf=lambda v: v is None)
     if s.reg_eq is None:
         s = eqx.tree_at(lambda t: t.reg_eq, s, 1e-8 if f64 else 1e-5, is_leaf=lambda v: v is None)
     Einv = np.concatenate([Eb_inv, 1.0 / E[perm][m_s:]])
     E_b = np.concatenate([E[perm][:m_s], [1.0]])[b_row]  # E_r of each column's rows (pad 1)
     b_src = np.full_like(b_row, m)  # each column's rows among the user's rows (pad m)
     b_src[b_row < m_s] = perm[b_row[b_row < m_s]]
-    return IPMOperator(
+    return Operator(
         settings=jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), s),
         A=_ls.build_split(Av, n, "sparse", dtype, identity=True),
         A_rows=_ls.build_split(Ab_p, m_s, "sparse", dtype),
@@ -266,7 +275,7 @@ class _Sides(eqx.Module):
     half_gap: Float[Array, ""]  # residual of tolerated crossed bound rows (user units, (I3))
 
 
-def _sides(data: _Data, half_gap=0.0) -> _Sides:
+def _sides(data: Data, half_gap=0.0) -> _Sides:
     fl, fu = jnp.isfinite(data.lo), jnp.isfinite(data.hi)
     dt = data.q.dtype
     lo, hi = jnp.where(fl, data.lo, 0.0), jnp.where(fu, data.hi, 0.0)
@@ -281,7 +290,7 @@ def _sides(data: _Data, half_gap=0.0) -> _Sides:
 class _Bounds(eqx.Module):
     """(I3) for one sample: the merged problem's data and which row attains each bound."""
 
-    data: _Data  # q̄; [lb; lō_c], [ub; hī_c]
+    data: Data  # q̄; [lb; lō_c], [ub; hī_c]
     i_lo: Int[Array, " n"]  # slot (in b_src) of the row attaining lb_j
     i_hi: Int[Array, " n"]
     crossed: Bool[Array, ""]  # lb_j > ub_j beyond the tolerance for some j: primal infeasible
@@ -300,7 +309,7 @@ def _first_best(c, better, *carried):
     return best, slot, vals
 
 
-def _merge(op: IPMOperator, q, lo, hi) -> _Bounds:
+def _merge(op: Operator, q, lo, hi) -> _Bounds:
     dt = op.dtype
     q, lo, hi = (jnp.asarray(v, dt) for v in (q, lo, hi))
     # each column's singleton rows, straight from the user's rows: a_r x_j >= lo_r is
@@ -328,11 +337,11 @@ def _merge(op: IPMOperator, q, lo, hi) -> _Bounds:
     half_gap = jnp.where(crossed, 0.0, 0.5 * jnp.max(gap_user, initial=0.0))
     lo_c = jnp.where(crossed, -jnp.inf, lo_c)
     hi_c = jnp.where(crossed, jnp.inf, hi_c)
-    data = _Data(q=jnp.where(crossed, 0.0, op.c * op.D * q), lo=jnp.concatenate([lb, lo_c]), hi=jnp.concatenate([ub, hi_c]))
+    data = Data(q=jnp.where(crossed, 0.0, op.c * op.D * q), lo=jnp.concatenate([lb, lo_c]), hi=jnp.concatenate([ub, hi_c]))
     return _Bounds(data, i_lo, i_hi, crossed, half_gap)
 
 
-def _row_multipliers(op: IPMOperator, b: _Bounds, st: "IPMState"):
+def _row_multipliers(op: Operator, b: _Bounds, st: "IPMState"):
     """ȳ of the user's rows (permuted) from the merged problem's multipliers."""
     n, m_s = op.n, op.A_rows.m_s
     j, k = op.r_col, op.r_slot  # x ↦ x[r_col]: row r -> its column's entry
@@ -345,20 +354,48 @@ def _row_multipliers(op: IPMOperator, b: _Bounds, st: "IPMState"):
     return jnp.concatenate([y_s, y_c]) if m_s else y_c
 
 
-def _Kd_mv(op: IPMOperator, d, v):
-    """(P̄ + Āₛᵀ diag(dₛ) Āₛ) v: the bound rows' part of (I2), unregularized."""
-    return op.P * v + d[: op.n] * v
+def _Kd_mv(op: Operator, d, v):
+    """(P̄ + Āₛᵀ diag(dₛ) Āₛ + δ_p I) v: the bound rows' part of (I2), regularized as factored."""
+    return (op.P + d[: op.n] + op.settings.reg) * v
 
 
-def _newton(op: IPMOperator, fac, d, r, t):
-    """Solve [Kd Cᵀ; C −diag(1/d_c)] [dx; v] = [r; t] with iterative refinement."""
-    dx, v = normal.solve(op.kkt, fac, r, t)
-    for _ in range(op.host.refine):
-        e1 = r - _Kd_mv(op, d, dx) - op.A.C.rmv(v)
-        e2 = t - (op.A.C.mv(dx) - fac.dc_inv * v)
+def _newton(op: Operator, fac, d, r, t, row_tol=None):
+    """Solve [Kd Cᵀ; C −diag(1/d_c)] [dx; v] = [r; t] with iterative refinement: `refine`
+    steps, then more (up to `refine_max` in all) while a residual is above its tolerance and
+    each step at least halves the largest ratio of residual to tolerance (a step that does
+    not is discarded). Tolerances: eps_abs / 10 on the first block; on a coupling row
+    `row_tol` (a tenth of its smallest slack: C dx must be accurate to well below the
+    distance to the boundary, or the step to it collapses), eps_abs / 10 where not given."""
+    tol1 = 0.1 * op.settings.eps_abs
+    tol2 = tol1 if row_tol is None else row_tol
+
+    def residual(dx, v):
+        e1, e2 = r - _Kd_mv(op, d, dx) - op.A.C.rmv(v), t - (op.A.C.mv(dx) - fac.dc_inv * v)
+        ratio = jnp.maximum(jnp.max(jnp.abs(e1), initial=0.0) / tol1, jnp.max(jnp.abs(e2) / tol2, initial=0.0))
+        return e1, e2, ratio
+
+    def refined(dx, v, e1, e2):
         ddx, dv = normal.solve(op.kkt, fac, e1, e2)
-        dx, v = dx + ddx, v + dv
-    return dx, v
+        return dx + ddx, v + dv
+
+    dx, v = normal.solve(op.kkt, fac, r, t)
+    s = op.host
+    for _ in range(s.refine):
+        dx, v = refined(dx, v, *residual(dx, v)[:2])
+    if s.refine_max == s.refine:
+        return dx, v
+
+    def more(c):
+        dx, v, e1, e2, e, _ = c
+        dx1, v1 = refined(dx, v, e1, e2)
+        f1, f2, f = residual(dx1, v1)
+        better = f < 0.5 * e  # converging; a creeping step (a singular direction) is not taken
+        keep = lambda a, b: jnp.where(better, a, b)  # noqa: E731
+        return keep(dx1, dx), keep(v1, v), keep(f1, e1), keep(f2, e2), keep(f, e), better
+
+    c = (dx, v, *residual(dx, v), jnp.asarray(True))
+    c = bounded_while(lambda c: c[5] & (c[4] > 1.0), more, c, s.refine_max - s.refine)
+    return c[0], c[1]
 
 
 def _step_to_boundary(pairs):
@@ -372,7 +409,7 @@ def _step_to_boundary(pairs):
     return jnp.minimum(1.0, jnp.min(ratio, initial=jnp.inf))
 
 
-def _residuals(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState):
+def _residuals(op: Operator, data: Data, sd: _Sides, st: IPMState):
     z = op.A.mv(st.x)
     y = st.lu - st.ll + st.ye
     Px = op.P * st.x
@@ -384,7 +421,7 @@ def _residuals(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState):
     return Px, Aty, _Res(z=z, rd=rd, rl=rl, ru=ru, re=re)
 
 
-def _check(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState):
+def _check(op: Operator, data: Data, sd: _Sides, st: IPMState):
     """(prim, dual, solved, residuals): OSQP's criteria on the unscaled residuals, plus
     complementarity."""
     s = op.settings
@@ -422,7 +459,7 @@ def _pair(s, lam, tau, centred):
     return s1, jnp.maximum(lam, tau * tau / s1)
 
 
-def _warm_residual(op: IPMOperator, data: _Data, sd: _Sides, x, y, z):
+def _warm_residual(op: Operator, data: Data, sd: _Sides, x, y, z):
     """r₀ of (I4): the largest bound violation and dual residual of (x, y) (merged rows, scaled;
     z = Ā x)."""
     viol = jnp.maximum(jnp.maximum(sd.hl * (sd.lo - z), sd.hu * (z - sd.hi)), jnp.abs(sd.he * (z - sd.lo)))
@@ -430,7 +467,7 @@ def _warm_residual(op: IPMOperator, data: _Data, sd: _Sides, x, y, z):
     return jnp.maximum(jnp.max(viol), jnp.max(rd))
 
 
-def _interior(op: IPMOperator, data: _Data, sd: _Sides, x, y, tau, centred=False, z=None) -> IPMState:
+def _interior(op: Operator, data: Data, sd: _Sides, x, y, tau, centred=False, z=None) -> IPMState:
     """The iterate at x with multipliers from y (merged rows, scaled), every slack and
     multiplier of a finite side pushed into the interior by `_pair`; status from the
     termination test. `z`: Ā x where the caller has it already."""
@@ -451,7 +488,7 @@ def _interior(op: IPMOperator, data: _Data, sd: _Sides, x, y, tau, centred=False
     return eqx.tree_at(lambda t: (t.status, t.prim, t.dual, t.res), st, (status, prim, dual, res))
 
 
-def init(op: IPMOperator, data: _Data, sd: _Sides) -> IPMState:
+def init(op: Operator, data: Data, sd: _Sides) -> IPMState:
     """Start: x from (P + Aᵀ diag(has side) A) x = −q, slacks pushed to >= 1, multipliers 1."""
     d0 = sd.hl + sd.hu + sd.he
     fac = normal.factor(op.kkt, op.A, op.P, d0, op.settings.reg, op.settings.reg)
@@ -463,7 +500,7 @@ def init(op: IPMOperator, data: _Data, sd: _Sides) -> IPMState:
     return _interior(op, data, sd, x, jnp.zeros((op.mb,), x.dtype), 1.0)
 
 
-def init_warm(op: IPMOperator, data: _Data, sd: _Sides, warm, tau, scale=0.0) -> IPMState:
+def init_warm(op: Operator, data: Data, sd: _Sides, warm, tau, scale=0.0) -> IPMState:
     """Start from a previous solution (user units): x, and multipliers from y (bound rows'
     multipliers summed per column, as in (I3)), every slack/multiplier pair pushed to a
     product of at least μ₀ = max(tau², scale·r₀) (I4) (`_pair`, centred): an interior point
@@ -479,7 +516,7 @@ def init_warm(op: IPMOperator, data: _Data, sd: _Sides, warm, tau, scale=0.0) ->
     return _interior(op, data, sd, x, y, tau, centred=True, z=z)
 
 
-def step(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState, certify: bool = True) -> IPMState:
+def step(op: Operator, data: Data, sd: _Sides, st: IPMState, certify: bool = True) -> IPMState:
     """One Mehrotra predictor-corrector iteration, then termination checks; the infeasibility
     certificates only where `certify` (static)."""
     s = op.settings
@@ -492,13 +529,16 @@ def step(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState, certify: bool =
     d = dl + du + de
     fac = normal.factor(op.kkt, op.A, op.P, d, s.reg, s.reg)
     n = op.n
+    big = jnp.finfo(st.sl.dtype).max
+    gap = jnp.minimum(jnp.where(sd.hl > 0, st.sl, big), jnp.where(sd.hu > 0, st.su, big))[n:]
+    row_tol = jnp.where(gap < big, jnp.maximum(0.1 * gap, jnp.finfo(gap.dtype).tiny), 0.1 * s.eps_abs)
 
     def direction(cl, cu):
         g = sd.hu * (cu / st.su + du * ru) + sd.hl * (-cl / st.sl + dl * rl) + de * re
         r = -rd - g[:n]
         gc, dc = g[n:], d[n:]
         t = -jnp.where(dc > 0, gc / jnp.where(dc > 0, dc, 1.0), 0.0)
-        dx, v = _newton(op, fac, d, r, t)
+        dx, v = _newton(op, fac, d, r, t, row_tol)
         Adx = op.A.mv(dx)
         dy = jnp.concatenate([(d * Adx + g)[:n], v])  # coupling rows: v from the solve
         dsl = sd.hl * (Adx + rl)
@@ -544,7 +584,7 @@ def step(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState, certify: bool =
     prim, dual, solved, res = _check(op, data, sd, new)
     # (I5): on the corrector's direction; Ā dx is known from it
     if certify:
-        pinf, dinf = _infeasible(op, data, dlu - dll + dye, dx, Adx=Adx, E=op.E_m, Einv=op.Einv)
+        pinf, dinf = infeasible(op, data, dlu - dll + dye, dx, Adx=Adx, E=op.E_m, Einv=op.Einv)
     else:
         pinf = dinf = jnp.asarray(False)
     # a NaN or inf anywhere in the iterate reaches prim (x via A, slacks), dual (multipliers) or
@@ -560,11 +600,9 @@ def step(op: IPMOperator, data: _Data, sd: _Sides, st: IPMState, certify: bool =
     return jax.tree_util.tree_map(lambda a_, b_: jnp.where(finite, a_, b_), new, held)
 
 
-def solve_ipm(op: IPMOperator, q, lo, hi, warm=None) -> Solution:
+def solve_ipm(op: Operator, q, lo, hi, warm=None) -> Solution:
     """One QP with the interior-point method, from `warm` (x, y in user units) if given."""
-    from .admm import _check_args
-
-    _check_args(op, q, lo, hi)
+    check_args(op, q, lo, hi)
     b = _merge(op, q, lo, hi)
     data = b.data
     sd = _sides(data, b.half_gap)
@@ -585,6 +623,6 @@ def solve_ipm(op: IPMOperator, q, lo, hi, warm=None) -> Solution:
     z = jnp.clip(op.iperm(op.A_rows.mv(st.x) / op.E), lo, hi)
     obj = (0.5 * jnp.dot(st.x, op.P * st.x) + jnp.dot(data.q, st.x)) / op.c
     return Solution(
-        x=_finite(x), y=_finite(y), z=_finite(z), rho=jnp.zeros((), x.dtype), status=status,
-        num_steps=st.k, prim_res=_finite(st.prim), dual_res=_finite(st.dual), obj=_finite(obj),
+        x=finite(x), y=finite(y), z=finite(z), status=status,
+        num_steps=st.k, prim_res=finite(st.prim), dual_res=finite(st.dual), obj=finite(obj),
     )  # fmt: skip

@@ -41,7 +41,7 @@ import scipy.sparse as sp
 from jaxtyping import Array, Bool, Float, Int
 
 from . import blocktri, schur
-from .linsys import Mat, SplitA
+from .sparse import Mat, SplitA
 
 
 def _ell_lists(lists, n_src_pad):

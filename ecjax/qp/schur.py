@@ -30,10 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, Bool, Float
 
 from . import blocktri
-from .linsys import Mat
+from .sparse import Mat
 from .take import Take
 
 MAX_BLOCK = 16  # largest component of coupling rows eliminated as a dense block

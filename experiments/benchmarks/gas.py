@@ -90,14 +90,14 @@ def replay_run(chain: Chain, n: int, N: int, T: int, p_max: int, seed: int = 0) 
     from ecjax.disturbance import synthetic_profiles
     from ecjax.experiment import run_batch
     from ecjax.fcmpc import FCMPCSettings
-    from ecjax.qp import ADMM
+    from ecjax.qp import IPM
     from ecjax.simulate import Options
 
     c = generate_community(n, seed=seed)
     prof = synthetic_profiles(n, seed=seed)
     inputs = Inputs(
         community=c, profiles=prof, options=Options(T=T, record_plans=True), N=N,
-        fc=FCMPCSettings(kappa=1e-3, p_max=p_max), solver=ADMM(eps_abs=1e-6, eps_rel=1e-6), seed=seed,
+        fc=FCMPCSettings(kappa=1e-3, p_max=p_max), solver=IPM(), seed=seed,
     )  # fmt: skip
     res = run_batch(c, prof, [0.05], 1, seed=seed, options=inputs.options, N=N, fc=inputs.fc, solver=inputs.solver, keep=1)
     r = audit_run(res.trajectories, inputs, chain, "stored", summary=res.summary)

@@ -15,16 +15,15 @@ criteria):
 * (a) ecjax: `solve_batch` (jit ∘ vmap), the engine's interior-point method (IPM); on a CPU
   split over one XLA device per core (`ecjax.parallel`), each in pieces of `--chunk` QPs
   (`solve_batch(..., chunk=8)`), on a GPU in one piece; the
-  shared structure is prepared once, outside the timing. ecjax's ADMM is timed too, on
-  batches up to `--admm-max`;
+  shared structure is prepared once, outside the timing;
 * (b) OSQP (pinned in pyproject.toml) in a loop: one OSQP object, set up once, then only
   q, l, u updated for each instance, warm-started from the previous solution (ρ reset);
   also the same loop in one process per core (`osqp_<k>cores`: OSQP with every core busy,
   the instances split evenly; `osqp_loop.py`);
 * (c) CVXPY + OSQP: a parameterized problem (q, lo, hi as Parameters), re-solved per
   instance, as a user would write it;
-* (d) jaxopt's BoxOSQP under vmap (`solve_batch(..., backend="jaxopt")`, capped at
-  `--jaxopt-iters` iterations);
+* (d) jaxopt's BoxOSQP under vmap over all devices (`JaxoptBatch`), capped at
+  `--jaxopt-iters` iterations;
 * (e) the `bench` extra's solvers (`baselines.py`), each on one core and on all cores: PIQP
   (`piqp`: sparse LDLᵀ KKT backend; `piqp_ms`: its `sparse_multistage` backend on the
   variables reordered by horizon step), DAQP (`daqp`, dense dual active set, warm-started
@@ -77,7 +76,7 @@ from ecjax import ocp  # noqa: E402
 from ecjax.community import paper_case  # noqa: E402
 from ecjax.fcmpc import islanded, make_controller  # noqa: E402
 from ecjax.plan import make_stage, plan_from_vectors  # noqa: E402
-from ecjax.qp import ADMM, IPM, Status, solve_batch  # noqa: E402
+from ecjax.qp import IPM, Status, solve_batch  # noqa: E402
 from ecjax.weights import CostWeights  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -203,13 +202,10 @@ def errors(P, A, q, lo, hi, xs, f_ref):
     return float(np.max(rel)), float(np.max(vio))
 
 
-def ecjax_rows(b, qb, lb, hb, ops, chunk, reps, P, A, Q, LO, HI, f_ref, admm_max):
+def ecjax_rows(b, qb, lb, hb, ops, chunk, reps, P, A, Q, LO, HI, f_ref):
     res = {}
     for name, op in ops.items():
-        if name == "ecjax-admm" and b > admm_max:
-            continue
-        ch = chunk if name == "ecjax-ipm" else None
-        s, sol = time_jax(lambda: solve_batch(op, qb, lb, hb, chunk=ch), reps)
+        s, sol = time_jax(lambda: solve_batch(op, qb, lb, hb, chunk=chunk), reps)
         res[name] = dict(per_qp_s=s / b, iters=float(np.asarray(sol.num_steps).mean()),
                          solved=float(np.mean(np.asarray(sol.status) == int(Status.solved))), timed_on=b,
                          err=errors(P, A, Q, LO, HI, np.asarray(sol.x), f_ref))  # fmt: skip
@@ -217,6 +213,34 @@ def ecjax_rows(b, qb, lb, hb, ops, chunk, reps, P, A, Q, LO, HI, f_ref, admm_max
 
 
 # ----------------------------------------------------------------------------- competitors
+class JaxoptBatch:
+    """jaxopt's BoxOSQP (OSQP's ADMM in JAX, its linear systems by CG with a Jacobi
+    preconditioner) under vmap, split over all devices (`ecjax.parallel`), at tolerance `eps`
+    and at most `iters` iterations."""
+
+    def __init__(self, P, A, eps, iters):
+        from jaxopt import BoxOSQP
+        from ecjax.parallel import over_devices
+
+        solver = BoxOSQP(tol=eps, maxiter=iters, termination_check_frequency=10, eq_qp_solve="cg+jacobi",
+                         implicit_diff=False, jit=True)  # fmt: skip
+        Pj, Aj = jnp.asarray(P), jnp.asarray(A)
+
+        def one(q, lo, hi):
+            sol, state = solver.run(None, params_obj=(Pj, q), params_eq=Aj, params_ineq=(lo, hi))
+            return sol.primal[0], state.iter_num, state.status == BoxOSQP.SOLVED
+
+        self.run = jax.jit(over_devices(lambda q, lo, hi: jax.vmap(one)(q, lo, hi), batched=(0, 1, 2)))
+
+    def solve_all(self, Q, LO, HI):
+        """(wall seconds, x, iterations, solved) of every instance, compilation excluded."""
+        args = [jnp.asarray(v) for v in (Q, LO, HI)]
+        jax.block_until_ready(self.run(*args))
+        t0 = time.perf_counter()
+        x, its, ok = jax.block_until_ready(self.run(*args))
+        return time.perf_counter() - t0, np.asarray(x), np.asarray(its), np.asarray(ok)
+
+
 class QpaxBatch:
     """qpax.solve_qp under vmap, on one device or split over all (`ecjax.parallel`): lo <= Ax <= hi
     as the general equalities A_eq x = b and G x <= h with G = [A_in; -A_in; I; -I] (the finite
@@ -303,11 +327,8 @@ def competitors(which, P, A, Q, LO, HI, f_ref, k, cores, a):
         out["cvxpy_osqp"] = r(baselines.time_loop(cvx, *fit(k_c)), k_c, 1)
     if "jaxopt" in which:
         n = a["jaxopt_n"]
-        op = a["jaxopt_op"]
-        args = [jnp.asarray(v[:n]) for v in (Q, LO, HI)]
-        s_j, sol = time_jax(lambda: solve_batch(op, *args, backend="jaxopt"), 1)
-        out["jaxopt"] = r((s_j, np.asarray(sol.x), np.asarray(sol.num_steps), np.asarray(sol.status) == int(Status.solved)),
-                          n, jax.device_count())  # fmt: skip
+        jo = JaxoptBatch(P, A, EPS, a["jaxopt_iters"])
+        out["jaxopt"] = r(jo.solve_all(Q[:n], LO[:n], HI[:n]), n, jax.device_count())
     if "piqp" in which and have("piqp"):
         loop_and_pool("piqp", "piqp", backend="sparse_ldlt")
         loop_and_pool("piqp_ms", "piqp", backend="sparse_multistage")
@@ -347,7 +368,6 @@ def main(argv=None) -> int:
     ap.add_argument("--prox-n", type=int, help="instances timed with ProxQP (default 16; quick 8)")
     ap.add_argument("--qpax-n", type=int, help="instances timed with qpax (default 4; quick 2)")
     ap.add_argument("--qpax-iters", type=int, default=50, help="qpax's iteration cap (default 50)")
-    ap.add_argument("--admm-max", type=int, help="largest batch timed with ecjax's ADMM (default 64; quick 16)")
     ap.add_argument("--chunk", type=int, default=None, help="IPM piece size per device (default 8 on a CPU, one piece on a GPU)")
     ap.add_argument("--ref", type=int, help="instances checked against Clarabel (default 64; quick 32)")
     ap.add_argument("--reps", type=int, default=3, help="timed repeats of each jitted batch, loop and pool (best taken)")
@@ -361,7 +381,6 @@ def main(argv=None) -> int:
     loop_max = args.loop_max or (64 if q_ else 256)
     jaxopt_n = args.jaxopt_n or (4 if q_ else 8)
     jaxopt_iters = args.jaxopt_iters or (1000 if q_ else 4000)
-    admm_max = args.admm_max or (16 if q_ else 64)
     chunk = args.chunk or (8 if jax.default_backend() == "cpu" else None)
     n_ref = args.ref or (32 if q_ else 64)
     B = max(sizes)
@@ -396,15 +415,13 @@ def main(argv=None) -> int:
 
     # (b)-(e): timed once on up to loop_max (prox_n, qpax_n, ...) instances; the same per QP at every B
     k = min(loop_max, Q.shape[0])
-    op_jo = make_controller(c, w, N, ADMM(eps_abs=EPS, eps_rel=EPS, max_iter=jaxopt_iters, check_every=10)).agent_op
-    a = dict(jaxopt_n=jaxopt_n, jaxopt_op=op_jo, prox_n=args.prox_n or (8 if q_ else 16),
+    a = dict(jaxopt_n=jaxopt_n, jaxopt_iters=jaxopt_iters, prox_n=args.prox_n or (8 if q_ else 16),
              qpax_n=args.qpax_n or (2 if q_ else 4), qpax_iters=args.qpax_iters, reps=args.reps)  # fmt: skip
     loops = competitors(which, P, A, Q, LO, HI, f_ref, k, cores, a)
     for r in loops.values():
         r["meets"] = meets(r, obj_tol, viol_tol)
 
-    ops = {"ecjax-ipm": ctl.agent_op,
-           "ecjax-admm": make_controller(c, w, N, ADMM(eps_abs=EPS, eps_rel=EPS, max_iter=20000)).agent_op}  # fmt: skip
+    ops = {"ecjax-ipm": ctl.agent_op}
     out["chunk"] = chunk
     rows = []
     hdr = f"{'B':>5} {'solver':<12} {'per QP [ms]':>11} {'iters':>8} {'solved':>7} {'rel obj err':>11} {'max viol':>9} {'timed on':>9}"
@@ -413,7 +430,7 @@ def main(argv=None) -> int:
     print("-" * len(hdr))
     for b in sizes:
         qb, lb, hb = (jnp.asarray(v[:b]) for v in (Q, LO, HI))
-        res = ecjax_rows(b, qb, lb, hb, ops, chunk, args.reps, P, A, Q, LO, HI, f_ref, admm_max)
+        res = ecjax_rows(b, qb, lb, hb, ops, chunk, args.reps, P, A, Q, LO, HI, f_ref)
         for name, r in res.items():
             e, v = r["err"]
             print(f"{b:5d} {name:<12} {1e3 * r['per_qp_s']:11.4f} {r['iters']:8.1f} {r['solved']:7.2f} {e:11.2e} {v:9.1e} {r['timed_on']:>9}", flush=True)

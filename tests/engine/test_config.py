@@ -14,7 +14,7 @@ import ecjax.data as D
 from ecjax import sweep
 from ecjax.cli import main
 from ecjax.config import ConfigError, cell_inputs, config_hash, validate
-from ecjax.qp import ADMM, IPM
+from ecjax.qp import IPM
 
 from .conftest import CONF, ECJAX, TINY, subprocess_env
 
@@ -80,12 +80,14 @@ BAD = [
     (["fcmpc.p_max=0"], "fcmpc.p_max"),
     (["fcmpc.kappa=-1"], "fcmpc.kappa"),
     (["fcmpc.w=0.9"], "fcmpc.w"),
-    (["solver.alpha=2.5"], "solver.alpha"),
+    (["+solver.alpha=1.5"], "solver.alpha is not a known setting"),
+    (["solver.method=admm"], "solver.method"),
+    (["solver.refine=2", "solver.refine_max=1"], "solver.refine_max"),
     (["solver.max_iter=0"], "solver.max_iter"),
     (["solver.method=simplex"], "solver.method"),
     (["solver=ipm", "solver.step_fraction=1.5"], "solver.step_fraction"),
     (["solver=ipm", "solver.certify_from=-1"], "solver.certify_from"),
-    (["solver=ipm", "+solver.check_every=5"], "solver.check_every is not a known setting for solver.method=ipm"),
+    (["solver=ipm", "+solver.check_every=5"], "solver.check_every is not a known setting"),
     (["weights.gamma=1.5"], "weights.gamma"),
     (["community.n=1"], "community.n"),
     (["community.prosumer_share=0"], "community.prosumer_share"),
@@ -158,7 +160,8 @@ def test_cell_inputs_match_the_config(tmp_path):
     ipm = cell_inputs(_cfg(tmp_path, "solver=ipm", "solver.max_iter=40")).solver
     assert isinstance(ipm, IPM) and ipm.max_iter == 40 and ipm.eps_abs == 1e-6
     assert isinstance(inp.solver, IPM) and inp.solver.eps_abs == 1e-5  # the default method
-    assert isinstance(cell_inputs(_cfg(tmp_path, "solver=admm")).solver, ADMM)
+    tight = cell_inputs(_cfg(tmp_path, "solver=tight")).solver
+    assert isinstance(tight, IPM) and tight.eps_abs == 1e-9 and tight.max_iter == 80
     assert inp.chunk is None  # `sim.chunk: auto` (default): chosen for the machine by run_batch
     assert cell_inputs(_cfg(tmp_path, "sim.chunk=3")).chunk == 3
     dm = cell_inputs(_cfg(tmp_path, "scenario=dmpc"))

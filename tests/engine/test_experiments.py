@@ -13,7 +13,6 @@ import pytest
 
 from ecjax import store, sweep
 from ecjax.cli import main
-from ecjax.report import make_report
 
 from .conftest import CONF, TINY
 from .test_config import EXPERIMENTS

@@ -12,7 +12,7 @@ import pytest
 from ecjax import ocp
 from ecjax.fcmpc import make_controller
 from ecjax.plan import make_stage, zero_plan
-from ecjax.qp import ADMM, IPM, Solution, Status, prepare, solve, solve_batch
+from ecjax.qp import IPM, Solution, Status, prepare, solve, solve_batch
 from ecjax.weights import CostWeights
 from helpers_community import random_case
 
@@ -31,16 +31,15 @@ def _sample(sols, b):
 
 
 # --------------------------------------------------------------------------- vmap == loop
-@pytest.mark.parametrize("linsys", ["admm"])
-def test_vmap_equals_loop_of_single_solves(linsys):
+def test_vmap_equals_loop_of_single_solves():
     """Same status and iteration count, and the same answer far below the solver tolerance.
 
     Bitwise equality is not available: XLA sums a batched matrix product in another order
-    than an unbatched one, and ADMM carries those last-bit differences through its
+    than an unbatched one, and the solver carries those last-bit differences through its
     iterations. Required here: agreement 1e-10 (relative to the solution's size), 10x below
     eps = 1e-9."""
     P, A, q, lo, hi, _ = planted(0, 4)
-    op = prepare(P, A, ADMM(eps_abs=1e-9, eps_rel=1e-9, max_iter=20000), lo=lo, hi=hi)
+    op = prepare(P, A, IPM(eps_abs=1e-9, eps_rel=1e-9), lo=lo[0], hi=hi[0])
     sols = solve_batch(op, q, lo, hi)
     vm = jax.vmap(solve, in_axes=(None, 0, 0, 0))(op, q, lo, hi)  # the documented vmap of `solve`
     # solve_batch splits the batch over the local devices (ecjax.parallel): the same up to the
@@ -57,7 +56,6 @@ def test_vmap_equals_loop_of_single_solves(linsys):
         for f in ("x", "y", "z", "obj"):
             a, g = np.asarray(getattr(alone, f)), np.asarray(getattr(got, f))
             np.testing.assert_allclose(g, a, rtol=0, atol=1e-10 * max(1.0, np.abs(a).max()), err_msg=f)
-        np.testing.assert_allclose(float(got.rho), float(alone.rho), rtol=1e-8)
 
 
 # --------------------------------------------------------------------------- compilation
@@ -126,17 +124,10 @@ def test_new_data_does_not_recompile():
 
 
 def test_new_tolerances_do_not_recompile():
-    """A tolerance sweep compiles once: the float settings are traced, for both methods."""
+    """A tolerance sweep compiles once: the float settings are traced."""
     c, prof, _ = random_case(3, 4)
     w = CostWeights()
     data = _agent_data(c, prof, w, 3, 0.05, 0.5 * np.asarray(c.capacity), np.zeros(c.n), True)
-    loose = make_controller(c, w, 24, ADMM(eps_abs=1e-5, eps_rel=1e-5, max_iter=3000)).agent_op
-    tight = make_controller(c, w, 24, ADMM(eps_abs=1e-7, eps_rel=1e-7, max_iter=3000)).agent_op
-    a = jax.block_until_ready(solve_batch(loose, *data))
-    with count_compiles() as compiled:
-        b = jax.block_until_ready(solve_batch(tight, *data))
-    assert np.all(np.asarray(b.dual_res) <= np.asarray(a.dual_res))
-    assert compiled == [], compiled
     loose = make_controller(c, w, 24, IPM(eps_abs=1e-5, eps_rel=1e-5)).agent_op
     tight = make_controller(c, w, 24, IPM(eps_abs=1e-9, eps_rel=1e-9, warm_scale=0.02)).agent_op
     a = jax.block_until_ready(solve_batch(loose, *data))
@@ -179,7 +170,7 @@ def _float_avals(jaxpr):
 def test_float32_operator_runs_in_float32_with_x64_on():
     assert jax.config.jax_enable_x64
     P, A, q, lo, hi, x_star = planted(2, 3)
-    op = prepare(P, A, ADMM(eps_abs=1e-4, eps_rel=1e-4), dtype=jnp.float32, lo=lo, hi=hi)
+    op = prepare(P, A, IPM(eps_abs=1e-5, eps_rel=1e-5), dtype=jnp.float32, lo=lo[0], hi=hi[0])
     assert op.dtype == jnp.float32
     q32, lo32, hi32 = (jnp.asarray(v, jnp.float32) for v in (q, lo, hi))
     jaxpr = jax.make_jaxpr(lambda a, b, c: jax.vmap(solve, in_axes=(None, 0, 0, 0))(op, a, b, c))(q32, lo32, hi32)
@@ -203,7 +194,7 @@ def test_float64_needs_x64():
     jax.config.update("jax_enable_x64", False)
     try:
         with pytest.raises(ValueError, match="jax_enable_x64"):
-            prepare(P, A, ADMM(), dtype=jnp.float64)
+            prepare(P, A, IPM(), dtype=jnp.float64)
     finally:
         jax.config.update("jax_enable_x64", True)
 

@@ -12,20 +12,16 @@ from ecjax import ocp
 from ecjax.fcmpc import make_controller
 from ecjax.layout import AgentLayout
 from ecjax.plan import zero_plan
-from ecjax.qp import ADMM, IPM, Solution, Status, prepare, solve, solve_batch
+from ecjax.qp import IPM, Solution, Status, prepare, solve, solve_batch
 from ecjax.qp.status import message
 from ecjax.weights import CostWeights
 from helpers_community import random_case
 
 INF = np.inf
-LINSYS = ["admm", "ipm"]  # both methods
 
 
-def settings(method, max_iter=None, **kw):
-    """ADMM() or IPM() with the same tolerances (`max_iter` per method)."""
-    if method == "ipm":
-        return IPM(**kw) if max_iter is None else IPM(max_iter=min(max_iter, 200), **kw)
-    return ADMM(**kw) if max_iter is None else ADMM(max_iter=max_iter, **kw)
+def settings(max_iter=None, **kw):
+    return IPM(**kw) if max_iter is None else IPM(max_iter=max_iter, **kw)
 
 
 def assert_finite(sol: Solution):
@@ -52,9 +48,8 @@ A2 = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
 LO2 = np.array([-1.0, 0.0, -INF])
 HI2 = np.array([1.0, INF, INF])
 
-@pytest.mark.parametrize("linsys", LINSYS)
-def test_primal_infeasible(linsys):
-    op = prepare(P3, A3, settings(linsys, max_iter=4000))
+def test_primal_infeasible():
+    op = prepare(P3, A3, settings(max_iter=200))
     sol = solve(op, Q3, LO3, HI3.copy())
     assert int(sol.status) == int(Status.solved)  # the feasible version solves
     lo = LO3.copy()
@@ -82,10 +77,9 @@ def test_ipm_certificates_wait_for_certify_from(certify_from):
     assert certify_from + 1 <= int(sol.num_steps) <= certify_from + 2
 
 
-@pytest.mark.parametrize("linsys", LINSYS)
-def test_crossed_bounds_are_not_solved(linsys):
+def test_crossed_bounds_are_not_solved():
     """lo > hi on a row: infeasible, whatever the rest."""
-    op = prepare(P3, A3, settings(linsys, max_iter=4000))
+    op = prepare(P3, A3, settings(max_iter=200))
     lo = LO3.copy()
     lo[2] = 2.0  # 2 <= x2 <= 1
     sol = solve(op, Q3, lo, HI3)
@@ -97,12 +91,11 @@ def test_crossed_bounds_are_not_solved(linsys):
 A5 = np.vstack([A3, [[1.0, 0, 0], [-2.0, 0, 0]]])
 
 
-@pytest.mark.parametrize("linsys", LINSYS)
-def test_bounds_crossed_across_rows(linsys):
+def test_bounds_crossed_across_rows():
     """Every row has lo <= hi, but two rows on one variable leave no room (x0 <= 0.2 and
     x0 >= 0.4): primal infeasible, without NaN, and the other sample of the batch solves with
     the tighter of the bounds active (the IPM merges such rows, ipm.py (I3))."""
-    op = prepare(P3, A5, settings(linsys, max_iter=4000))
+    op = prepare(P3, A5, settings(max_iter=200))
     lo = np.stack([np.r_[LO3, -INF, -INF], np.r_[LO3, -INF, -INF]])
     hi = np.stack([np.r_[HI3, 0.2, -0.8], np.r_[HI3, 0.2, INF]])  # sample 0: x0 >= 0.4
     lo[:, 3] = -INF  # x0 + x1 free: only the bound rows act on x0
@@ -116,14 +109,13 @@ def test_bounds_crossed_across_rows(linsys):
     np.testing.assert_allclose(y[4], 0.8, atol=1e-5)
 
 
-@pytest.mark.parametrize("linsys", LINSYS)
-def test_bounds_crossed_within_tolerance(linsys):
+def test_bounds_crossed_within_tolerance():
     """x0 >= 0 and x0 <= −g on two rows: for g within the primal tolerance (eps_abs + eps_rel ×
     the largest bound = 2e-6 here) the QP counts as solved, as OSQP's criterion has it, with x0
     in the middle of the gap and a primal residual of at least g/2; for g beyond it, primal
     infeasible (never solved). Planted optimum of the rest: x1 = 1 (its bound, multiplier 1),
     x2 = −0.6 (inside)."""
-    op = prepare(P3, A5, settings(linsys, max_iter=4000))
+    op = prepare(P3, A5, settings(max_iter=200))
     gaps = [1e-6, 1e-5]
     lo = np.stack([np.r_[LO3, -INF, -INF]] * 2)
     lo[:, 3] = -INF
@@ -132,20 +124,17 @@ def test_bounds_crossed_within_tolerance(linsys):
     sols = solve_batch(op, jnp.asarray(q), jnp.asarray(lo), jnp.asarray(hi))
     assert_finite(sols)
     assert int(sols.status[0]) == int(Status.solved)
-    # the IPM certifies at once ((I3)); ADMM's certificate of a 1e-5 gap takes longer than 4000 steps
-    infeasible = [int(Status.primal_infeasible)] + ([int(Status.max_iter)] if linsys != "ipm" else [])
-    assert int(sols.status[1]) in infeasible
+    # the merged bounds cross: certified at once
+    assert int(sols.status[1]) == int(Status.primal_infeasible)
     x = np.asarray(sols.x[0])
-    np.testing.assert_allclose(x, [-gaps[0] / 2, 1.0, -0.6], atol=1e-5 if linsys != "ipm" else 1e-6)
-    if linsys == "ipm":  # the merged equality sits in the middle of the gap
-        assert abs(x[0] + gaps[0] / 2) <= 1e-8
+    np.testing.assert_allclose(x, [-gaps[0] / 2, 1.0, -0.6], atol=1e-6)
+    assert abs(x[0] + gaps[0] / 2) <= 1e-8  # the merged equality sits in the middle of the gap
     assert gaps[0] / 2 * (1 - 1e-6) <= float(sols.prim_res[0]) <= 2e-6
 
 
-@pytest.mark.parametrize("linsys", LINSYS)
-def test_dual_infeasible(linsys):
+def test_dual_infeasible():
     """min ½x0² − x1 s.t. −1 <= x0 <= 1, x1 >= 0 (P2, A2): unbounded below along x1."""
-    op = prepare(P2, A2, settings(linsys))
+    op = prepare(P2, A2, settings())
     sol = solve(op, jnp.array([0.0, -1.0]), LO2, HI2)
     assert_finite(sol)
     assert int(sol.status) == int(Status.dual_infeasible)
@@ -155,14 +144,13 @@ def test_dual_infeasible(linsys):
     np.testing.assert_allclose(np.asarray(sol.x), [-0.5, 0.0], atol=1e-5)
 
 
-@pytest.mark.parametrize("linsys", LINSYS)
 @pytest.mark.parametrize(
     "bad",
     [np.nan, INF, -INF],
     ids=["nan", "+inf", "-inf"],
 )
-def test_nonfinite_q(linsys, bad):
-    op = prepare(P3, A3, settings(linsys))
+def test_nonfinite_q(bad):
+    op = prepare(P3, A3, settings())
     q = Q3.copy()
     q[2] = bad
     sol = solve(op, q, LO3, HI3)
@@ -170,9 +158,8 @@ def test_nonfinite_q(linsys, bad):
     assert_finite(sol)
 
 
-@pytest.mark.parametrize("linsys", LINSYS)
-def test_nan_bound(linsys):
-    op = prepare(P3, A3, settings(linsys))
+def test_nan_bound():
+    op = prepare(P3, A3, settings())
     lo = LO3.copy()
     lo[3] = np.nan
     sol = solve(op, Q3, lo, HI3)
@@ -181,11 +168,11 @@ def test_nan_bound(linsys):
 
 
 def test_iteration_limit():
-    op = prepare(P3, A3, ADMM(max_iter=50, check_every=25, eps_abs=1e-15, eps_rel=1e-15))
-    sol = solve(op, Q3, LO3, HI3)  # feasible, at a tolerance 50 iterations do not reach
+    op = prepare(P3, A3, IPM(max_iter=3, eps_abs=1e-15, eps_rel=1e-15))
+    sol = solve(op, Q3, LO3, HI3)  # feasible, at a tolerance 3 iterations do not reach
     assert_finite(sol)
     assert int(sol.status) == int(Status.max_iter)
-    assert int(sol.num_steps) == 50
+    assert int(sol.num_steps) == 3
 
 
 def test_every_status_has_a_message():
@@ -217,12 +204,12 @@ BAD = {1: "ev_unreachable", 3: "nan_q", 5: "inf_q"}  # batch position -> what is
 
 
 @functools.lru_cache(maxsize=None)
-def bad_batch(linsys):
+def bad_batch():
     """Six agent QPs with three bad samples interleaved: the EV deadline unreachable (no
     charging allowed), a NaN and an inf in q. Returns (op, Q, LO, HI, solutions, clean) with
     `clean` the solutions of the same batch with every bad sample replaced by a good one."""
     c, w, q, lo, hi = _agent_batch()
-    ctl = make_controller(c, w, 24, settings(linsys, eps_abs=1e-6, eps_rel=1e-6, max_iter=2500))
+    ctl = make_controller(c, w, 24, settings(eps_abs=1e-6, eps_rel=1e-6, max_iter=200))
     lay = AgentLayout(c.n, 24)
     Q, LO, HI = [], [], []
     good = iter(range(q.shape[0]))
@@ -243,11 +230,10 @@ def bad_batch(linsys):
     return ctl.agent_op, Q, LO, HI, sols, clean
 
 
-@pytest.mark.parametrize("linsys", LINSYS)
-def test_bad_samples_do_not_disturb_the_batch(linsys):
+def test_bad_samples_do_not_disturb_the_batch():
     """Every good sample of a batch with bad samples gets exactly (bitwise) what it gets in
     the same batch without them; the bad ones are not `solved` and their x, y, z, obj are finite."""
-    op, Q, LO, HI, sols, clean = bad_batch(linsys)
+    op, Q, LO, HI, sols, clean = bad_batch()
     for pos in range(Q.shape[0]):
         if pos in BAD:
             continue
@@ -262,9 +248,8 @@ def test_bad_samples_do_not_disturb_the_batch(linsys):
         assert np.all(np.isfinite(np.asarray(getattr(sols, f)))), f
 
 
-@pytest.mark.parametrize("linsys", LINSYS)
-def test_bad_samples_get_their_status(linsys):
-    sols = bad_batch(linsys)[4]
+def test_bad_samples_get_their_status():
+    sols = bad_batch()[4]
     status = np.asarray(sols.status)
     assert status[1] == int(Status.primal_infeasible)
     assert status[3] == int(Status.numerical_error)

@@ -1,24 +1,14 @@
-"""Shared linear algebra of the ADMM x-update, built once on the host.
+"""The constraint matrix A in a compact format, compiled once on the host.
 
-Every ADMM iteration solves (OSQP eq. 24, reduced form)
+Objects here are built by `prepare` from a concrete (scaled) A with numpy and passed
+*unbatched* into the vmapped solve, so under `vmap` every product with them becomes one
+matrix-matrix product for the whole batch.
 
-    K(ρ) x̃ = r,    K(ρ) = P̄ + σ I + Āᵀ diag(ρ) Ā.                          (L1)
-
-All objects here are built by `prepare` from concrete (P̄, Ā) with numpy and
-are passed *unbatched* into the vmapped solve, so under `vmap` every product
-with them becomes one matrix-matrix product for the whole batch.
-
-Rows of Ā are split into *singleton* rows (one nonzero: a bound on one
-variable; they add a diagonal to K) and *coupling* rows C (m_c of them).
-Rows are permuted to [singleton..., coupling...] once.
-
-The solver for (L1): `DenseEig` (any PSD P), ρ = ρ̄ w on all rows (w: fixed row
-class weights, 1e3 for equality rows; ρ̄ a per-sample adaptive scalar). With M = P̄ + σI and
-the eigendecomposition M^{-1/2} ĀᵀWĀ M^{-1/2} = V Λ Vᵀ (once; the ReLU-QP idea),
-
-      K(ρ̄)⁻¹ = M^{-1/2} V (I + ρ̄Λ)⁻¹ Vᵀ M^{-1/2}                          (L4)
-
-two n×n products per iteration, any ρ̄ free, no per-sample factorization.
+Rows of A are split into *singleton* rows (one nonzero: a bound on one variable, merged into
+the variable's bounds by the IPM) and *coupling* rows C; rows are permuted to
+[singleton..., coupling...] once (`split_rows`, `SplitA`). `Mat` stores a matrix dense, as
+padded gather rows and columns (ELL), or as segmented diagonals, whichever is cheapest
+(`sparse_format`).
 """
 
 import functools
@@ -52,7 +42,7 @@ def _ell(M: np.ndarray):
 # in runs of consecutive rows. The row range is cut at every run's ends; on each piece
 # [a, b) every run present covers it whole, so
 #
-#     (M x)[a:b] = Σ_runs M[a:b, a+o:b+o].diagonal() ∘ x[a+o : b+o]                    (L5)
+#     (M x)[a:b] = Σ_runs M[a:b, a+o:b+o].diagonal() ∘ x[a+o : b+o]
 #
 # static slices and elementwise products only (a few small passes per product): no gathered
 # indices, which a CPU runs one element at a time. The MPC matrices have block rows per time step and
@@ -85,7 +75,7 @@ def _runs(M: np.ndarray):
 
 
 def _diagonal_runs(M: np.ndarray):
-    """The pieces of (L5): ((a, b, (source starts, sorted), values (terms, b − a)), ...)
+    """The pieces of the segmented-diagonal form: ((a, b, (source starts, sorted), values (terms, b − a)), ...)
     covering rows [0, r), by a sweep over the runs' ends."""
     r, _ = M.shape
     off, first, end = _runs(M)
@@ -110,7 +100,7 @@ def _strides(x0, x1, L):
 
 
 def _diagonal_blocks(M: np.ndarray):
-    """(blocks, values) of (L5): blocks = ((a, P, L, terms), ...) in row order, each term
+    """(blocks, values) of the segmented-diagonal form: blocks = ((a, P, L, terms), ...) in row order, each term
     (s, σ, J, σ'); values: each term's V, (P, L) or (J, L), block after block."""
     pieces = _diagonal_runs(M)
     bands, i = [], 0
@@ -171,7 +161,7 @@ def _window(x, s, stride, count, L):
 
 @functools.partial(jax.jit, static_argnums=0)  # traced once per shape, however many call sites
 def _diagonal_mv(blocks, vals, x):
-    """(L5): M x from M's blocks and their terms' values."""
+    """M x from M's blocks and their terms' values."""
     parts, vals = [], iter(vals)
     for a, P, L, terms in blocks:
         acc = None
@@ -189,7 +179,7 @@ def _diagonal_mv(blocks, vals, x):
 
 
 def _diagonal_form(M: np.ndarray, checked: bool = True):
-    """(L5) of M and Mᵀ: (M's blocks, their values, Mᵀ's blocks, their values); with `checked`,
+    """the segmented-diagonal form of M and Mᵀ: (M's blocks, their values, Mᵀ's blocks, their values); with `checked`,
     None where they need more than MAX_DIAGONAL_BLOCKS blocks or MAX_DIAGONAL_TERMS terms."""
     if checked and (M.size == 0 or not np.any(M) or len(_runs(M)[0]) > 16 * MAX_DIAGONAL_TERMS):
         return None  # (many runs: short ones, or a structure too large)
@@ -202,7 +192,7 @@ def _diagonal_form(M: np.ndarray, checked: bool = True):
 
 
 def sparse_format(M: np.ndarray) -> str:
-    """'diagonal' where (L5) of M and Mᵀ together has at most MAX_DIAGONAL_BLOCKS blocks and
+    """'diagonal' where the segmented-diagonal form of M and Mᵀ together has at most MAX_DIAGONAL_BLOCKS blocks and
     MAX_DIAGONAL_TERMS terms, else 'gather'."""
     return "gather" if _diagonal_form(M) is None else "diagonal"
 
@@ -217,14 +207,14 @@ class Mat(eqx.Module):
     cval: Float[Array, "c kc"] | None
     shape: tuple[int, int] = eqx.field(static=True)
     fmt: str = eqx.field(static=True)
-    r_vals: tuple = ()  # (L5) of M ('diagonal'): each term's values
+    r_vals: tuple = ()  # segmented diagonals of M ('diagonal'): each term's values
     c_vals: tuple = ()  # ... of Mᵀ
-    r_blocks: tuple = eqx.field(static=True, default=())  # (L5) of M: blocks and terms
-    c_blocks: tuple = eqx.field(static=True, default=())  # (L5) of Mᵀ
+    r_blocks: tuple = eqx.field(static=True, default=())  # segmented diagonals of M: blocks and terms
+    c_blocks: tuple = eqx.field(static=True, default=())  # segmented diagonals of Mᵀ
 
     @staticmethod
     def build(M: np.ndarray, fmt: str, dtype) -> "Mat":
-        """`fmt`: 'dense', 'gather' (ELL), 'diagonal' (L5) or 'sparse' (`sparse_format`)."""
+        """`fmt`: 'dense', 'gather' (ELL), 'diagonal' (segmented diagonals) or 'sparse' (`sparse_format`)."""
         if fmt not in ("dense", "gather", "diagonal", "sparse"):
             raise ValueError(f"`fmt` must be 'dense', 'gather', 'diagonal' or 'sparse', got {fmt!r}.")
         if fmt == "dense":
@@ -330,33 +320,3 @@ def build_split(Ab_perm: np.ndarray, m_s: int, fmt: str, dtype, identity: bool =
         m_c=m - m_s,
         identity=identity,
     )
-
-
-# --------------------------------------------------------------------------- #
-# Solvers for (L1).
-# --------------------------------------------------------------------------- #
-class DenseEig(eqx.Module):
-    """(L4): x = W (Wᵀ r ⊘ (1 + ρ̄ λ)),  W = M^{-1/2} V."""
-
-    W: Float[Array, "n n"]
-    lam: Float[Array, "n"]
-    w: Float[Array, "m"]  # row class weights, ρ = ρ̄ w
-
-    def rho_vec(self, rho_bar):
-        return rho_bar * self.w
-
-    def solve(self, rho_bar, r):
-        return self.W @ ((self.W.T @ r) / (1.0 + rho_bar * self.lam))
-
-    @staticmethod
-    def build(Pb, Ab, w, sigma, dtype) -> "DenseEig":
-        n = Pb.shape[0]
-        M = 0.5 * (Pb + Pb.T) + sigma * np.eye(n)
-        mu, Q = np.linalg.eigh(M)
-        mu = np.maximum(mu, sigma)
-        Mih = (Q / np.sqrt(mu)) @ Q.T
-        B = Mih @ (Ab.T * w) @ Ab @ Mih
-        lam, V = np.linalg.eigh(0.5 * (B + B.T))
-        return DenseEig(
-            W=jnp.asarray(Mih @ V, dtype), lam=jnp.asarray(np.maximum(lam, 0.0), dtype), w=jnp.asarray(w, dtype)
-        )

@@ -1,6 +1,6 @@
-"""Products with the sparse matrix formats of `linsys.Mat` against dense numpy.
+"""Products with the sparse matrix formats of `sparse.Mat` against dense numpy.
 
-The segmented-diagonal form (L5) must give M x and Mᵀ y exactly as the dense matrix does, for
+The segmented-diagonal segmented-diagonal form must give M x and Mᵀ y exactly as the dense matrix does, for
 MPC-like patterns (block rows per time step, shifted diagonals), random patterns, empty rows
 and columns, and the real agent QP's coupling rows; `sparse_format` must fall back to ELL where
 the runs are short.
@@ -13,7 +13,7 @@ import pytest
 
 from ecjax import ocp
 from ecjax.community import paper_case
-from ecjax.qp import IPM, linsys, prepare
+from ecjax.qp import IPM, prepare, sparse
 from ecjax.weights import CostWeights
 
 
@@ -36,7 +36,7 @@ def _random_sparse(rng, r, c, density):
 
 
 def _rebuilt(mat, transpose=False):
-    """M (or Mᵀ) written densely from its (L5) blocks: every entry placed exactly once."""
+    """M (or Mᵀ) written densely from its segmented-diagonal blocks: every entry placed exactly once."""
     blocks, vals = (mat.c_blocks, mat.c_vals) if transpose else (mat.r_blocks, mat.r_vals)
     vals = iter(vals)
     r, c = mat.shape[::-1] if transpose else mat.shape
@@ -58,7 +58,7 @@ def _rebuilt(mat, transpose=False):
 
 def _check(M, fmt):
     rng = np.random.default_rng(1)
-    mat = linsys.Mat.build(M, fmt, jnp.float64)
+    mat = sparse.Mat.build(M, fmt, jnp.float64)
     X = rng.normal(size=(5, M.shape[1]))
     Y = rng.normal(size=(5, M.shape[0]))
     mv = np.asarray(jax.jit(jax.vmap(mat.mv))(jnp.asarray(X)))
@@ -90,16 +90,16 @@ def test_zero_matrix_products_are_zero():
 def test_sparse_format_picks_diagonals_only_for_long_runs():
     rng = np.random.default_rng(0)
     mpc = _mpc_like(rng, horizon=24, row_kinds=3, col_kinds=6)
-    assert linsys.sparse_format(mpc) == "diagonal"
+    assert sparse.sparse_format(mpc) == "diagonal"
     scattered = _random_sparse(rng, 300, 400, 0.02)  # ~2400 entries in runs of ~1
-    assert linsys.sparse_format(scattered) == "gather"
+    assert sparse.sparse_format(scattered) == "gather"
     mat = _check(scattered, "sparse")
     assert mat.fmt == "gather"
 
 
 @pytest.mark.parametrize("central", [False, True])
 def test_mpc_qp_coupling_rows(central):
-    """The paper case's agent QP: its coupling rows take the (L5) form in the interior-point
+    """The paper case's agent QP: its coupling rows take the segmented-diagonal form in the interior-point
     operator, the blocks hold every entry of the scaled rows exactly once, in a few terms. The
     centralized QP's (125 blocks: one per prosumer and row kind) keep ELL: compiling that many
     kernels per product costs more than the gathers do."""
