@@ -5,8 +5,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .host import HostOperator, solve_host
-from .ipm import IPM, Operator, prepare_ipm, solve_ipm
+from .ipm import IPM, Operator, prepare_ipm
 from ..parallel import over_devices
 from .solution import Solution
 from .status import Status
@@ -61,12 +60,13 @@ def _screened(sol: Solution, status) -> Solution:
     )
 
 
-def _solve(op: Operator | HostOperator, q, lo, hi, warm=None) -> Solution:
+def _solve(op: Operator, q, lo, hi, warm=None) -> Solution:
+    """Screen the data, then the operator's own method (`op.solve`): the IPM's, or any object
+    with `dtype`, `one_device` and `solve(q, lo, hi, warm)` (a benchmark's host solver)."""
     dt = op.dtype
     q, lo, hi = (jnp.asarray(v, dt) for v in (q, lo, hi))
     status, q, lo, hi = _screen(q, lo, hi)
-    solve_one = solve_host if isinstance(op, HostOperator) else solve_ipm
-    return _screened(solve_one(op, q, lo, hi, warm), status)
+    return _screened(op.solve(q, lo, hi, warm), status)
 
 
 @eqx.filter_jit
@@ -106,6 +106,6 @@ def solve_batch(op: Operator, q, lo, hi, warm=None, chunk: int | None = None) ->
             return jax.vmap(one)((q, lo, hi, warm))
         return jax.lax.map(one, (q, lo, hi, warm), batch_size=chunk)
 
-    if isinstance(op, HostOperator):  # a host callback: one device
+    if op.one_device:
         return share(q, lo, hi, warm)
     return over_devices(share, batched=(0, 1, 2, 3))(q, lo, hi, warm)

@@ -150,12 +150,15 @@ class Operator(eqx.Module):
     n: int = eqx.field(static=True)
     m: int = eqx.field(static=True)
     host: IPM = eqx.field(static=True)
-    kind: str = eqx.field(static=True, default="ipm")
-    p_diagonal: bool = eqx.field(static=True, default=True)
+    one_device = False  # `solve_batch` may split a batch over the local devices
 
     @property
     def dtype(self):
         return self.D.dtype
+
+    def solve(self, q, lo, hi, warm=None) -> Solution:
+        """One QP (see `solve_ipm`); `ecjax.qp.solve` screens the data first."""
+        return solve_ipm(self, q, lo, hi, warm)
 
     @property
     def mb(self) -> int:

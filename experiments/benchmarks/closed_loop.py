@@ -57,7 +57,7 @@ from ecjax.disturbance import make_profiles  # noqa: E402
 from ecjax.experiment import run_batch  # noqa: E402
 from ecjax.fcmpc import FCMPCSettings  # noqa: E402
 from ecjax.qp import IPM  # noqa: E402
-from ecjax.qp.host import host_operator  # noqa: E402
+from host_qp import host_operator  # noqa: E402
 from ecjax.simulate import Options  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))

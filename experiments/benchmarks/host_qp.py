@@ -1,6 +1,6 @@
-"""A QP solver that runs on the host (for example OSQP) behind the `solve` API.
+"""A QP solver that runs on the host (for example OSQP) behind ecjax's `solve` API.
 
-For baselines only: `experiments/benchmarks/closed_loop.py` swaps the agent operator of a
+For baselines only: `closed_loop.py` swaps the agent operator of a
 `Controller` for a `HostOperator`, so that the very same FC-MPC iteration and closed loop run
 with every agent QP solved by a host library, one `jax.pure_callback` per batch of solves.
 
@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .solution import Solution, finite
-from .status import Status
+from ecjax.qp import Solution, Status
+from ecjax.qp.solution import finite
 
 
 class HostOperator(eqx.Module):
@@ -28,11 +28,14 @@ class HostOperator(eqx.Module):
     backend: object = eqx.field(static=True)
     n: int = eqx.field(static=True)
     m: int = eqx.field(static=True)
-    kind: str = eqx.field(static=True, default="host")
+    one_device = True  # a host callback: `solve_batch` keeps the batch on one device
 
     @property
     def dtype(self):
         return self.P_orig.dtype
+
+    def solve(self, q, lo, hi, warm=None) -> Solution:
+        return solve_host(self, q, lo, hi, warm)
 
 
 def host_operator(P, A, backend, dtype=jnp.float64) -> HostOperator:
@@ -41,8 +44,7 @@ def host_operator(P, A, backend, dtype=jnp.float64) -> HostOperator:
     return HostOperator(P_orig=P, A_orig=A, backend=backend, n=P.shape[0], m=A.shape[0])
 
 
-def solve_host(op: HostOperator, q, lo, hi, warm=None):
-
+def solve_host(op: HostOperator, q, lo, hi, warm=None) -> Solution:
     dt = op.dtype
     q, lo, hi = (jnp.asarray(v, dt) for v in (q, lo, hi))
 
