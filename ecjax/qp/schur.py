@@ -1,7 +1,7 @@
-"""The Newton system (N2) of `normal.py` by two-level elimination, when the coupling rows fall
+"""The quasi-definite Newton system of `normal.py` by two-level elimination, when the coupling rows fall
 into small independent groups.
 
-Write M = diag(d_c⁻¹ + δ_d) + C_S Kd_S⁻¹ C_Sᵀ for the lower right block of (N2). Two coupling
+Write M = diag(d_c⁻¹ + δ_d) + C_S Kd_S⁻¹ C_Sᵀ for the lower right block of that system. Two coupling
 rows are tied in M only when they share a strong column, so M is block diagonal over the
 connected components of |C_S||C_S|ᵀ: in the FC-MPC subproblem one component per time step
 (the six rows dyn_b, dyn_ev, dis, own_ug, soft_lo, soft_hi of step k), whose strong columns
@@ -16,12 +16,12 @@ with t' = t − C_S Kd_S⁻¹ r_S. The M_c are inverted all at once (one batched
 grouped by their number of rows, so that a one-row component is not padded to the largest); S_W couples only the states of
 neighbouring steps, so it is block-tridiagonal with blocks of 2-3 (`blocktri.py`): the
 sequential part of the factorization is a recursion over tiny blocks, instead of one over
-the (N2) blocks of ~8. This is the structure an MPC-tailored interior-point method exploits
+the quasi-definite system's blocks of ~8. This is the structure an MPC-tailored interior-point method exploits
 (a Riccati recursion on the states, Rao, Wright & Rawlings 1998), found here from the sparsity
-pattern alone. S_W is positive definite (M_c is), so (T1) needs no pivoting.
+pattern alone. S_W is positive definite (M_c is), so its block Thomas factorization (`blocktri.py`) needs no pivoting.
 
 `build` returns None when a component is larger than `max_block` (the centralized problem,
-where trades tie every prosumer's rows of a step together); `normal.py` then factors (N2)
+where trades tie every prosumer's rows of a step together); `normal.py` then factors the quasi-definite system
 directly.
 """
 
@@ -139,7 +139,7 @@ class SchurKKT(eqx.Module):
 
 
 class SchurFactored(eqx.Module):
-    f: blocktri.Factor  # (T1) of S_W
+    f: blocktri.Factor  # block Thomas factorization of S_W
     Minv: tuple[Float[Array, "nc b b"], ...]  # per group
     Kd_inv_s: Float[Array, " n"]
     dc_inv: Float[Array, " mc"]
@@ -173,7 +173,7 @@ def factor(kkt: SchurKKT, Kd, dc_inv, reg_d) -> SchurFactored:
 
 
 def solve(kkt: SchurKKT, fac: SchurFactored, r, t):
-    """(dx, v) of [Kd Cᵀ; C −diag(1/d_c)] [dx; v] = [r; t] by (N5) and (N3)."""
+    """(dx, v) of [Kd Cᵀ; C −diag(1/d_c)] [dx; v] = [r; t] by (N5), then the strong columns by their diagonal."""
     tp = _pad1(t - kkt.C.mv(fac.Kd_inv_s * r))
     tcs = [g.rows(tp) for g in kkt.groups]
     gs = [blocktri._mv(Mi, tc) for Mi, tc in zip(fac.Minv, tcs)]

@@ -112,7 +112,7 @@ def test_warm_start_with_stale_multipliers(margin):
 
 @pytest.mark.parametrize("scale", [0.0, 0.01, 1.0])
 def test_warm_margin_grows_with_the_warm_points_residual(scale):
-    """(I4): every slack/multiplier pair of the warm start has a product >= μ₀ = max(τ², κ_w r₀),
+    """The centred warm start: every slack/multiplier pair of the warm start has a product >= μ₀ = max(τ², κ_w r₀),
     with r₀ the warm point's dual residual in the new problem, here computed in numpy from the
     user's data (q moved, bounds kept): c·D·(P x + q₂ + Aᵀ y) in the solver's scaled units; the
     smallest product is μ₀ itself (an inactive side gets the multiplier μ₀/s)."""
@@ -143,7 +143,7 @@ def test_warm_scale_is_checked():
 
 
 def test_skipped_certificates_leave_feasible_solves_unchanged():
-    """ipm.py (I5): skipping the infeasibility test in the first iterations changes nothing for
+    """Delayed infeasibility certificates (`IPM.certify_from`): skipping the infeasibility test in the first iterations changes nothing for
     QPs that are feasible, cold or warm: the same iterations and the same iterate, to the bit."""
     P, A, q, lo, hi, xs, rng = _problem(2)
     q2 = q + 1e-2 * rng.normal(size=q.shape)

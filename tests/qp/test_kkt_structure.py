@@ -1,7 +1,7 @@
 """The structured Newton solve of the interior-point method against dense numpy.
 
 `blocktri` (reverse Cuthill-McKee blocking and the block Thomas recursion) and `normal`
-(the quasi-definite reduction (N2)-(N3)) are checked against `numpy.linalg.solve` on the
+(the quasi-definite reduction of `normal.py`) are checked against `numpy.linalg.solve` on the
 same matrices written densely, for random patterns, random row weights spanning 24 orders of
 magnitude, and the real agent and centralized QPs of random communities.
 """
@@ -96,7 +96,7 @@ def test_normal_solve_matches_dense(n, seed, central, r):
     assert op.kkt.bs <= (16 if not central else 64 if n < 15 else 192)
     # the agent QP's coupling rows fall apart by time step: with every input curved, two-level
     # elimination (schur.py, a recursion over the states only); with inputs without curvature
-    # (MODEL's ugb, ev) the dynamics leave weak columns free and (N2) is factored directly.
+    # (MODEL's ugb, ev) the dynamics leave weak columns free and the quasi-definite system is factored directly.
     # The paper case's centralized problem ties the rows of all prosumers of a step together
     if not central:
         assert isinstance(op.kkt, schur.SchurKKT if r > 0 else normal.NormalKKT)

@@ -61,7 +61,7 @@ def test_primal_infeasible():
 
 @pytest.mark.parametrize("certify_from", [0, 8, 20, 60])
 def test_ipm_certificates_wait_for_certify_from(certify_from):
-    """ipm.py (I5): no certificate before iteration `certify_from` + 1, and the infeasible QPs
+    """Delayed infeasibility certificates: no certificate before iteration `certify_from` + 1, and the infeasible QPs
     here are certified at once after it, however long the iterates have stalled (the test is
     on the Newton direction, not on the step: the step's certificate of the primal infeasible
     QP shows only in iterations 5-11)."""
@@ -94,7 +94,7 @@ A5 = np.vstack([A3, [[1.0, 0, 0], [-2.0, 0, 0]]])
 def test_bounds_crossed_across_rows():
     """Every row has lo <= hi, but two rows on one variable leave no room (x0 <= 0.2 and
     x0 >= 0.4): primal infeasible, without NaN, and the other sample of the batch solves with
-    the tighter of the bounds active (the IPM merges such rows, ipm.py (I3))."""
+    the tighter of the bounds active (the IPM merges such bound rows)."""
     op = prepare(P3, A5, settings(max_iter=200))
     lo = np.stack([np.r_[LO3, -INF, -INF], np.r_[LO3, -INF, -INF]])
     hi = np.stack([np.r_[HI3, 0.2, -0.8], np.r_[HI3, 0.2, INF]])  # sample 0: x0 >= 0.4

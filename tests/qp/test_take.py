@@ -1,4 +1,4 @@
-"""`Take` (G1) against plain indexing, for structured and irregular index maps."""
+"""`Take` (strided gathers) against plain indexing, for structured and irregular index maps."""
 
 import jax
 import jax.numpy as jnp
