@@ -168,6 +168,24 @@ def test_cell_inputs_match_the_config(tmp_path):
     np.testing.assert_array_equal(dm.deltas, [0.5])  # the standard DMPC: no tightening
 
 
+def test_typed_config_and_object_defaults(tmp_path):
+    """`validate` returns the typed sections; a setting left out takes the object's default."""
+    import equinox as eqx
+
+    from ecjax.community import paper_case
+    from ecjax.config import Config
+    from ecjax.config.groups import FCMPCConfig, SolverConfig, WeightsConfig
+    from ecjax.fcmpc import FCMPCSettings
+    from ecjax.weights import CostWeights
+
+    cfg = validate(_cfg(tmp_path, "sim.seed=7"))
+    assert isinstance(cfg, Config) and cfg.sim.seed == 7 and cfg.sim.blocks == 2
+    assert cfg.data.price_source == "synthetic" and cfg.community.n == 3
+    assert eqx.tree_equal(SolverConfig().ipm(), IPM())
+    assert eqx.tree_equal(WeightsConfig().weights(), CostWeights())
+    assert eqx.tree_equal(FCMPCConfig().settings(paper_case()), FCMPCSettings())
+
+
 def test_hash_ignores_execution_settings(tmp_path):
     a = _cfg(tmp_path)
     b = _cfg(tmp_path, "sweep.cluster=local", "progress=true", "chain=anvil")

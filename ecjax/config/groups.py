@@ -1,0 +1,228 @@
+"""The config groups of a cell's controller and run: one typed section per group of `conf/`."""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+import re
+
+from ..scenario import SCENARIOS, TIGHTENINGS
+from ._fields import (
+    ConfigError, Choice, Flag, Free, Int, Num, Section, Table, Text, EnvName, fail, object_error,
+    setting,
+)  # fmt: skip
+
+CLUSTERS = ("none", "local")  # where `ecjax.sweep` runs cells: this process, or a local dask cluster
+CHAIN_KINDS = ("tester", "anvil", "rpc")  # `ecjax.chain.replay.open_chain` kinds
+SEED = Int(0, 2**31 - 1)
+_SCHEDULER = re.compile(r"^(tcp|tls|inproc|ucx)://")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScenarioConfig(Section):
+    key = "scenario"
+    name: str = setting(None, Choice(SCENARIOS), required=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class CCMPCConfig(Section):
+    key = "ccmpc"
+    deltas: list = setting([], Free(), required=True)  # risk levels δ, checked below
+    tightening: str = setting(None, Choice(TIGHTENINGS), required=True)
+    tighten_consumers: bool = setting(False, Flag())
+
+    def check(self) -> None:
+        d = self.deltas
+        if not isinstance(d, (list, tuple)) or len(d) == 0:
+            fail("ccmpc.deltas", "a non-empty list of risk levels in (0, 0.5]", d)
+        for i, x in enumerate(d):
+            Num(0.0, 0.5, lo_open=True)(f"ccmpc.deltas[{i}]", x)
+        if len({float(x) for x in d}) != len(d):
+            fail("ccmpc.deltas", "distinct risk levels", d)
+
+
+@dataclasses.dataclass(frozen=True)
+class FCMPCConfig(Section):
+    key = "fcmpc"
+    kappa: float = setting(1e-3, Num(0.0, lo_open=True))
+    p_max: int = setting(30, Int(1, 10_000))
+    w: float | None = setting(None, Num(0.0, 1.0, lo_open=True, null=True))  # null: 1/|P|
+
+    def settings(self, community):
+        """`ecjax.fcmpc.FCMPCSettings`, checked against `community` (w <= 1/|P|)."""
+        from ..fcmpc import FCMPCSettings
+
+        fc = FCMPCSettings(kappa=float(self.kappa), p_max=int(self.p_max),
+                           w=None if self.w is None else float(self.w))
+        try:
+            fc.check(community)
+        except ValueError as e:
+            raise object_error(e) from None
+        return fc
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightsConfig(Section):
+    """`ecjax.weights.CostWeights`; its ranges are checked by CostWeights itself."""
+
+    key = "weights"
+    gamma: float = setting(0.5, Num())
+    r_c: float = setting(0.005, Num())
+    r_d: float = setting(0.005, Num())
+    r_t: float = setting(0.005, Num())
+    r_ugb: float = setting(0.0, Num())
+    r_ev: float = setting(0.0, Num())
+    delta_b: float = setting(0.002, Num())
+    delta_ev: float = setting(0.01, Num())
+    w_T: float = setting(1.0, Num())
+    rho1: float = setting(2.0, Num())
+    rho2: float = setting(10.0, Num())
+
+    def check(self) -> None:
+        self.weights()
+
+    def weights(self):
+        from ..weights import CostWeights
+
+        try:
+            return CostWeights(**{k: float(v) for k, v in dataclasses.asdict(self).items()})
+        except ValueError as e:
+            raise object_error(e) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class SolverConfig(Section):
+    """`ecjax.qp.IPM`'s settings (`method`: the one QP method of the engine)."""
+
+    key = "solver"
+    method: str = setting("ipm", Choice(("ipm",)))
+    eps_abs: float = setting(1e-6, Num(0.0))
+    eps_rel: float = setting(1e-6, Num(0.0))
+    eps_pinf: float = setting(1e-5, Num(0.0, lo_open=True))
+    eps_dinf: float = setting(1e-5, Num(0.0, lo_open=True))
+    max_iter: int = setting(80, Int(1, 10_000_000))
+    scaling_iters: int = setting(10, Int(0, 1000))
+    step_fraction: float = setting(0.99, Num(0.0, 1.0, lo_open=True, hi_open=True))
+    reg: float | None = setting(None, Num(0.0, lo_open=True, null=True))
+    reg_eq: float | None = setting(None, Num(0.0, lo_open=True, null=True))
+    refine: int = setting(1, Int(0, 100))
+    refine_max: int = setting(4, Int(0, 100))
+    certify_from: int = setting(20, Int(0, 100_000))
+    weak_p: float = setting(1e-2, Num(0.0, lo_open=True))
+    max_dense: int = setting(0, Int(0))
+    warm_margin: float | None = setting(5e-4, Num(0.0, lo_open=True, null=True))
+    warm_scale: float = setting(0.01, Num(0.0))
+
+    def check(self) -> None:
+        if self.refine_max < self.refine:
+            fail("solver.refine_max", f">= solver.refine = {self.refine}", self.refine_max)
+
+    def ipm(self):
+        from ..qp import IPM
+
+        kw = dataclasses.asdict(self)
+        kw.pop("method")
+        return IPM(**kw)
+
+
+@dataclasses.dataclass(frozen=True)
+class Float64:
+    """The engine's dtype (`ecjax.simulate.check_dtype` refuses float32 in numerical code too)."""
+
+    def __call__(self, key: str, v) -> None:
+        if v != "float64":
+            fail(key, "float64 (in float32 the QP solvers end some agent QPs in numerical_error: "
+                 "docs/engine.md)", v)
+
+
+@dataclasses.dataclass(frozen=True)
+class SimConfig(Section):
+    key = "sim"
+    S: int = setting(None, Int(1, 100_000_000), required=True)
+    T: int = setting(None, Int(1, 24), required=True)
+    N: int = setting(None, Int(1, 168), required=True)
+    seed: int = setting(None, SEED, required=True)
+    dtype: str = setting(None, Float64(), required=True)
+    chunk: int | str = setting("auto", Int(1, 1_000_000, word="auto"))
+    agent_batch: int | str = setting("auto", Int(1, 100_000, word="auto"))
+    block: int | None = setting(None, Int(1, 100_000_000, null=True))  # null: S
+    keep: int = setting(0, Int(0))
+    record_plans: bool = setting(False, Flag())
+    gap: bool = setting(False, Flag())
+
+    def check(self) -> None:
+        if self.block is not None and self.block > self.S:
+            fail("sim.block", f"<= sim.S = {self.S} (or null)", self.block)
+        if self.keep > min(self.S, self.blocks):
+            fail("sim.keep", f"in [0, min(sim.S, sim.block)] = [0, {min(self.S, self.blocks)}]", self.keep)
+
+    @property
+    def blocks(self) -> int:
+        """Samples per store update."""
+        return self.block or self.S
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig(Section):
+    key = "sweep"
+    params: dict = setting({}, Table())
+    cluster: str = setting("none", Choice(CLUSTERS))
+    scheduler: str | None = setting(None, Text(null=True))
+    workers: int = setting(1, Int(1, 4096))
+
+    def check(self) -> None:
+        for k, v in self.params.items():
+            if not isinstance(k, str) or not k or k.startswith(("sweep", "out", "hydra")):
+                fail(f"sweep.params key {k!r}", "a config key other than sweep.*, out.*, hydra.*", k)
+            ok = isinstance(v, (str, numbers.Real)) or (
+                isinstance(v, (list, tuple)) and v and all(isinstance(x, (str, numbers.Real)) for x in v))
+            if not ok or isinstance(v, bool):
+                fail(f"sweep.params.{k}", "a Hydra sweep string ('a,b', 'range(1,4)') or a non-empty list", v)
+        if self.scheduler is not None and not _SCHEDULER.match(self.scheduler):
+            fail("sweep.scheduler", "null or a dask scheduler address like tcp://host:8786", self.scheduler)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainConfig(Section):
+    key = "chain"
+    kind: str = setting("tester", Choice(CHAIN_KINDS))
+    url: str | None = setting(None, Text(null=True))
+    key_env: str | None = setting(None, EnvName())
+    keystore: str | None = setting(None, Text(null=True))
+    password_env: str | None = setting(None, EnvName())
+    scale: int = setting(1_000_000, Int(1, 10**18))
+    period_s: int = setting(600, Int(1, 10**9))
+
+    def check(self) -> None:
+        if self.kind == "rpc":
+            if not self.url:
+                fail("chain.url", "the JSON-RPC URL (chain.kind=rpc)", self.url)
+            if not self.key_env and not self.keystore:
+                raise ConfigError("chain.key_env or chain.keystore is required with chain.kind=rpc.")
+
+
+@dataclasses.dataclass(frozen=True)
+class OutConfig(Section):
+    key = "out"
+    dir: str | None = setting(None, Text(null=True))
+    store: str = setting(None, Text(), required=True)
+    report: str | None = setting(None, Text(null=True))  # null: no report
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidateConfig(Section):
+    """Open-loop validation (`ecjax.validate`)."""
+
+    key = "validate"
+    open_loop: bool = setting(False, Flag())
+    S: int = setting(10_000, Int(1, 10**9))
+    t: int = setting(0, Int(0, 23))
+    level: float = setting(0.95, Num(0.0, 1.0, lo_open=True, hi_open=True))
+    chunk: int = setting(65_536, Int(1, 10**7))
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportConfig(Section):
+    key = "report"
+    delta: float = setting(0.05, Num(0.0, 0.5, lo_open=True))
+    figures: bool = setting(True, Flag())
