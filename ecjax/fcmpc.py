@@ -17,6 +17,10 @@ previous MPC step shifted one step ahead (zero inputs at the first step). Both e
 counted per prosumer (`FCMPCResult.held`, `.fallback`) and reach the results store. Written for one
 instance; the prosumers are a batch that shares the QP operator (vmap inside), and samples and
 risk levels are vmapped outside (`ecjax.simulate`).
+
+The loop is `init` (iterate 0), `step` (one iteration) and `terminate` on ecjax's one bounded
+loop, with the carry a named pytree (`FCMPCState`). An on-chain prosumer
+(`ecjax.chain.agents`) runs the same pieces for itself: `agent_solve`, `accepted`, `combine`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from . import evaluate, ocp
+from ._iterate import bounded_while
 from .community import Community
 from .layout import AgentLayout
 from .plan import Plan, Stage, plan_from_vectors
@@ -142,22 +147,41 @@ def _prosumer_ids(c: Community):
     return jnp.asarray(np.asarray(c.prosumers, dtype=np.int32))
 
 
-def _solve_agents(ctl: Controller, stage: Stage, others: Plan, trades_on, warm):
+def agent_solve(ctl: Controller, stage: Stage, i, others: Plan, trades_on, warm) -> Solution:
+    """Prosumer i's subproblem (`ocp.agent_qp`) with every other agent at `others`, solved
+    with the controller's operator from `warm`: what the batch engine and an on-chain
+    prosumer (`ecjax.chain.agents`) both run.
+
+    The caps of i's deliveries, bt_{i->j} <= ug_j + bt_{i->j} (the `recv` rows, from the others'
+    plans), are held at >= 0: where another prosumer's plan imports nothing (ug_j = 0, an active
+    bound), rounding (a solver's tolerance, or the fixed point of a plan read on chain) can
+    leave the cap a little below 0, which would make the subproblem infeasible (bt >= 0)."""
     c = ctl.community
+    q, lo, hi = ocp.agent_qp(c, ctl.weights, stage, i, others, trades_on)
+    recv = ocp.AgentRows(AgentLayout(c.n, ctl.N)).recv
+    hi = hi.at[recv].set(jnp.maximum(hi[recv], 0.0))
+    return solve(ctl.agent_op, q, lo, hi, warm)
 
-    def one(i, wm):
-        q, lo, hi = ocp.agent_qp(c, ctl.weights, stage, i, others, trades_on)
-        return solve(ctl.agent_op, q, lo, hi, wm)
 
+def _solve_agents(ctl: Controller, stage: Stage, others: Plan, trades_on, warm):
+    """`agent_solve` for every prosumer: one vmapped batch, or pieces of `ctl.agent_batch`."""
+    one = lambda i, wm: agent_solve(ctl, stage, i, others, trades_on, wm)  # noqa: E731
+    ids = _prosumer_ids(ctl.community)
     if ctl.agent_batch is None:
-        return jax.vmap(one)(_prosumer_ids(c), warm)
-    return jax.lax.map(lambda a: one(*a), (_prosumer_ids(c), warm), batch_size=ctl.agent_batch)
+        return jax.vmap(one)(ids, warm)
+    return jax.lax.map(lambda a: one(*a), (ids, warm), batch_size=ctl.agent_batch)
 
 
 def accepted(sol: Solution, fallback):
-    """The solutions' x where they are `solved`, else `fallback` (per prosumer); and the mask."""
+    """The solution's x where it is `solved`, else `fallback`; and the mask (one prosumer, or a
+    leading batch of them)."""
     ok = sol.status == int(Status.solved)
-    return jnp.where(ok[:, None], sol.x, fallback), ok
+    return jnp.where(ok[..., None], sol.x, fallback), ok
+
+
+def combine(w, x_star, x_prev):
+    """The FC-MPC iterate x^p = w·x* + (1 − w)·x^{p−1} (MODEL §6)."""
+    return w * x_star + (1.0 - w) * x_prev
 
 
 def islanded(ctl: Controller, stage: Stage, warm: Solution | None = None) -> Solution:
@@ -176,18 +200,22 @@ def worse_status(a, b):
     return jnp.maximum(a, b)
 
 
-class _Loop(eqx.Module):
-    p: Int[Array, ""]
-    xs: Float[Array, "P nx"]
-    sol: Solution
+class FCMPCState(eqx.Module):
+    """The loop's carry: iterate p and everything the result reports."""
+
+    p: Int[Array, ""]  # iterations done after the islanded iterate
+    xs: Float[Array, "P nx"]  # iterate p of every prosumer
+    sol: Solution  # the last subproblem solves: warm start of the next iteration
+    island: Solution  # iterate 0's solves
+    fallback: Array  # [P] bool: iterate 0 not solved, the fallback plan taken
     theta: Float[Array, "p_max P"]
     cost: Float[Array, " p_max+1"]
-    status: Int[Array, " P"]
-    held: Int[Array, " P"]
-    steps: Int[Array, ""]
-    done: Array
-    x_iter: Float[Array, "p_max+1 P nx"]
-    u_star: Float[Array, "p_max P nu"]
+    status: Int[Array, " P"]  # worst QP status per prosumer
+    held: Int[Array, " P"]  # subproblem solutions not solved (previous iterate proposed)
+    steps: Int[Array, ""]  # solver iterations, summed
+    done: Array  # max θ <= ϰ
+    x_iter: Float[Array, "p_max+1 P nx"]  # iterates (with `record`; else empty)
+    u_star: Float[Array, "p_max P nu"]  # subproblem optima (with `record`; else empty)
 
 
 def cold_start(op: Operator, P: int) -> Solution:
@@ -214,6 +242,88 @@ def shift(sol: Solution, N: int) -> Solution:
     return eqx.tree_at(lambda s: (s.x, s.y, s.z), sol, (sh(sol.x), sh(sol.y), sh(sol.z)))
 
 
+def init(
+    ctl: Controller,
+    settings: FCMPCSettings,
+    stage: Stage,
+    warm_island: Solution | None = None,
+    warm_coop: Solution | None = None,
+    record: bool = False,
+    fallback: Float[Array, "P nx"] | None = None,
+) -> FCMPCState:
+    """Iterate 0: the islanded solves (from `warm_island`), each prosumer's `fallback` plan
+    where its solve is not solved (zeros if None). `warm_coop` seeds the first cooperative
+    solves (None: the islanded solutions)."""
+    c, N = ctl.community, ctl.N
+    lay = AgentLayout(c.n, N)
+    sol0 = islanded(ctl, stage, warm_island)
+    if fallback is None:
+        fallback = jnp.zeros_like(sol0.x)
+    xs0, ok0 = accepted(sol0, fallback)
+    cost0 = evaluate.cost(c, ctl.weights, stage, plan_from_vectors(xs0, c, N))
+    p_max, nP, dtype = settings.p_max, len(c.prosumers), xs0.dtype
+    hist = (p_max + 1, nP, lay.nx) if record else (0, nP, lay.nx)
+    return FCMPCState(
+        p=jnp.asarray(0, jnp.int32),
+        xs=xs0,
+        sol=sol0 if warm_coop is None else warm_coop,
+        island=sol0,
+        fallback=~ok0,
+        theta=jnp.zeros((p_max, nP), dtype),
+        cost=jnp.full((p_max + 1,), cost0, dtype),
+        status=sol0.status,
+        held=jnp.zeros((nP,), jnp.int32),
+        steps=jnp.sum(sol0.num_steps),
+        done=jnp.asarray(False),
+        x_iter=jnp.broadcast_to(xs0, hist) if record else jnp.zeros(hist, dtype),
+        u_star=jnp.zeros((p_max if record else 0, nP, lay.nu), dtype),
+    )
+
+
+def step(ctl: Controller, settings: FCMPCSettings, stage: Stage, s: FCMPCState, record: bool = False) -> FCMPCState:
+    """Iteration p: every prosumer's subproblem against iterate p−1 (warm-started from its own
+    iterate and last duals), the proposals (`accepted`: a failed solve proposes the previous
+    iterate), their combination, θ and Φ."""
+    c, N = ctl.community, ctl.N
+    lay = AgentLayout(c.n, N)
+    p_max = settings.p_max
+    prev = plan_from_vectors(s.xs, c, N)
+    warm = eqx.tree_at(lambda t: t.x, s.sol, s.xs)
+    sol = _solve_agents(ctl, stage, prev, True, warm)
+    x_star, ok = accepted(sol, s.xs)
+    xs = combine(settings.weight(c), x_star, s.xs)
+    du = xs[:, : lay.nu] - s.xs[:, : lay.nu]
+    theta = jnp.sqrt(jnp.sum(du * du, axis=1))
+    phi = evaluate.cost(c, ctl.weights, stage, plan_from_vectors(xs, c, N))
+    p = s.p + 1
+    x_iter, u_star = s.x_iter, s.u_star
+    if record:
+        later = (jnp.arange(p_max + 1) >= p)[:, None, None]
+        x_iter = jnp.where(later, xs[None], x_iter)
+        u_star = u_star.at[p - 1].set(x_star[:, : lay.nu])
+    return eqx.tree_at(
+        lambda t: (t.p, t.xs, t.sol, t.theta, t.cost, t.status, t.held, t.steps, t.done, t.x_iter, t.u_star),
+        s,
+        (p, xs, sol, s.theta.at[p - 1].set(theta), jnp.where(jnp.arange(p_max + 1) >= p, phi, s.cost),
+         worse_status(s.status, sol.status), s.held + (~ok).astype(jnp.int32), s.steps + jnp.sum(sol.num_steps),
+         jnp.max(theta) <= settings.kappa, x_iter, u_star),
+    )  # fmt: skip
+
+
+def terminate(settings: FCMPCSettings, s: FCMPCState):
+    """Stop at max_i θ_i^p <= ϰ or p = p_max."""
+    return s.done | (s.p >= settings.p_max)
+
+
+def result(ctl: Controller, s: FCMPCState) -> FCMPCResult:
+    nu = AgentLayout(ctl.community.n, ctl.N).nu
+    return FCMPCResult(
+        xs=s.xs, plan=plan_from_vectors(s.xs, ctl.community, ctl.N), iters=s.p, theta=s.theta, cost=s.cost,
+        qp_status=s.status, held=s.held, fallback=s.fallback, qp_steps=s.steps, island=s.island, last=s.sol,
+        u_iter=s.x_iter[..., :nu], u_star=s.u_star, x_iter=s.x_iter,
+    )  # fmt: skip
+
+
 def fcmpc(
     ctl: Controller,
     settings: FCMPCSettings,
@@ -223,95 +333,16 @@ def fcmpc(
     record: bool = False,
     fallback: Float[Array, "P nx"] | None = None,
 ) -> FCMPCResult:
-    """Run FC-MPC at one stage.
+    """Run FC-MPC at one stage: `init`, then `step` until `terminate`.
 
     `warm_island` seeds the islanded solves (iterate 0), `warm_coop` the first cooperative
     solves (then each iteration starts from the previous one). With `record`, the inputs of
     every iterate and every subproblem optimum are kept (the on-chain audit replays them).
     `fallback`: each prosumer's plan where its islanded solve is not solved (zeros if None).
     """
-    c = ctl.community
-    N = ctl.N
-    lay = AgentLayout(c.n, N)
-    w = settings.weight(c)
-    sol0 = islanded(ctl, stage, warm_island)
-    if fallback is None:
-        fallback = jnp.zeros_like(sol0.x)
-    xs0, ok0 = accepted(sol0, fallback)
-    cost0 = evaluate.cost(c, ctl.weights, stage, plan_from_vectors(xs0, c, N))
-    p_max = settings.p_max
-    dtype = xs0.dtype
-    nP = len(c.prosumers)
-    hist = (p_max + 1, nP, lay.nx) if record else (0, nP, lay.nx)
-    hist_star = (p_max, nP, lay.nu) if record else (0, nP, lay.nu)
-    x_iter = jnp.zeros(hist, dtype)
-    if record:
-        x_iter = jnp.broadcast_to(xs0, hist)
-    init = _Loop(
-        p=jnp.asarray(0, jnp.int32),
-        xs=xs0,
-        sol=sol0 if warm_coop is None else warm_coop,
-        theta=jnp.zeros((p_max, nP), dtype),
-        cost=jnp.full((p_max + 1,), cost0, dtype),
-        status=sol0.status,
-        held=jnp.zeros((nP,), jnp.int32),
-        steps=jnp.sum(sol0.num_steps),
-        done=jnp.asarray(False),
-        x_iter=x_iter,
-        u_star=jnp.zeros(hist_star, dtype),
-    )
-
-    def body(s: _Loop) -> _Loop:
-        prev = plan_from_vectors(s.xs, c, N)
-        # warm start each subproblem from the agent's previous iterate and duals
-        warm_p = eqx.tree_at(lambda t: t.x, s.sol, s.xs)
-        sol = _solve_agents(ctl, stage, prev, True, warm_p)
-        x_star, ok = accepted(sol, s.xs)  # a failed solve proposes the previous iterate
-        xs = w * x_star + (1.0 - w) * s.xs
-        du = xs[:, : lay.nu] - s.xs[:, : lay.nu]
-        theta = jnp.sqrt(jnp.sum(du * du, axis=1))
-        phi = evaluate.cost(c, ctl.weights, stage, plan_from_vectors(xs, c, N))
-        p = s.p + 1
-        cost = jnp.where(jnp.arange(p_max + 1) >= p, phi, s.cost)
-        x_iter, u_star = s.x_iter, s.u_star
-        if record:
-            held = (jnp.arange(p_max + 1) >= p)[:, None, None]
-            x_iter = jnp.where(held, xs[None], x_iter)
-            u_star = u_star.at[p - 1].set(x_star[:, : lay.nu])
-        return _Loop(
-            p=p,
-            xs=xs,
-            sol=sol,
-            theta=s.theta.at[p - 1].set(theta),
-            cost=cost,
-            status=worse_status(s.status, sol.status),
-            held=s.held + (~ok).astype(jnp.int32),
-            steps=s.steps + jnp.sum(sol.num_steps),
-            done=jnp.max(theta) <= settings.kappa,
-            x_iter=x_iter,
-            u_star=u_star,
-        )
-
-    def cond(s: _Loop):
-        return (~s.done) & (s.p < p_max)
-
-    out = jax.lax.while_loop(cond, body, init)
-    return FCMPCResult(
-        xs=out.xs,
-        plan=plan_from_vectors(out.xs, c, N),
-        iters=out.p,
-        theta=out.theta,
-        cost=out.cost,
-        qp_status=out.status,
-        held=out.held,
-        fallback=~ok0,
-        qp_steps=out.steps,
-        island=sol0,
-        last=out.sol,
-        u_iter=out.x_iter[..., : lay.nu],
-        u_star=out.u_star,
-        x_iter=out.x_iter,
-    )
+    s = init(ctl, settings, stage, warm_island, warm_coop, record, fallback)
+    s = bounded_while(lambda s: ~terminate(settings, s), lambda s: step(ctl, settings, stage, s, record), s, settings.p_max)
+    return result(ctl, s)
 
 
 def centralized(ctl: Controller, stage: Stage, warm: Solution | None = None) -> Solution:

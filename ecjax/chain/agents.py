@@ -1,9 +1,10 @@
 """The prosumers' own computations in an on-chain replay (MODEL §6, paper Algorithm 2).
 
-Each prosumer solves its FC-MPC subproblem with ecjax (`ecjax.ocp.agent_qp` + `ecjax.qp.solve`,
-with the run's operator and solver settings), from what it reads on chain: the measured states
+Each prosumer solves its FC-MPC subproblem with the batch engine's own functions
+(`ecjax.fcmpc.agent_solve`, with the run's operator and solver settings; `accepted` and
+`combine` for its proposal and iterate), from what it reads on chain: the measured states
 uploaded at p = 0 and the committed iterates of the others. It keeps its own solver warm starts
-like the batch engine does (`ecjax.fcmpc.fcmpc`: islanded solves start from the previous step's
+as the batch engine does (`ecjax.fcmpc`: islanded solves start from the previous step's
 islanded solution, the first cooperative solve from the previous step's last one with x set to
 the agent's iterate, later ones from the previous iteration), so a replay repeats the stored
 run's arithmetic up to the fixed-point rounding of the shared data.
@@ -21,12 +22,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ecjax import ocp
 from ecjax.chain import fixedpoint as fp
-from ecjax.fcmpc import Controller, cold_start, make_controller, shift, shift_blocks
+from ecjax.fcmpc import Controller, accepted, agent_solve, cold_start, combine, make_controller, shift, shift_blocks
 from ecjax.layout import AgentLayout
 from ecjax.plan import Stage, make_stage, plan_from_vectors
-from ecjax.qp import Solution, Status, solve
+from ecjax.qp import Solution
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,20 +50,11 @@ def encode(u, hi, scale: int) -> Encoded:
 @eqx.filter_jit
 def _agent_solve(ctl: Controller, stage: Stage, i, u_all, trades_on, warm) -> Solution:
     """Prosumer i's subproblem with the others fixed at `u_all` [P, nu] (inputs only: the
-    subproblem reads the others' bc, bd, ev and bt, never their states).
-
-    The caps of i's deliveries, bt_{i->j} <= ug_j + bt_{i->j} (the `recv` rows, from the others'
-    plans), are held at >= 0: where another prosumer's plan imports nothing (ug_j = 0, an
-    active constraint), the rounding of its plan on chain can leave the cap a few fixed-point
-    units below 0, which would make the subproblem infeasible (bt >= 0)."""
+    subproblem reads the others' bc, bd, ev and bt, never their states)."""
     c, N = ctl.community, ctl.N
     lay = AgentLayout(c.n, N)
-    xs = jnp.pad(u_all, ((0, 0), (0, lay.nx - lay.nu)))
-    others = plan_from_vectors(xs, c, N)
-    q, lo, hi = ocp.agent_qp(c, ctl.weights, stage, i, others, trades_on)
-    recv = ocp.AgentRows(lay).recv
-    hi = hi.at[recv].set(jnp.maximum(hi[recv], 0.0))
-    return solve(ctl.agent_op, q, lo, hi, warm)
+    others = plan_from_vectors(jnp.pad(u_all, ((0, 0), (0, lay.nx - lay.nu))), c, N)
+    return agent_solve(ctl, stage, i, others, trades_on, warm)
 
 
 def _row(tree, k: int):
@@ -124,8 +115,7 @@ class ProsumerSolvers:
         zeros = np.zeros((len(self.ids), self.lay.nu))
         sol = self._solve(k, zeros, False, self._warm[k][0])
         self._island[k] = sol
-        # not solved: the fallback plan, as in the batch engine (ecjax.fcmpc)
-        self._x[k] = sol.x if int(sol.status) == int(Status.solved) else self._fallback[k]
+        self._x[k] = accepted(sol, self._fallback[k])[0]  # not solved: the fallback plan
         self._sol[k] = None
         return np.asarray(sol.x[: self.lay.nu], dtype=np.float64)
 
@@ -136,9 +126,8 @@ class ProsumerSolvers:
         warm = eqx.tree_at(lambda s: s.x, base, self._x[k])
         sol = self._solve(k, u_all, True, warm)
         self._sol[k] = sol
-        # not solved: propose the previous iterate, as in the batch engine (ecjax.fcmpc)
-        x_star = sol.x if int(sol.status) == int(Status.solved) else self._x[k]
-        self._x[k] = self.w * x_star + (1.0 - self.w) * self._x[k]
+        x_star = accepted(sol, self._x[k])[0]  # not solved: the previous iterate proposed
+        self._x[k] = combine(self.w, x_star, self._x[k])
         return np.asarray(x_star[: self.lay.nu], dtype=np.float64)
 
     def end_step(self) -> None:
