@@ -2,8 +2,9 @@
 
     ecjax [-m] [--config-dir DIR] [--cfg] [OVERRIDE ...]   run the configured cells (default)
     ecjax report STORE [--out DIR]                         Markdown + PNG + HTML from a store
-    ecjax resume STORE                                     finish an interrupted run
-    ecjax cells STORE                                      list the cells of a store
+    ecjax resume STORE                                     finish an interrupted run, recompute damaged cells
+    ecjax cells STORE [--quick]                            list the cells of a store and their state
+    ecjax verify STORE [--quick] [--strict]                check every cell against its manifest
     ecjax audit ...                                        replay stored runs on chain
 
 OVERRIDEs are Hydra overrides of conf/ (`sim.S=16`, `community=generated`, `+x=1`); sweep
@@ -14,12 +15,14 @@ overrides (`community.n=5,10,20`, `range(..)`) expand into one cell per value, a
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
+from typing import Mapping
 
 USAGE = __doc__.split("\n\n")[1]
-SUBCOMMANDS = ("run", "report", "resume", "cells", "audit")
+SUBCOMMANDS = ("run", "report", "resume", "cells", "verify", "audit")
 
 
 def _err(msg: str) -> int:
@@ -54,6 +57,9 @@ def _run(argv: list[str]) -> int:
         return _err(str(e))
     print(f"ecjax: {len(res.computed)} computed, {len(res.skipped)} already finished, "
           f"{len(res.failed)} failed in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    for cid, problems in res.damaged.items():
+        print(f"ecjax: cell {cid!r} was damaged ({'; '.join(problems)}): removed and recomputed",
+              file=sys.stderr)
     for cid, msg in res.failed.items():
         print(f"ecjax: cell {cid} failed: {msg}", file=sys.stderr)
     print(f"store:  {Path(plan.store).resolve()}")
@@ -61,27 +67,61 @@ def _run(argv: list[str]) -> int:
         from .report import make_report
         from .store import list_cells
 
-        if list_cells(plan.store):
-            paths = make_report(plan.store, plan.report)
-            print(f"report: {Path(paths.html).resolve()}")
-            print(f"        {Path(paths.markdown).resolve()}")
-        else:
-            print("ecjax: no finished cell, no report", file=sys.stderr)
+        try:
+            if list_cells(plan.store):
+                paths = make_report(plan.store, plan.report)
+                print(f"report: {Path(paths.html).resolve()}")
+                print(f"        {Path(paths.markdown).resolve()}")
+            else:
+                print("ecjax: no finished cell, no report", file=sys.stderr)
+        except StoreError as e:  # e.g. a damaged cell outside this run's cells
+            return _err(str(e))
     return 1 if res.failed else 0
 
 
+def _notes(store: str, checks) -> None:
+    """Tell which cells cannot be verified (finished before ecjax stored checksums)."""
+    legacy = [c.cell for c in checks if c.state == "unverifiable"]
+    if legacy:
+        print(f"ecjax: note: {len(legacy)} cell(s) of {store} have no manifest (written before ecjax "
+              f"stored checksums) and cannot be verified: {', '.join(legacy)}", file=sys.stderr)
+
+
+def report_dir(store: str, recorded: Mapping | None = None) -> str:
+    """Where `report` and `resume` write the report of `store`: beside the store, never into
+    the directories that the run which wrote it recorded (the store may have been copied or
+    moved since; those directories then belong to another run).
+
+    `recorded`: that run's `out` settings (`store`, `report`). When its report sat below the
+    store's directory (`report/` in the default layout), the report keeps that place relative
+    to `store`; otherwise, and without a record, `STORE/../report`.
+    """
+    here = Path(store).resolve().parent
+    rec = dict(recorded or {})
+    if rec.get("store") and rec.get("report"):
+        was_store, was_report = Path(str(rec["store"])), Path(str(rec["report"]))
+        if was_store.is_absolute() == was_report.is_absolute():
+            rel = Path(os.path.relpath(os.path.normpath(was_report), os.path.normpath(was_store.parent)))
+            if ".." not in rel.parts and rel.parts and not rel.is_absolute():
+                return str(here / rel)
+    return str(here / "report")
+
+
 def _report(argv: list[str]) -> int:
-    from .store import StoreError
+    from .store import StoreError, check_store, store_attrs
 
     ap = argparse.ArgumentParser(prog="ecjax report", description="Report of a results store.")
     ap.add_argument("store")
-    ap.add_argument("--out", default=None, help="output directory (default: STORE/../report)")
+    ap.add_argument("--out", default=None, help="output directory (default: beside the store, "
+                    "STORE/../report)")
     args = ap.parse_args(argv)
     from .report import make_report
 
-    out = args.out or str(Path(args.store).resolve().parent / "report")
     try:
-        paths = make_report(args.store, out)
+        out = args.out or report_dir(args.store, (store_attrs(args.store).get("sweep") or {}).get("out"))
+        checks = check_store(args.store)
+        _notes(args.store, checks)
+        paths = make_report(args.store, out, verify=False)
     except StoreError as e:
         return _err(str(e))
     print(f"report: {Path(paths.html).resolve()}")
@@ -91,6 +131,7 @@ def _report(argv: list[str]) -> int:
 
 def _resume(argv: list[str]) -> int:
     from .store import StoreError, store_attrs
+    from .sweep import _quote
 
     ap = argparse.ArgumentParser(prog="ecjax resume", description="Finish an interrupted run.")
     ap.add_argument("store")
@@ -102,27 +143,70 @@ def _resume(argv: list[str]) -> int:
     if not desc:
         return _err(f"{args.store} records no run to resume.")
     out = desc.get("out", {})
-    pinned = [f"out.dir={out.get('dir')}", f"out.store={args.store}",
-              f"out.report={out['report']}" if out.get("report") else "out.report=null"]
+    # outputs go beside the store resumed, never into the directories recorded by the run that
+    # wrote it (for a copied or moved store, those belong to another run)
+    store = str(Path(args.store).resolve())
+    report = report_dir(store, out) if out.get("report") else None
+    pinned = [f"out.dir={_quote(str(Path(store).parent))}", f"out.store={_quote(store)}",
+              f"out.report={_quote(report)}" if report else "out.report=null"]
     return _run(["--config-dir", desc["config_dir"], *desc["argv"], *pinned])
 
 
 def _cells(argv: list[str]) -> int:
-    from .store import StoreError, all_cells, cell_attrs
+    from .store import DamagedCellError, StoreError, cell_attrs, verify_store
 
-    ap = argparse.ArgumentParser(prog="ecjax cells", description="List the cells of a store.")
+    ap = argparse.ArgumentParser(prog="ecjax cells", description="List the cells of a store and "
+                                 "their state; finished cells are checked against their manifests.")
     ap.add_argument("store")
+    ap.add_argument("--quick", action="store_true", help="check chunk files and sizes only, read no data")
     args = ap.parse_args(argv)
     try:
-        ids = all_cells(args.store)
+        checks = verify_store(args.store, full=not args.quick)
     except StoreError as e:
         return _err(str(e))
-    for cid in ids:
-        a = cell_attrs(args.store, cid) or {}
-        state = "complete" if a.get("complete") is True else \
-            f"partial {len(a.get('blocks_done', []))}/{a.get('n_blocks', '?')} blocks"
+    for chk in checks:
+        a = cell_attrs(args.store, chk.cell) or {}
+        state = {
+            "verified": "complete",
+            "unverifiable": "complete (unverified: no manifest)",
+            "damaged": "DAMAGED",
+            "partial": f"partial {len(a.get('blocks_done', []))}/{a.get('n_blocks', '?')} blocks",
+        }.get(chk.state, chk.state)
         times = f"run {a['seconds']:.1f} s, compile {a['compile_seconds']:.1f} s" if "seconds" in a else ""
-        print(f"{cid}\t{state}\t{times}")
+        print(f"{chk.cell}\t{state}\t{times}")
+    _notes(args.store, checks)
+    if any(c.state == "damaged" for c in checks):
+        return _err(str(DamagedCellError(args.store, checks)))
+    return 0
+
+
+def _verify(argv: list[str]) -> int:
+    from .store import DamagedCellError, StoreError, verify_store
+
+    ap = argparse.ArgumentParser(
+        prog="ecjax verify", description="Check every cell of a store against its manifest: exit 0 "
+        "clean, 2 damaged (every damaged cell and array listed).")
+    ap.add_argument("store")
+    ap.add_argument("--quick", action="store_true", help="check chunk files and sizes only, read no data")
+    ap.add_argument("--strict", action="store_true",
+                    help="cells without a manifest (written before checksums) count as damaged")
+    args = ap.parse_args(argv)
+    try:
+        checks = verify_store(args.store, full=not args.quick)
+    except StoreError as e:
+        return _err(str(e))
+    for chk in checks:
+        print(f"{chk.cell}\t{chk.state}")
+    damaged = [c for c in checks if c.state == "damaged"]
+    legacy = [c for c in checks if c.state == "unverifiable"]
+    _notes(args.store, checks)
+    if damaged:
+        return _err(str(DamagedCellError(args.store, checks, limit=None)))
+    if legacy and args.strict:
+        return _err(f"{len(legacy)} cell(s) cannot be verified (--strict).")
+    n = sum(c.state == "verified" for c in checks)
+    print(f"ecjax: {args.store}: {n} cell(s) verified{' (quick)' if args.quick else ''}, "
+          f"{len(legacy)} unverifiable, {len(checks) - n - len(legacy)} unfinished", file=sys.stderr)
     return 0
 
 
@@ -144,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     jax.config.update("jax_enable_x64", True)
     cmd = argv[0] if argv and argv[0] in SUBCOMMANDS else "run"
     rest = argv[1:] if argv and argv[0] in SUBCOMMANDS else argv
-    handler = {"run": _run, "report": _report, "resume": _resume, "cells": _cells, "audit": _audit}[cmd]
+    handler = {"run": _run, "report": _report, "resume": _resume, "cells": _cells, "verify": _verify,
+               "audit": _audit}[cmd]
     return handler(rest)
 
 

@@ -17,6 +17,16 @@ never listed or opened, and a resumed sweep continues it from its last finished 
 rewrites it if its config changed). Every metadata write of zarr's local store is atomic
 (temporary file, then rename).
 
+Integrity: every array chunk ends with a crc32c checksum (zarr 3's `crc32c` codec, the last
+bytes-to-bytes codec, after zstd), and `finish` writes `cells/<cell_id>/manifest.json`
+(every array's shape, dtype, chunk grid and, per stored chunk file, its size and the sha256
+of its decoded bytes; the sha256 of every group's and array's `zarr.json`) before the
+`complete` write, which records the manifest's own sha256. A missing, truncated or altered
+chunk, array or manifest is found by `verify_cell` / `verify_store`; `open_cell` refuses a
+damaged cell (`DamagedCellError`). Cells finished before manifests existed (no `integrity`
+attr) stay readable and are reported as unverifiable: a read of every chunk still finds
+undecodable ones, but a deleted chunk cannot be told from one never written.
+
 Readers open cells lazily (dask-backed xarray) with `list_cells` and `open_cell`.
 """
 
@@ -24,8 +34,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import hashlib
+import itertools
 import json
 import os
+import shutil
 import socket
 import time
 import warnings
@@ -39,10 +52,50 @@ import zarr
 from .config import config_hash
 
 FORMAT = "ecjax-store/1"
+INTEGRITY = "crc32c+manifest/1"  # cell attr `integrity` of cells whose finish writes a manifest
+MANIFEST = "manifest.json"
+DATASETS = ("summary", "trajectories", "open_loop")
 
 
 class StoreError(RuntimeError):
     """The store cannot be used as asked (unfinished cell, conflicting config, not a store)."""
+
+
+class DamagedCellError(StoreError):
+    """A finished cell's data no longer match its manifest (missing, truncated or altered)."""
+
+    def __init__(self, path, checks: list[CellCheck], limit: int | None = 10):
+        self.path = str(path)
+        self.checks = [c for c in checks if c.state == "damaged"]
+        lines = [f"{len(self.checks)} damaged cell(s) in {self.path}:"]
+        for c in self.checks:
+            lines += [f"  cell {c.cell!r}: {p}" for p in c.problems[:limit]]
+            if limit is not None and len(c.problems) > limit:
+                more = len(c.problems) - limit
+                lines.append(f"  cell {c.cell!r}: {more} more (`ecjax verify` lists them all)")
+        lines.append(f"`ecjax resume {self.path}` removes and recomputes them.")
+        super().__init__("\n".join(lines))
+
+
+@dataclasses.dataclass
+class CellCheck:
+    """What `verify_cell` found in one cell.
+
+    `state`: 'verified' (every chunk matches the manifest), 'damaged' (`problems` names each
+    array and chunk), 'unverifiable' (finished before manifests existed: readable, not
+    checkable against anything), 'partial' (unfinished: nothing to verify yet), 'missing'.
+    """
+
+    cell: str
+    state: str
+    problems: list = dataclasses.field(default_factory=list)
+
+    def describe(self) -> str:
+        if self.state == "damaged":
+            return f"cell {self.cell!r}: " + "; ".join(self.problems)
+        if self.state == "unverifiable":
+            return f"cell {self.cell!r}: no manifest (written before ecjax stored checksums), not verifiable"
+        return f"cell {self.cell!r}: {self.state}"
 
 
 @dataclasses.dataclass
@@ -133,9 +186,9 @@ def _cells_group(path):
 def cell_attrs(path, cell_id: str) -> dict | None:
     """Attributes of a cell (finished or not), or None if the store has no such cell."""
     cells = _cells_group(path)
-    if cells is None or cell_id not in cells:
-        return None
     try:
+        if cells is None or cell_id not in cells:
+            return None
         return dict(cells[cell_id].attrs)
     except Exception:  # a cell directory without readable metadata: not a cell
         return None
@@ -164,11 +217,14 @@ def all_cells(path, attempts: int = 20) -> list[str]:
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
-                return sorted(name for name, _ in cells.groups() if not name.endswith(".partial"))
+                return sorted(name for name, _ in cells.groups()
+                              if not name.endswith(".partial") and not name.startswith("."))
         except FileNotFoundError:
             if attempt == attempts - 1:
                 raise
             time.sleep(0.05)
+        except ValueError:  # a cell's zarr.json that no longer parses stops zarr's listing
+            return [c for c in _cell_dirs(path) if cell_attrs(path, c) is not None]
     raise AssertionError("unreachable")  # the last attempt returns or raises
 
 
@@ -181,19 +237,242 @@ def _open_ds(path, group: str) -> xr.Dataset:
     return xr.open_zarr(str(path), group=group, consolidated=False, chunks={}, zarr_format=3)
 
 
-def open_cell(path, cell_id: str) -> Cell:
-    """Open a finished cell lazily (dask-backed Datasets). Unfinished cells raise StoreError."""
+def open_cell(path, cell_id: str, verify: str | bool = "full") -> Cell:
+    """Open a finished cell lazily (dask-backed Datasets).
+
+    `verify`: "full" reads every chunk and checks it against the cell's manifest first,
+    "quick" checks the manifest, array metadata and chunk file sizes only, False nothing.
+    Unfinished cells raise StoreError, damaged ones `DamagedCellError`.
+    """
     a = cell_attrs(path, cell_id)
     if a is None:
         raise StoreError(f"{path} has no cell {cell_id!r} (finished cells: {list_cells(path)}).")
     if a.get("complete") is not True:
         raise StoreError(f"cell {cell_id!r} of {path} is not finished; resume the sweep to finish it.")
+    if verify:
+        check = verify_cell(path, cell_id, full=verify != "quick")
+        if check.state == "damaged":
+            raise DamagedCellError(path, [check])
     base = f"cells/{cell_id}"
     summary = _open_ds(path, f"{base}/summary")
     traj = _open_ds(path, f"{base}/trajectories") if a.get("trajectories") else None
     ol = _open_ds(path, f"{base}/open_loop") if a.get("open_loop") else None
     config = json.loads(a.pop("config"))
     return Cell(id=cell_id, summary=summary, trajectories=traj, config=config, attrs=a, open_loop=ol)
+
+
+# ------------------------------------------------------------------------ integrity
+def compressors() -> list:
+    """The bytes-to-bytes codecs of every array ecjax writes: zstd, then a crc32c checksum."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    return [ZstdCodec(), Crc32cCodec()]
+
+
+def _encoding(ds: xr.Dataset) -> dict:
+    return {name: {"compressors": compressors()} for name in ds.variables}
+
+
+def _digest(data: np.ndarray) -> str:
+    data = np.asarray(data)
+    if data.dtype.kind in "OTU":  # strings: their text, not pointers
+        return hashlib.sha256(json.dumps(data.tolist(), default=str).encode()).hexdigest()
+    return hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()
+
+
+def _cell_dir(path, cell_id: str) -> Path:
+    return Path(path) / "cells" / cell_id
+
+
+def _chunk_files(adir: Path) -> dict[str, int]:
+    """Stored chunk files of an array directory (key -> size in bytes)."""
+    out = {}
+    for f in adir.rglob("*"):
+        if f.is_file() and f.name != "zarr.json" and not f.name.endswith(".partial"):
+            out[f.relative_to(adir).as_posix()] = f.stat().st_size
+    return out
+
+
+def _arrays(path, cell_id: str, names) -> dict[str, Any]:
+    """`dataset/array` -> zarr array, for the arrays of a cell's datasets whose metadata can be
+    read (each array opened on its own: one damaged `zarr.json` hides no other array)."""
+    out = {}
+    for name in names:
+        ddir = _cell_dir(path, cell_id) / name
+        if not ddir.is_dir():
+            continue
+        for sub in sorted(p.name for p in ddir.iterdir() if (p / "zarr.json").is_file()):
+            try:
+                out[f"{name}/{sub}"] = zarr.open_array(store=str(path), path=f"cells/{cell_id}/{name}/{sub}",
+                                                       mode="r", zarr_format=3)
+            except Exception:  # unreadable metadata: reported by the caller as a missing array
+                continue
+    return out
+
+
+def _metadata_files(path, cell_id: str, names) -> dict[str, str]:
+    """sha256 of every `zarr.json` of a cell's datasets (groups and arrays: dims, attrs, codecs)."""
+    cdir = _cell_dir(path, cell_id)
+    out = {}
+    for name in names:
+        for f in sorted((cdir / name).rglob("zarr.json")) if (cdir / name).is_dir() else []:
+            out[f.relative_to(cdir).as_posix()] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
+
+
+def _grid(arr) -> list[tuple[tuple, str]]:
+    return [(idx, arr.metadata.encode_chunk_key(idx))
+            for idx in itertools.product(*(range(n) for n in arr.cdata_shape))]
+
+
+def build_manifest(path, cell_id: str, names) -> dict:
+    """The manifest of a cell's datasets `names` as they are stored now."""
+    arrays = {}
+    for key, arr in _arrays(path, cell_id, names).items():
+        adir = _cell_dir(path, cell_id) / key
+        files = _chunk_files(adir)
+        chunks = {}
+        for idx, ck in _grid(arr):
+            if ck in files:  # a chunk never written (all fill value) has no file
+                chunks[ck] = [files[ck], _digest(arr.get_block_selection(idx))]
+        arrays[key] = {"shape": list(arr.shape), "dtype": str(arr.dtype), "chunks": list(arr.chunks),
+                       "files": chunks}
+    return {"format": "ecjax-manifest/1", "cell": cell_id, "datasets": list(names), "arrays": arrays,
+            "metadata": _metadata_files(path, cell_id, names)}
+
+
+def _write_manifest(path, cell_id: str, manifest: dict) -> str:
+    """Write the manifest atomically (temporary file, fsync, rename); returns its sha256."""
+    text = json.dumps(manifest, sort_keys=True, indent=1).encode()
+    target = _cell_dir(path, cell_id) / MANIFEST
+    tmp = target.with_name(f".{MANIFEST}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+    return hashlib.sha256(text).hexdigest()
+
+
+def _read_all(arrays: Mapping[str, Any]) -> list[str]:
+    """Decode every stored chunk; the problems met (checksum, decompression, shape)."""
+    problems = []
+    for key, arr in arrays.items():
+        for idx, ck in _grid(arr):
+            try:
+                arr.get_block_selection(idx)
+            except Exception as e:  # any decode failure is damage, reported, never raised
+                problems.append(f"{key}: chunk {ck} unreadable ({_short(e)})")
+    return problems
+
+
+def _short(e: Exception) -> str:
+    text = str(e).splitlines()[0] if str(e) else ""
+    return f"{type(e).__name__}: {text[:120]}" if text else type(e).__name__
+
+
+def verify_cell(path, cell_id: str, full: bool = True) -> CellCheck:
+    """Check one cell against its manifest.
+
+    Quick (`full=False`): the manifest (present, its sha256 as recorded by the `complete`
+    write), every array's metadata (shape, dtype, chunks) and every chunk file (present, same
+    size, no unexpected file). Full: also decodes every chunk (crc32c) and compares the sha256
+    of its bytes. Never raises for damage: the problems are in the returned `CellCheck`.
+    """
+    a = cell_attrs(path, cell_id)
+    if a is None and not _cell_dir(path, cell_id).exists():
+        return CellCheck(cell_id, "missing")
+    if a is None:
+        return CellCheck(cell_id, "damaged", ["no readable cell metadata (cells/"
+                                              f"{cell_id}/zarr.json missing or damaged)"])
+    if a.get("complete") is not True:
+        return CellCheck(cell_id, "partial")
+    names = ["summary"] + [n for n in DATASETS[1:] if a.get(n)]
+    if not a.get("integrity"):
+        problems = _read_all(_arrays(path, cell_id, names)) if full else []
+        return CellCheck(cell_id, "damaged" if problems else "unverifiable", problems)
+    mfile = _cell_dir(path, cell_id) / MANIFEST
+    try:
+        text = mfile.read_bytes()
+    except OSError:
+        return CellCheck(cell_id, "damaged", [f"{MANIFEST} missing: the cell's data cannot be verified"])
+    if hashlib.sha256(text).hexdigest() != a.get("manifest_sha256"):
+        return CellCheck(cell_id, "damaged", [f"{MANIFEST} altered (its sha256 differs from the one "
+                                              "recorded when the cell finished)"])
+    manifest = json.loads(text)
+    arrays = _arrays(path, cell_id, names)
+    problems = [f"{key}: array not in the manifest" for key in arrays if key not in manifest["arrays"]]
+    meta = _metadata_files(path, cell_id, names)
+    for f, sha in manifest.get("metadata", {}).items():
+        if f not in meta:
+            problems.append(f"{f} missing")
+        elif meta[f] != sha:
+            problems.append(f"{f} altered (sha256 differs from the manifest)")
+    problems += [f"{f} not in the manifest" for f in sorted(set(meta) - set(manifest.get("metadata", {})))]
+    for key, m in manifest["arrays"].items():
+        arr = arrays.get(key)
+        if arr is None:
+            problems.append(f"{key}: array missing (no readable {key}/zarr.json)")
+            continue
+        got = {"shape": list(arr.shape), "dtype": str(arr.dtype), "chunks": list(arr.chunks)}
+        bad = [f"{k} {got[k]} != {m[k]}" for k in got if got[k] != m[k]]
+        if bad:
+            problems.append(f"{key}: metadata changed ({', '.join(bad)})")
+            continue
+        files = _chunk_files(_cell_dir(path, cell_id) / key)
+        problems += [f"{key}: unexpected chunk file {ck}" for ck in sorted(set(files) - set(m["files"]))]
+        for idx, ck in _grid(arr):
+            if ck not in m["files"]:
+                continue
+            size, sha = m["files"][ck]
+            if ck not in files:
+                problems.append(f"{key}: chunk {ck} missing")
+            elif files[ck] != size:
+                problems.append(f"{key}: chunk {ck} has {files[ck]} bytes, the manifest {size} "
+                                "(truncated or replaced)")
+            elif full:
+                try:
+                    data = arr.get_block_selection(idx)
+                except Exception as e:  # a failed crc32c or decompression is damage, reported
+                    problems.append(f"{key}: chunk {ck} unreadable ({_short(e)})")
+                    continue
+                if _digest(data) != sha:
+                    problems.append(f"{key}: chunk {ck} differs from the manifest (sha256)")
+    return CellCheck(cell_id, "damaged" if problems else "verified", problems)
+
+
+def _cell_dirs(path) -> list[str]:
+    """Names of the directories under `cells/` that could be cells (not zarr's temporary files)."""
+    d = Path(path) / "cells"
+    if not d.is_dir():
+        return []
+    return sorted(p.name for p in d.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and not p.name.endswith(".partial"))
+
+
+def verify_store(path, full: bool = True) -> list[CellCheck]:
+    """`verify_cell` of every cell of a store, including cell directories whose metadata can no
+    longer be read (reported damaged). Raises StoreError only if `path` is not an ecjax store."""
+    ids = set(all_cells(path)) | set(_cell_dirs(path))
+    return [verify_cell(path, cid, full=full) for cid in sorted(ids)]
+
+
+def check_store(path, full: bool = True) -> list[CellCheck]:
+    """`verify_store`, raising `DamagedCellError` (naming every damaged cell and array) if any."""
+    checks = verify_store(path, full=full)
+    if any(c.state == "damaged" for c in checks):
+        raise DamagedCellError(path, checks)
+    return checks
+
+
+def discard_cell(path, cell_id: str) -> None:
+    """Remove a cell's directory: renamed aside first (atomic), so no reader sees half of it."""
+    d = _cell_dir(path, cell_id)
+    if not d.exists():
+        return
+    trash = d.with_name(f".discard-{cell_id}-{os.getpid()}-{time.monotonic_ns()}")
+    os.replace(d, trash)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- writer
@@ -236,8 +515,8 @@ class CellWriter:
             self.group = cells[cell_id]
             self._log("resume", blocks_done=sorted(a.get("blocks_done", [])))
             return
-        if cell_id in cells or (Path(self.path) / "cells" / cell_id).exists():
-            del cells[cell_id]
+        if _cell_dir(self.path, cell_id).exists() or cell_id in cells:
+            discard_cell(self.path, cell_id)
         self.group = cells.create_group(cell_id, overwrite=True)
         self._update(
             config=json.dumps(self.config, sort_keys=True, default=str),
@@ -251,6 +530,7 @@ class CellWriter:
             versions=versions(),
             device=device(),
             blocks_done=[],
+            integrity=INTEGRITY,
             timing={},
             trajectories=False,
             log=[_event("start")],
@@ -286,9 +566,10 @@ class CellWriter:
         if len(ids) != hi - lo or ids[0] != lo:
             raise StoreError(f"block {k} must hold samples {lo}..{hi - 1}, got {ids[0]}..{ids[-1]}.")
         if not self.blocks_done:
-            self._template(summary).to_zarr(
+            template = self._template(summary)
+            template.to_zarr(
                 self.path, group=f"{base}/summary", mode="w", compute=False, consolidated=False,
-                zarr_format=3,
+                zarr_format=3, encoding=_encoding(template),
             )  # fmt: skip
         region = summary.drop_vars([v for v in summary.variables if "sample" not in summary[v].dims]
                                    + ["sample"])
@@ -297,7 +578,7 @@ class CellWriter:
         extra = {}
         if trajectories is not None:
             trajectories.to_zarr(self.path, group=f"{base}/trajectories", mode="w",
-                                 consolidated=False, zarr_format=3)
+                                 consolidated=False, zarr_format=3, encoding=_encoding(trajectories))
             extra["trajectories"] = True
         timing = dict(self.group.attrs.get("timing", {}))
         timing[str(k)] = [float(seconds), float(compile_seconds)]
@@ -310,7 +591,7 @@ class CellWriter:
         if name in ("summary", "trajectories"):
             raise StoreError(f"{name!r} is written by write_block.")
         ds.to_zarr(self.path, group=f"cells/{self.cell_id}/{name}", mode="w", consolidated=False,
-                   zarr_format=3)
+                   zarr_format=3, encoding=_encoding(ds))
         log = list(self.group.attrs.get("log", []))
         log.append(_event("dataset", name=name))
         self._update(log=log, **{name: True})
@@ -333,7 +614,7 @@ class CellWriter:
         return xr.Dataset(data, coords=coords, attrs=first.attrs)
 
     def finish(self, **extra: Any) -> None:
-        """Mark the cell complete (the last write of a cell)."""
+        """Write the cell's manifest, then mark the cell complete (the last write of a cell)."""
         missing = set(range(self.n_blocks)) - self.blocks_done
         if missing:
             raise StoreError(f"cell {self.cell_id!r}: blocks {sorted(missing)} are not written.")
@@ -346,4 +627,7 @@ class CellWriter:
             compile_seconds=float(sum(t[1] for t in timing.values())),
             **extra,
         )
-        self._update(complete=True, completed=_now())
+        attrs = self.group.attrs
+        names = ["summary"] + [n for n in DATASETS[1:] if attrs.get(n)]
+        digest = _write_manifest(self.path, self.cell_id, build_manifest(self.path, self.cell_id, names))
+        self._update(complete=True, completed=_now(), integrity=INTEGRITY, manifest_sha256=digest)

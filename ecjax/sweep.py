@@ -12,7 +12,8 @@ threads), on a dask.distributed LocalCluster of `sweep.workers` processes on 127
 (`sweep.cluster=local`), or on a running cluster (`sweep.scheduler=tcp://host:port`). Every
 cell is written to the store atomically (`ecjax.store.CellWriter`), so an interrupted sweep
 resumes where it stopped: finished cells are skipped, an unfinished one continues from its
-last finished block.
+last finished block, and a finished one whose data no longer match its manifest (a missing,
+truncated or altered chunk: `ecjax.store.verify_cell`) is removed and computed again.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class SweepResult:
     skipped: list  # cell ids already finished before this run
     failed: dict  # cell id -> error text
     seconds: float
+    damaged: dict = dataclasses.field(default_factory=dict)  # cell id -> problems (removed, recomputed)
 
 
 # ----------------------------------------------------------------------------- planning
@@ -281,6 +283,14 @@ def run(p: Plan, progress: bool | None = None, on_cell: Callable[[dict], None] |
     progress = bool(p.base.get("progress", True)) if progress is None else progress
     check_store(p)
     _store.init_store(p.store, p.description())
+    damaged = {}
+    for c in p.cells:  # a damaged finished cell is not finished: removed, then computed again
+        if _store.cell_state(p.store, c.id) != "complete":
+            continue  # an unfinished one is continued or rewritten by its CellWriter
+        chk = _store.verify_cell(p.store, c.id)
+        if chk.state == "damaged":
+            damaged[c.id] = chk.problems
+            _store.discard_cell(p.store, c.id)
     skipped = [c.id for c in p.cells if _store.cell_state(p.store, c.id) == "complete"]
     pending = [c for c in p.cells if c.id not in skipped]
     sw = p.base.get("sweep") or {}
@@ -299,7 +309,7 @@ def run(p: Plan, progress: bool | None = None, on_cell: Callable[[dict], None] |
     failed = {r["id"]: r["error"] for r in results if not r["ok"]}
     computed = [r["id"] for r in results if r["ok"] and r["blocks"]]
     return SweepResult(store=p.store, computed=computed, skipped=skipped, failed=failed,
-                       seconds=time.perf_counter() - t0)
+                       seconds=time.perf_counter() - t0, damaged=damaged)
 
 
 def _bar(total: int, progress: bool):

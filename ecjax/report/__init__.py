@@ -40,9 +40,15 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "cell"
 
 
-def make_report(store_path, out_dir) -> ReportPaths:
-    """Render the report of a store into `out_dir` (created); returns the written paths."""
-    views = collect(store_path)
+def make_report(store_path, out_dir, verify: bool = True) -> ReportPaths:
+    """Render the report of a store into `out_dir` (created); returns the written paths.
+
+    `verify`: first check every cell against its manifest (`ecjax.store.check_store`); a
+    damaged cell raises `ecjax.store.DamagedCellError` and nothing is written.
+    """
+    if verify:
+        _store.check_store(store_path)
+    views = collect(store_path, verify=False)  # checked above, or by the caller
     if not views:
         raise _store.StoreError(f"{store_path} has no finished cell to report on.")
     out = Path(out_dir)
@@ -61,6 +67,9 @@ def make_report(store_path, out_dir) -> ReportPaths:
     ]
     if sweep.get("argv"):
         intro.append("Command: ecjax " + " ".join(sweep["argv"]))
+    legacy = [v.id for v in views if not (_store.cell_attrs(store_path, v.id) or {}).get("integrity")]
+    if legacy:
+        intro.append(f"Not verifiable (written before ecjax stored checksums): {', '.join(legacy)}.")
     tabs = [tables.table1(views, delta), tables.cells(views), tables.violations(views)]
     size = tables.community_size(views)
     if size is not None:
@@ -75,7 +84,7 @@ def make_report(store_path, out_dir) -> ReportPaths:
         for v in views:
             if not v.has_trajectories:
                 continue
-            cell = _store.open_cell(store_path, v.id)
+            cell = _store.open_cell(store_path, v.id, verify=False)
             community = build_community(v.config["community"])
             p = plots.trajectories(v, cell.trajectories, community, delta, out / f"traj_{_safe(v.id)}.png")
             figs.append((f"{tables.column_title(v, views)}: battery energy, trades and grid import "

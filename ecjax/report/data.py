@@ -123,9 +123,10 @@ def _rate(v, pro, S: int, T: int) -> Rate:
     return Rate(k=k, n=n, lo=np.asarray(lo), hi=np.asarray(hi), worst=np.asarray(worst, float))
 
 
-def view(path, cell_id: str) -> CellView:
-    """Reduce one finished cell of the store to what the report shows."""
-    cell = _store.open_cell(path, cell_id)
+def view(path, cell_id: str, verify: str | bool = "full") -> CellView:
+    """Reduce one finished cell of the store to what the report shows (`verify`: as
+    `ecjax.store.open_cell`)."""
+    cell = _store.open_cell(path, cell_id, verify=verify)
     s = cell.summary
     cfg = cell.config
     S, T = int(s.sizes["sample"]), int(s.sizes["time"])
@@ -171,9 +172,10 @@ def _per_day(s, name):
     return np.asarray(s[name].sum("time").mean("sample").values, float)
 
 
-def collect(path) -> list[CellView]:
-    """Views of every finished cell of a store, in the order the run planned them."""
+def collect(path, verify: str | bool = "full") -> list[CellView]:
+    """Views of every finished cell of a store, in the order the run planned them (`verify`:
+    as `ecjax.store.open_cell`)."""
     done = _store.list_cells(path)
     planned = ((_store.store_attrs(path).get("sweep") or {}).get("cells")) or []
     order = [c for c in planned if c in done] + [c for c in done if c not in planned]
-    return [view(path, c) for c in order]
+    return [view(path, c, verify) for c in order]
