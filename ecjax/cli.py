@@ -4,7 +4,7 @@
     ecjax report STORE [--out DIR]                         Markdown + PNG + HTML from a store
     ecjax resume STORE                                     finish an interrupted run, recompute damaged cells
     ecjax cells STORE [--quick]                            list the cells of a store and their state
-    ecjax verify STORE [--quick] [--strict]                check every cell against its manifest
+    ecjax verify STORE [--quick] [--strict] [--seal]       check every cell against its manifest
     ecjax audit ...                                        replay stored runs on chain
 
 OVERRIDEs are Hydra overrides of conf/ (`sim.S=16`, `community=generated`, `+x=1`); sweep
@@ -181,7 +181,7 @@ def _cells(argv: list[str]) -> int:
 
 
 def _verify(argv: list[str]) -> int:
-    from .store import DamagedCellError, StoreError, verify_store
+    from .store import DamagedCellError, StoreError, seal_cell, verify_store
 
     ap = argparse.ArgumentParser(
         prog="ecjax verify", description="Check every cell of a store against its manifest: exit 0 "
@@ -190,9 +190,18 @@ def _verify(argv: list[str]) -> int:
     ap.add_argument("--quick", action="store_true", help="check chunk files and sizes only, read no data")
     ap.add_argument("--strict", action="store_true",
                     help="cells without a manifest (written before checksums) count as damaged")
+    ap.add_argument("--seal", action="store_true",
+                    help="give cells without a manifest one, when every chunk of theirs reads back")
     args = ap.parse_args(argv)
     try:
-        checks = verify_store(args.store, full=not args.quick)
+        checks = verify_store(args.store, full=not args.quick or args.seal)
+        if args.seal:
+            for chk in checks:
+                if chk.state == "unverifiable":
+                    seal_cell(args.store, chk.cell)
+                    chk.state = "verified"
+                    print(f"ecjax: sealed cell {chk.cell!r}: its data as they read now are in its manifest",
+                          file=sys.stderr)
     except StoreError as e:
         return _err(str(e))
     for chk in checks:

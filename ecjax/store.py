@@ -387,7 +387,7 @@ def verify_cell(path, cell_id: str, full: bool = True) -> CellCheck:
                                               f"{cell_id}/zarr.json missing or damaged)"])
     if a.get("complete") is not True:
         return CellCheck(cell_id, "partial")
-    names = ["summary"] + [n for n in DATASETS[1:] if a.get(n)]
+    names = _datasets(a)
     if not a.get("integrity"):
         problems = _read_all(_arrays(path, cell_id, names)) if full else []
         return CellCheck(cell_id, "damaged" if problems else "unverifiable", problems)
@@ -463,6 +463,26 @@ def check_store(path, full: bool = True) -> list[CellCheck]:
     if any(c.state == "damaged" for c in checks):
         raise DamagedCellError(path, checks)
     return checks
+
+
+def _datasets(attrs: Mapping) -> list[str]:
+    return ["summary"] + [n for n in DATASETS[1:] if attrs.get(n)]
+
+
+def seal_cell(path, cell_id: str) -> str:
+    """Write a new manifest of a finished cell from its data as they are now, and record it.
+
+    For cells written before manifests existed (after a full read found nothing wrong) and for
+    data changed on purpose (a planted difference, a migration). Sealing records, it does not
+    check: a damaged cell sealed is taken as it is. Returns the manifest's sha256.
+    """
+    a = cell_attrs(path, cell_id)
+    if a is None or a.get("complete") is not True:
+        raise StoreError(f"cell {cell_id!r} of {path} is not a finished cell.")
+    digest = _write_manifest(path, cell_id, build_manifest(path, cell_id, _datasets(a)))
+    group = zarr.open_group(store=str(path), path=f"cells/{cell_id}", mode="r+", zarr_format=3)
+    group.update_attributes({"integrity": INTEGRITY, "manifest_sha256": digest})
+    return digest
 
 
 def discard_cell(path, cell_id: str) -> None:
@@ -627,7 +647,6 @@ class CellWriter:
             compile_seconds=float(sum(t[1] for t in timing.values())),
             **extra,
         )
-        attrs = self.group.attrs
-        names = ["summary"] + [n for n in DATASETS[1:] if attrs.get(n)]
+        names = _datasets(self.group.attrs)
         digest = _write_manifest(self.path, self.cell_id, build_manifest(self.path, self.cell_id, names))
         self._update(complete=True, completed=_now(), integrity=INTEGRITY, manifest_sha256=digest)

@@ -61,13 +61,16 @@ def args(path, cid, *extra, out=None) -> list[str]:
 
 
 def changed_copy(path: str, cid: str, dest: Path, group: str, var: str, index: tuple, delta: float) -> Path:
-    """A copy of the store with one stored value changed (written through zarr)."""
+    """A copy of the store with one stored value changed (written through zarr) and the cell
+    sealed again: a stored run with other numbers, not a damaged store (which the audit refuses
+    before replaying, exit 2)."""
     copy = dest / "changed.zarr"
     shutil.copytree(path, copy)
     arr = zarr.open_array(store=str(copy), path=f"cells/{cid}/{group}/{var}", mode="r+", zarr_format=3)
     a = np.asarray(arr[...])
     a[index] += delta
     arr[...] = a
+    store.seal_cell(copy, cid)
     return copy
 
 

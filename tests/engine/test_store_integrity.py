@@ -158,9 +158,32 @@ def test_store_written_before_checksums_is_readable_not_verifiable(clean, tmp_pa
     assert rc == 0 and "cannot be verified" in err
     assert "Not verifiable" in (tmp_path / "rep" / "report.md").read_text()
     assert store.open_cell(path, CELL).summary["E1"].shape[1] == 2
+    sealed = _copy(path, tmp_path / "sealed")  # a read-back that finds nothing wrong, then sealed
+    rc, out, err = _ecjax(capsys, "verify", sealed, "--seal")
+    assert rc == 0 and f"{CELL}\tverified" in out and "sealed cell" in err
+    delete(sealed / CHUNK)
+    assert _ecjax(capsys, "verify", sealed)[0] == 2
     truncate(path / CHUNK)  # without a manifest, an undecodable chunk is still found
-    rc, out, err = _ecjax(capsys, "verify", path)
+    rc, out, err = _ecjax(capsys, "verify", path, "--seal")
     assert rc == 2 and "summary/E1: chunk c/0/0 unreadable" in err
+    assert "integrity" not in store.cell_attrs(path, CELL)  # a damaged cell is not sealed
+
+
+def test_a_change_made_on_purpose_is_sealed(clean, tmp_path, capsys):
+    """A value rewritten through zarr (valid chunks, other numbers) is damage until sealed."""
+    import numpy as np
+    import zarr
+
+    path = _copy(clean, tmp_path)
+    arr = zarr.open_array(store=str(path), path=f"cells/{CELL}/summary/E1", mode="r+", zarr_format=3)
+    a = np.asarray(arr[...])
+    a[0, 0] += 1.0
+    arr[...] = a
+    rc, out, err = _ecjax(capsys, "verify", path)
+    assert rc == 2 and "summary/E1: chunk c/0/0" in err
+    store.seal_cell(path, CELL)
+    assert _ecjax(capsys, "verify", path)[0] == 0
+    assert float(store.open_cell(path, CELL).summary["E1"][0, 0]) == a[0, 0]
 
 
 def test_resume_recomputes_a_damaged_cell_of_a_copied_store(clean, tmp_path, capsys):
