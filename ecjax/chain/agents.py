@@ -1,8 +1,9 @@
 """The prosumers' own computations in an on-chain replay (MODEL §6, paper Algorithm 2).
 
 Each prosumer solves its FC-MPC subproblem with the batch engine's own functions
-(`ecjax.fcmpc.agent_solve`, with the run's operator and solver settings; `accepted` and
-`combine` for its proposal and iterate), from what it reads on chain: the measured states
+(`ecjax.fcmpc.agent_solve`, batched over the prosumers of an iteration by `_solve_agents` in one
+compiled call, with the run's operator and solver settings; `accepted` and `combine` for its
+proposal and iterate), from what it reads on chain: the measured states
 uploaded at p = 0 and the committed iterates of the others. It keeps its own solver warm starts
 as the batch engine does (`ecjax.fcmpc`: islanded solves start from the previous step's
 islanded solution, the first cooperative solve from the previous step's last one with x set to
@@ -23,9 +24,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from ecjax.chain import fixedpoint as fp
-from ecjax.fcmpc import Controller, accepted, agent_solve, cold_start, combine, make_controller, shift, shift_blocks
+from ecjax.fcmpc import (
+    Controller,
+    _solve_agents,
+    accepted,
+    cold_start,
+    combine,
+    make_controller,
+    shift,
+    shift_blocks,
+)
 from ecjax.layout import AgentLayout
-from ecjax.plan import Stage, make_stage, plan_from_vectors
+from ecjax.plan import Plan, Stage, make_stage, plan_from_vectors
 from ecjax.qp import Solution
 
 
@@ -47,22 +57,41 @@ def encode(u, hi, scale: int) -> Encoded:
     return Encoded(q=q.astype(np.int64), outside=outside)
 
 
-@eqx.filter_jit
-def _agent_solve(ctl: Controller, stage: Stage, i, u_all, trades_on, warm) -> Solution:
-    """Prosumer i's subproblem with the others fixed at `u_all` [P, nu] (inputs only: the
+def _others(ctl: Controller, u_all) -> Plan:
+    """The plan every prosumer's subproblem reads: the prosumers' inputs `u_all` [P, nu] (a
     subproblem reads the others' bc, bd, ev and bt, never their states)."""
     c, N = ctl.community, ctl.N
     lay = AgentLayout(c.n, N)
-    others = plan_from_vectors(jnp.pad(u_all, ((0, 0), (0, lay.nx - lay.nu))), c, N)
-    return agent_solve(ctl, stage, i, others, trades_on, warm)
+    return plan_from_vectors(jnp.pad(u_all, ((0, 0), (0, lay.nx - lay.nu))), c, N)
 
 
-def _row(tree, k: int):
-    return jax.tree_util.tree_map(lambda a: a[k], tree)
+@eqx.filter_jit
+def _islanded(ctl: Controller, stage: Stage, warm: Solution, fallback) -> tuple[Solution, jax.Array]:
+    """Iterate 0 of every prosumer at once (`_solve_agents`, trades fixed at 0), and each one's
+    iterate: its solution, or its fallback plan where not solved."""
+    P, nu = fallback.shape[0], AgentLayout(ctl.community.n, ctl.N).nu
+    sol = _solve_agents(ctl, stage, _others(ctl, jnp.zeros((P, nu), fallback.dtype)), False, warm)
+    return sol, accepted(sol, fallback)[0]
+
+
+@eqx.filter_jit
+def _cooperative(ctl: Controller, stage: Stage, u_all, base: Solution, x, w) -> tuple[Solution, jax.Array, jax.Array]:
+    """Iteration p >= 1 of every prosumer at once: each subproblem against `u_all` [P, nu],
+    warm-started from `base` with x set to the prosumer's iterate `x` [P, nx]. Returns the
+    solutions, the proposals (a failed solve proposes the previous iterate) and the iterates."""
+    warm = eqx.tree_at(lambda s: s.x, base, x)
+    sol = _solve_agents(ctl, stage, _others(ctl, u_all), True, warm)
+    x_star = accepted(sol, x)[0]
+    return sol, x_star, combine(w, x_star, x)
 
 
 class ProsumerSolvers:
     """The local solvers of every prosumer (index k = 0..P-1 in `community.prosumers` order).
+
+    The prosumers' subproblems of an iteration are solved in one compiled call, batched over
+    the prosumers as the batch engine batches them (`ecjax.fcmpc._solve_agents`); each
+    prosumer's subproblem, warm start and iterate are its own, so its result is what it would
+    compute alone up to floating-point rounding.
 
     **Arguments:** the run's `community`, `profiles`, `weights`, `N`, `solver`, `dtype`, the
     options (`tightening`, `tighten_consumers`), the risk level `delta` and the FC-MPC weight `w`.
@@ -80,11 +109,12 @@ class ProsumerSolvers:
         self.dtype = dtype
         P = len(community.prosumers)
         cold = cold_start(self.ctl.agent_op, P)
-        self._warm = [(_row(cold, k), _row(cold, k)) for k in range(P)]  # (island, coop)
-        self._x: list = [None] * P  # each prosumer's own (real) iterate, all of x_i
-        self._sol: list = [None] * P  # last cooperative solve of this step
-        self._island: list = [None] * P
-        self._fallback = [jnp.zeros((self.lay.nx,), dtype) for _ in range(P)]  # previous plan, shifted
+        self._warm = (cold, cold)  # (islanded, cooperative) warm starts of every prosumer
+        self._x = None  # [P, nx] each prosumer's own (real) iterate, all of x_i
+        self._sol: Solution | None = None  # last cooperative solves of this step
+        self._island: Solution | None = None
+        self._fallback = jnp.zeros((P, self.lay.nx), dtype)  # previous plans, shifted
+        self._w = jnp.asarray(self.w, dtype)
         self.stage: Stage | None = None
         self.qp_status = np.zeros(P, dtype=np.int64)
 
@@ -102,38 +132,29 @@ class ProsumerSolvers:
         )
         self.qp_status[:] = 0
 
-    def _solve(self, k: int, u_all, trades_on: bool, warm) -> Solution:
-        sol = _agent_solve(
-            self.ctl, self.stage, jnp.asarray(self.ids[k], jnp.int32), jnp.asarray(u_all, self.dtype),
-            jnp.asarray(trades_on), warm,
-        )  # fmt: skip
-        self.qp_status[k] = max(self.qp_status[k], int(sol.status))
-        return sol
+    def _status(self, sol: Solution) -> None:
+        self.qp_status = np.maximum(self.qp_status, np.asarray(sol.status, dtype=np.int64))
 
-    def islanded(self, k: int) -> np.ndarray:
-        """Iterate 0 of prosumer k: its own problem, trades fixed at 0. Returns u_k^0 (real)."""
-        zeros = np.zeros((len(self.ids), self.lay.nu))
-        sol = self._solve(k, zeros, False, self._warm[k][0])
-        self._island[k] = sol
-        self._x[k] = accepted(sol, self._fallback[k])[0]  # not solved: the fallback plan
-        self._sol[k] = None
-        return np.asarray(sol.x[: self.lay.nu], dtype=np.float64)
+    def islanded(self) -> np.ndarray:
+        """Iterate 0 of every prosumer: its own problem, trades fixed at 0. Returns u^0 [P, nu] (real)."""
+        sol, x = _islanded(self.ctl, self.stage, self._warm[0], self._fallback)
+        self._status(sol)
+        self._island, self._x, self._sol = sol, x, None  # not solved: the fallback plan
+        return np.asarray(sol.x[:, : self.lay.nu], dtype=np.float64)
 
-    def cooperative(self, k: int, u_all: np.ndarray) -> np.ndarray:
-        """Iteration p >= 1 of prosumer k: the global cost over its own variables with every
-        other prosumer at `u_all` [P, nu] (the committed iterates read on chain). Returns u_k^{p,*}."""
-        base = self._sol[k] if self._sol[k] is not None else self._warm[k][1]
-        warm = eqx.tree_at(lambda s: s.x, base, self._x[k])
-        sol = self._solve(k, u_all, True, warm)
-        self._sol[k] = sol
-        x_star = accepted(sol, self._x[k])[0]  # not solved: the previous iterate proposed
-        self._x[k] = combine(self.w, x_star, self._x[k])
-        return np.asarray(x_star[: self.lay.nu], dtype=np.float64)
+    def cooperative(self, u_all: np.ndarray) -> np.ndarray:
+        """Iteration p >= 1 of every prosumer: the global cost over its own variables with every
+        other prosumer at `u_all` [P, nu] (the committed iterates read on chain). Returns the
+        subproblem optima u^{p,*} [P, nu]."""
+        base = self._sol if self._sol is not None else self._warm[1]
+        u_all = jnp.asarray(u_all, self.dtype)
+        sol, x_star, self._x = _cooperative(self.ctl, self.stage, u_all, base, self._x, self._w)
+        self._status(sol)
+        self._sol = sol  # not solved: the previous iterate proposed
+        return np.asarray(x_star[:, : self.lay.nu], dtype=np.float64)
 
     def end_step(self) -> None:
         """Shift each prosumer's solutions one step ahead: the warm starts of the next step."""
-        for k in range(len(self.ids)):
-            island = self._island[k]
-            last = self._sol[k] if self._sol[k] is not None else island
-            self._warm[k] = (shift(island, self.N), shift(last, self.N))
-            self._fallback[k] = shift_blocks(self._x[k], self.N)
+        last = self._sol if self._sol is not None else self._island
+        self._warm = (shift(self._island, self.N), shift(last, self.N))
+        self._fallback = shift_blocks(self._x, self.N)

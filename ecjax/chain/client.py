@@ -1,12 +1,20 @@
 """web3 client of the FC-MPC coordinator contract: chains, deployment, uploads, history.
 
 Chains (`Chain`):
-- `Chain.tester()`: embedded eth-tester with py-evm, in process (default; no server).
+- `Chain.tester()`: embedded eth-tester with py-evm, in process (default; no server). Its backend
+  finds a transaction by hash through py-evm's index (the stock backend walks back from the head
+  block, which makes a day's replay quadratic in its ~5,000 blocks) and keeps the receipt of
+  every mined transaction.
 - `Chain.anvil()`: starts contracts/node_modules/.bin/anvil on 127.0.0.1 at a free port with
   `--prune-history`, waits until it answers, stops it on `close()` / leaving the `with` block.
 - `Chain.rpc(url)`: any JSON-RPC endpoint; the deployer key comes from the environment variable
   `ECJAX_CHAIN_KEY`, or from an encrypted keystore file whose password is in
   `ECJAX_CHAIN_PASSWORD`.
+
+Events are decoded from the receipts of the transactions a `Coordinator` sends (no scan of the
+chain per upload); `Coordinator.events` returns those when they are provably complete (every
+upload in the contract's hash chain head, every close in its round state) and otherwise reads the
+logs of the whole range since deployment.
 
 Agent accounts are made in memory (`Chain.new_accounts`) and funded by the chain's funder. Keys
 are never written, logged or printed by this module; `repr` of its objects shows addresses only.
@@ -34,7 +42,6 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 from web3 import Web3
-from web3.logs import DISCARD
 
 from ecjax.chain import fixedpoint as fp
 from ecjax.chain.config import CoordinatorConfig
@@ -126,6 +133,65 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _tester_backend():
+    """eth-tester's py-evm backend with transaction and receipt look-ups by hash through
+    py-evm's transaction index, and the receipts of mined transactions kept (checked against
+    the canonical block hash, so a reverted snapshot never serves a stale one). Falls back to
+    the stock backend if this eth-tester lacks the pieces it builds on."""
+    from eth_tester import PyEVMBackend
+
+    try:
+        from eth.exceptions import TransactionNotFound as EVMTransactionNotFound
+        from eth_tester.backends.pyevm.serializers import serialize_transaction, serialize_transaction_receipt
+        from eth_tester.exceptions import TransactionNotFound
+    except ImportError:  # pragma: no cover - other eth-tester layouts
+        return PyEVMBackend()
+
+    class IndexedPyEVMBackend(PyEVMBackend):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._receipts: dict[bytes, tuple[bytes, dict]] = {}  # hash -> (block hash, receipt)
+
+        def _index(self, h):
+            try:
+                return self.chain.chaindb.get_transaction_index(h)
+            except EVMTransactionNotFound:
+                return None
+
+        def _locate(self, h):
+            pending = self.chain.get_block()
+            for index, tx in enumerate(pending.transactions):
+                if tx.hash == h:
+                    return pending, tx, index, True
+            found = self._index(h)
+            if found is None:
+                raise TransactionNotFound(f"No transaction found for transaction hash: 0x{bytes(h).hex()}")
+            number, index = found
+            block = self.chain.get_canonical_block_by_number(number)
+            return block, block.transactions[index], index, False
+
+        def get_transaction_by_hash(self, transaction_hash):
+            block, tx, index, pending = self._locate(transaction_hash)
+            return serialize_transaction(block, tx, index, pending)
+
+        def get_transaction_receipt(self, transaction_hash):
+            h = bytes(transaction_hash)
+            kept = self._receipts.get(h)
+            if kept is not None:
+                found = self._index(h)
+                if found is not None and self.chain.chaindb.get_canonical_block_hash(found[0]) == kept[0]:
+                    return kept[1]
+                del self._receipts[h]
+            block, tx, index, pending = self._locate(h)
+            receipts = block.get_receipts(self.chain.chaindb)
+            receipt = serialize_transaction_receipt(block, receipts, tx, index, pending, self.chain.get_vm())
+            if not pending:
+                self._receipts[h] = (block.hash, receipt)
+            return receipt
+
+    return IndexedPyEVMBackend()
+
+
 class Chain:
     """A connection to an EVM chain with a funder account and (local chains) time control."""
 
@@ -134,6 +200,9 @@ class Chain:
         self._funder = funder  # unlocked address (str) or LocalAccount
         self.gas = gas  # fixed gas limit per transaction; None: estimate (and preflight) each one
         self._process = process
+        self._chain_id: int | None = None
+        self._nonces: dict[str, int] = {}  # local chains: next nonce of each account this client signs for
+        self._fee: tuple[int, int] | None = None  # local chains: fees of the last accepted transaction
 
     def __repr__(self) -> str:
         return f"Chain(kind={self.kind!r}, chain_id={self.w3.eth.chain_id})"
@@ -142,10 +211,10 @@ class Chain:
     @classmethod
     def tester(cls) -> "Chain":
         """Embedded eth-tester (py-evm, Prague rules), in process."""
-        from eth_tester import EthereumTester, PyEVMBackend
+        from eth_tester import EthereumTester
         from web3 import EthereumTesterProvider
 
-        tester = EthereumTester(PyEVMBackend())
+        tester = EthereumTester(_tester_backend())
         w3 = Web3(EthereumTesterProvider(tester))
         chain = cls(w3, "tester", funder=w3.eth.accounts[0])
         chain._tester = tester
@@ -255,6 +324,30 @@ class Chain:
         tx = {"to": to_checksum_address(to), "value": int(wei)}
         return self._send(tx, self._funder)
 
+    @property
+    def chain_id(self) -> int:
+        if self._chain_id is None:
+            self._chain_id = int(self.w3.eth.chain_id)
+        return self._chain_id
+
+    def _nonce(self, address: str) -> int:
+        """The next nonce of `address`: read from the chain on public chains, and once per account
+        on local chains, where only this client signs for the accounts it made."""
+        if self.kind == "rpc" or address not in self._nonces:
+            return int(self.w3.eth.get_transaction_count(address, "pending"))
+        return self._nonces[address]
+
+    def _fees(self) -> tuple[int, int]:
+        """(max priority fee, max fee) per gas: twice the latest base fee plus the tip. A local
+        chain keeps the fees of its last accepted transaction (its blocks hold one transaction
+        each, far below the gas target, so the base fee only falls); a refused send reads them
+        again."""
+        if self.kind != "rpc" and self._fee is not None:
+            return self._fee
+        base = self.w3.eth.get_block("latest").get("baseFeePerGas", 0) or 0
+        tip = int(self.w3.eth.max_priority_fee) if self.kind == "rpc" else 10**9
+        return tip, 2 * base + tip
+
     def _send(self, tx: dict, sender, gas: int | None = None):
         w3 = self.w3
         if isinstance(sender, str):  # unlocked node account
@@ -263,16 +356,19 @@ class Chain:
                 tx["gas"] = gas
             h = w3.eth.send_transaction(tx)
         else:
-            tx = {**tx, "from": sender.address, "chainId": w3.eth.chain_id}
-            tx["nonce"] = w3.eth.get_transaction_count(sender.address, "pending")
+            address = sender.address
+            tx = {**tx, "from": address, "chainId": self.chain_id}
+            tx["nonce"] = self._nonce(address)
             tx["gas"] = gas if gas is not None else w3.eth.estimate_gas(tx)
             if "maxFeePerGas" not in tx and "gasPrice" not in tx:
-                base = w3.eth.get_block("latest").get("baseFeePerGas", 0) or 0
-                tip = w3.eth.max_priority_fee if self.kind == "rpc" else 10**9
-                tx["maxPriorityFeePerGas"] = tip
-                tx["maxFeePerGas"] = 2 * base + tip
+                tx["maxPriorityFeePerGas"], tx["maxFeePerGas"] = self._fees()
+            self._nonces.pop(address, None)  # read again after a failed send
+            self._fee = None
             h = w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction)
-        return w3.eth.wait_for_transaction_receipt(h)
+            if self.kind != "rpc":
+                self._nonces[address] = tx["nonce"] + 1
+                self._fee = (tx["maxPriorityFeePerGas"], tx["maxFeePerGas"]) if "maxFeePerGas" in tx else None
+        return w3.eth.wait_for_transaction_receipt(h, poll_latency=0.01 if self.kind != "rpc" else 0.1)
 
     def transact(self, fn, sender, *, gas: int | None = None):
         """Send a contract call from `sender` (LocalAccount or unlocked address); returns the receipt.
@@ -331,6 +427,7 @@ class UploadResult:
     terminated: bool  # ... and terminated the step
     tx_hash: str = ""  # 0x-prefixed transaction hash
     block: int = -1  # block number of the transaction
+    events: tuple = ()  # the coordinator events of the transaction, decoded from its receipt
 
 
 @dataclasses.dataclass
@@ -351,6 +448,7 @@ class Coordinator:
         self.agents = list(agents) if agents is not None else []
         self.from_block = from_block
         self._committed: dict[int, np.ndarray] = {}
+        self._own: list = []  # events of the transactions sent through this object, in chain order
 
     def __repr__(self) -> str:
         return f"Coordinator(address={self.address}, chain={self.chain!r}, agents={len(self.agents)})"
@@ -431,18 +529,43 @@ class Coordinator:
             raise IndexError(f"no local account for prosumer {i}.")
         return self.agents[i]
 
-    def _result(self, receipt, i: int) -> UploadResult:
+    @functools.cached_property
+    def _topics(self) -> dict[bytes, Any]:
+        """Event topic -> event class of the coordinator's events."""
         ev = self.contract.events
-        ups = ev.Uploaded().process_receipt(receipt, errors=DISCARD) or ev.InitialUploaded().process_receipt(
-            receipt, errors=DISCARD
-        )
-        closed = ev.IterationClosed().process_receipt(receipt, errors=DISCARD)
+        return {bytes.fromhex(e.topic[2:]): e for e in (ev.InitialUploaded(), ev.Uploaded(), ev.IterationClosed())}
+
+    def decode_logs(self, logs) -> list:
+        """The coordinator events among raw `logs` (of this contract's address), in their order."""
+        out = []
+        for log in logs:
+            if str(log["address"]).lower() != self.address.lower() or not log["topics"]:
+                continue
+            e = self._topics.get(bytes(log["topics"][0]))
+            if e is not None:
+                out.append(e.process_log(log))
+        return out
+
+    def receipt_events(self, receipt) -> list:
+        """The coordinator events of one transaction, decoded from its receipt (no chain scan);
+        recorded for `events` when this object sent the transaction."""
+        return self.decode_logs(receipt["logs"])
+
+    def _record(self, receipt) -> list:
+        evs = self.receipt_events(receipt)
+        self._own.extend(evs)
+        return evs
+
+    def _result(self, receipt, i: int) -> UploadResult:
+        evs = self._record(receipt)
+        ups = [e for e in evs if e["event"] != "IterationClosed"]
+        closed = [e for e in evs if e["event"] == "IterationClosed"]
         a = ups[0]["args"]
         return UploadResult(
             t=a["t"], p=a.get("p", 0), agent=i, theta2=a.get("theta2", 0),
             committed_hash=bytes(a["committedHash"]), head=bytes(a["head"]), gas_used=receipt["gasUsed"],
             closed=bool(closed), terminated=bool(closed and closed[0]["args"]["terminated"]),
-            tx_hash=_hex(receipt["transactionHash"]), block=int(receipt["blockNumber"]),
+            tx_hash=_hex(receipt["transactionHash"]), block=int(receipt["blockNumber"]), events=tuple(evs),
         )  # fmt: skip
 
     def upload_state(self, i: int, t: int, eb: int, eev: int, u0, *, sender=None) -> UploadResult:
@@ -469,7 +592,9 @@ class Coordinator:
 
     def close_iteration(self, sender=None):
         """Close the open iteration after its deadline (any account; default: the funder)."""
-        return self.chain.transact(self.functions.closeIteration(), sender or self.chain._funder)
+        receipt = self.chain.transact(self.functions.closeIteration(), sender or self.chain._funder)
+        self._record(receipt)
+        return receipt
 
     def committed_iterate(self, i: int) -> np.ndarray:
         """Prosumer i's committed iterate (fixed point), checked against the stored hash."""
@@ -487,12 +612,37 @@ class Coordinator:
 
     # ---------------------------------------------------------- events
     def events(self) -> list:
-        """All coordinator events since deployment, in chain order."""
-        ev = self.contract.events
-        logs = []
-        for e in (ev.InitialUploaded, ev.Uploaded, ev.IterationClosed):
-            logs += e().get_logs(from_block=self.from_block, to_block="latest")
-        return sorted(logs, key=lambda x: (x["blockNumber"], x["logIndex"]))
+        """All coordinator events since deployment, in chain order: those decoded from the
+        receipts of the transactions sent through this object when they are all there is
+        (`own_events_complete`), else the logs of every block since deployment (`scan_events`)."""
+        own = sorted(self._own, key=lambda x: (x["blockNumber"], x["logIndex"]))
+        return own if self.own_events_complete(own) else self.scan_events()
+
+    def scan_events(self) -> list:
+        """All coordinator events since deployment, read from the chain's logs (one query)."""
+        logs = self.chain.w3.eth.get_logs({"fromBlock": self.from_block, "toBlock": "latest", "address": self.address})
+        return sorted(self.decode_logs(logs), key=lambda x: (x["blockNumber"], x["logIndex"]))
+
+    def own_events_complete(self, own: list) -> bool:
+        """Whether `own` (events in chain order, from this object's transactions) are every event
+        of the contract: they follow one another as the contract's rounds do (each upload in the
+        open round; each close of the open round, opening the next), the last upload's head is
+        the contract's hash chain head (no upload by anyone else), and the round they leave open
+        is the contract's (no close by anyone else)."""
+        t = p = 0
+        head = None
+        for e in own:
+            a = e["args"]
+            if (a["t"], a.get("p", 0)) != (t, p):
+                return False
+            if e["event"] == "IterationClosed":
+                t, p = (t + 1, 0) if a["terminated"] else (t, p + 1)
+            else:
+                head = bytes(a["head"])
+        if head is None:
+            return False
+        r = self.round()
+        return (r.t, r.p) == (t, p) and self.head() == head
 
     def history(self) -> History:
         """Rebuild every step, iteration, upload and committed iterate from the events, replaying

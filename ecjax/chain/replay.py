@@ -6,12 +6,13 @@ only), then for every MPC step t
 
 - p = 0: each prosumer uploads its measured state (eb, eev) and its islanded plan u_i^0;
 - p >= 1: each prosumer reads the committed iterates of iteration p − 1 on chain (rebuilt from
-  the contract's events and checked against the hashes it stores, `ChainView`), computes its
-  subproblem optimum u_i^{p,*} and uploads it; the contract commits the iterate, computes θ and
-  decides whether the step terminates; the agents follow that decision.
+  the contract's events, decoded from the receipts of the iteration's transactions, and checked
+  against the hashes the contract computed, `ChainView`), computes its subproblem optimum
+  u_i^{p,*} and uploads it; the contract commits the iterate, computes θ and decides whether the
+  step terminates; the agents follow that decision.
 
 `mode="solve"`: each prosumer solves its QP with ecjax from what it read on chain
-(`ecjax.chain.agents`). `mode="stored"`: the stored iterates are uploaded instead (checks the
+(`ecjax.chain.agents`; the prosumers' solves of an iteration run as one batched call). `mode="stored"`: the stored iterates are uploaded instead (checks the
 protocol and the data alone); if the contract asks for an iteration the stored run did not make,
 the stored final iterate is uploaded again (its θ is 0 up to rounding, so the step ends).
 
@@ -162,7 +163,12 @@ class ChainIteration:
 
 class ChainView:
     """What every agent reads: the committed iterates of the last closed iteration, rebuilt from
-    the contract's events and checked against the hashes the contract stores."""
+    the contract's events and checked against the hashes the contract computed.
+
+    The events of an iteration are decoded from the receipts of its transactions (no scan of
+    the chain); each rebuilt iterate is checked against the hash its upload event carries, a
+    prosumer without an upload against the hash the contract stores, and the last upload's
+    head against the contract's hash chain head (no upload unseen)."""
 
     def __init__(self, coord: Coordinator):
         self.coord = coord
@@ -171,32 +177,40 @@ class ChainView:
         self.w_num, self.w_den = q["w_num"], q["w_den"]
         self.committed = np.zeros((self.P, self.nu), dtype=np.int64)
 
-    def read(self, t: int, p: int, from_block: int) -> ChainIteration:
-        ev = self.coord.contract.events
-        args = dict(from_block=from_block, to_block="latest")
+    def read(self, t: int, p: int, events, from_block: int | None = None) -> ChainIteration:
+        """Iteration (t, p) from `events`, the coordinator events of its transactions (e.g.
+        `UploadResult.events`). If none of them closed it (a `closeIteration` by another
+        account), its `IterationClosed` is read from the logs since `from_block`."""
+        here = lambda e: (e["args"]["t"], e["args"].get("p", 0)) == (t, p)  # noqa: E731
+        name = "InitialUploaded" if p == 0 else "Uploaded"
+        ups = [e for e in events if e["event"] == name and here(e)]
+        closed = [e for e in events if e["event"] == "IterationClosed" and here(e)]
+        if not closed and from_block is not None:
+            ev = self.coord.contract.events.IterationClosed()
+            closed = list(ev.get_logs(argument_filters={"t": t, "p": p}, from_block=from_block, to_block="latest"))
         new = self.committed.copy()
         states = {}
         if p == 0:
             new[:] = 0  # who did not upload gets the zero plan
-            logs = ev.InitialUploaded().get_logs(argument_filters={"t": t}, **args)
-            for e in logs:
-                a = e["args"]
-                new[a["agent"]] = fp.unpack(a["u"], self.nu)
-                states[a["agent"]] = (int(a["eb"]), int(a["eev"]))
-        else:
-            logs = ev.Uploaded().get_logs(argument_filters={"t": t, "p": p}, **args)
-            for e in logs:
-                a = e["args"]
-                k = a["agent"]
-                new[k] = fp.combine(fp.unpack(a["uStar"], self.nu), self.committed[k], self.w_num, self.w_den)
-        for e in logs:
+        for e in ups:
             a = e["args"]
+            k = a["agent"]
+            if p == 0:
+                new[k] = fp.unpack(a["u"], self.nu)
+                states[k] = (int(a["eb"]), int(a["eev"]))
+            else:
+                new[k] = fp.combine(fp.unpack(a["uStar"], self.nu), self.committed[k], self.w_num, self.w_den)
+        seen = set()
+        for e in ups:
+            a = e["args"]
+            seen.add(a["agent"])
             if keccak(fp.pack(new[a["agent"]])) != bytes(a["committedHash"]):
                 raise ChainMismatch(f"step {t} iteration {p}: prosumer {a['agent']}'s rebuilt iterate differs from its event.")
         for k in range(self.P):
-            if keccak(fp.pack(new[k])) != self.coord.committed_hash(k):
+            if k not in seen and keccak(fp.pack(new[k])) != self.coord.committed_hash(k):
                 raise ChainMismatch(f"step {t} iteration {p}: prosumer {k}'s rebuilt iterate differs from the stored hash.")
-        closed = ev.IterationClosed().get_logs(argument_filters={"t": t, "p": p}, **args)
+        if ups and bytes(ups[-1]["args"]["head"]) != self.coord.head():
+            raise ChainMismatch(f"step {t} iteration {p}: the contract's hash chain head holds uploads not read.")
         if len(closed) != 1:
             raise ChainMismatch(f"step {t} iteration {p}: expected one IterationClosed event, found {len(closed)}.")
         self.committed = new
@@ -327,7 +341,7 @@ def replay(
     t_solve = 0.0
     bar = tqdm(total=T, desc=f"replay ({mode}, {chain.kind})", unit="step", disable=not progress, leave=False)
 
-    def send(t, p, k, plan, source, state=None) -> int:
+    def send(t, p, k, plan, source, state=None):
         enc = encode(plan, bounds.block_bounds(k, p), scale)
         if p == 0:
             res = coord.upload_state(k, t, state[0], state[1], enc.q)
@@ -337,7 +351,7 @@ def replay(
         txs.append(tx)
         uploads.append(Upload(t, p, k, source, np.asarray(plan), enc.outside, tx))
         bar.set_postfix(t=t, p=p, tx=len(txs))
-        return res.block
+        return res
 
     failure = None
     t = p = 0
@@ -345,40 +359,42 @@ def replay(
         for t in range(T):
             eb, eev = sample.measured_state(t, c)
             eb_q, eev_q = fp.to_fixed(eb[ids], scale), fp.to_fixed(eev[ids], scale)
+            plans = None
             if solvers is not None:
+                t0 = time.perf_counter()
                 eb0 = np.zeros(c.n)
                 eev0 = np.zeros(c.n)
                 eb0[ids], eev0[ids] = fp.from_fixed(eb_q, scale), fp.from_fixed(eev_q, scale)
                 solvers.begin_step(t, eb0, eev0)
+                plans = solvers.islanded()  # every prosumer's own solve, one batched call
+                t_solve += time.perf_counter() - t0
             stop = int(sample.iters[t])
-            first = None
+            results = []
             for k in range(P):
-                if solvers is not None:
-                    t0 = time.perf_counter()
-                    plan, source = solvers.islanded(k), "solved"
-                    t_solve += time.perf_counter() - t0
+                if plans is not None:
+                    plan, source = plans[k], "solved"
                 else:
                     plan, source = sample.u_iter[t, 0, k], "stored"
-                b = send(t, 0, k, plan, source, (int(eb_q[k]), int(eev_q[k])))
-                first = b if first is None else first
-            it = view.read(t, 0, first)
+                results.append(send(t, 0, k, plan, source, (int(eb_q[k]), int(eev_q[k]))))
+            it = view.read(t, 0, [e for r in results for e in r.events], results[0].block)
             p = 0
             while not it.terminated:
                 p += 1
                 shared = fp.from_fixed(it.committed, scale)  # what every agent reads on chain
-                first = None
+                if solvers is not None:
+                    t0 = time.perf_counter()
+                    plans = solvers.cooperative(shared)
+                    t_solve += time.perf_counter() - t0
+                results = []
                 for k in range(P):
-                    if solvers is not None:
-                        t0 = time.perf_counter()
-                        plan, source = solvers.cooperative(k, shared), "solved"
-                        t_solve += time.perf_counter() - t0
+                    if plans is not None:
+                        plan, source = plans[k], "solved"
                     elif p <= stop:
                         plan, source = sample.u_star[t, p - 1, k], "stored"
                     else:
                         plan, source = sample.u_iter[t, stop, k], "held"
-                    b = send(t, p, k, plan, source)
-                    first = b if first is None else first
-                it = view.read(t, p, first)
+                    results.append(send(t, p, k, plan, source))
+                it = view.read(t, p, [e for r in results for e in r.events], results[0].block)
             if solvers is not None:
                 qp_status[t] = int(solvers.qp_status.max())
                 solvers.end_step()

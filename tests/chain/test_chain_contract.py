@@ -333,3 +333,37 @@ def test_theta_cannot_be_reported(small, rng):
         coord.upload(i, 0, 1, u0[i])
     closed = coord.contract.events.IterationClosed().get_logs(from_block=coord.from_block)[-1]["args"]
     assert closed["maxTheta2"] == res.theta2 and not closed["terminated"]
+
+
+# ---------------------------------------------------------------- events without a chain scan
+
+
+def _key(events):
+    return [(e["event"], e["blockNumber"], e["logIndex"], dict(e["args"])) for e in events]
+
+
+def test_events_from_receipts_equal_the_logs(chain, rng):
+    """The events decoded from the receipts of this client's transactions are the chain's logs;
+    a close by an account outside this client makes them incomplete, and the logs are read."""
+    config = small_config(p_max=3)
+    coord = Coordinator.deploy(chain, config)
+    u0 = run_initial(coord, config, rng)
+    for i in range(config.n_prosumers):
+        res = coord.upload(i, 0, 1, random_iterate(rng, config, i, 1))
+        assert res.events and all(e["transactionHash"] == bytes.fromhex(res.tx_hash[2:]) for e in res.events)
+    assert res.closed and res.events[-1]["event"] == "IterationClosed"
+    own = sorted(coord._own, key=lambda x: (x["blockNumber"], x["logIndex"]))
+    assert coord.own_events_complete(own)
+    assert _key(coord.events()) == _key(coord.scan_events())
+    assert len(coord.events()) == 2 * config.n_prosumers + 2
+    coord.history()
+    # p = 2 closed after its deadline by another account: the receipts this client holds lack it
+    chain.increase_time(config.period_s + 1)
+    (other,) = chain.new_accounts(1, 10**18)
+    chain.transact(coord.functions.closeIteration(), other)
+    own = sorted(coord._own, key=lambda x: (x["blockNumber"], x["logIndex"]))
+    assert not coord.own_events_complete(own)
+    assert _key(coord.events()) == _key(coord.scan_events())
+    h = coord.history()
+    assert [it.p for it in h.steps[0].iterations] == [0, 1, 2]
+    assert u0  # the islanded plans were uploaded
