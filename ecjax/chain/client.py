@@ -197,6 +197,9 @@ class Chain:
 
     def __init__(self, w3: Web3, kind: str, *, funder, gas: int | None = 5_000_000, process=None):
         self.w3, self.kind = w3, kind
+        # web3's validation middleware asks for the chain id before every call: answer it once
+        w3.provider.cache_allowed_requests = True
+        w3.provider.cacheable_requests = ("eth_chainId",)
         self._funder = funder  # unlocked address (str) or LocalAccount
         self.gas = gas  # fixed gas limit per transaction; None: estimate (and preflight) each one
         self._process = process
