@@ -41,18 +41,19 @@ class BatchResult:
     compile_seconds: float
 
 
-AGENT_BATCH_BYTES = 2 * 2**20  # bytes of the pairs a CPU core runs at once beyond which it solves prosumers one at a time
+AGENT_BATCH_BYTES = 8 * 2**20  # estimated bytes (`pair_bytes`) of the pairs a CPU core runs at once beyond which it solves prosumers one at a time
 ACCELERATOR_CHUNK = 64  # samples per call on an accelerator that does not report its memory
 ACCELERATOR_MEMORY_SHARE = 0.5  # of each accelerator's memory given to one call's pairs
 
 
 def pair_bytes(c: Community, N: int, dtype) -> int:
-    """Estimated device memory of one (risk, sample) pair of the closed loop: 16 vectors of the
-    agent QP's size (variables + rows) per prosumer. XLA's buffer assignment on a CPU gives
-    13.4, 14.6 and 14.1 such vectors per prosumer for the paper case and generated communities
-    of 30 and 60 agents (`compiled.memory_analysis()`); 16 leaves a margin."""
+    """Estimated device memory of one (risk, sample) pair of the closed loop: 64 vectors of the
+    agent QP's size (variables + rows) per prosumer. XLA's buffer assignment on a CPU gives 24
+    to 56 such vectors per prosumer (`compiled.memory_analysis()`; a generated community of 15
+    agents with N = 24 the most: the Newton system's weak columns and the refinement's
+    iterates); 64 leaves a margin."""
     lay = AgentLayout(c.n, N)
-    return 16 * len(c.prosumers) * (lay.nx + ocp.AgentRows(lay).m) * jnp.dtype(dtype).itemsize
+    return 64 * len(c.prosumers) * (lay.nx + ocp.AgentRows(lay).m) * jnp.dtype(dtype).itemsize
 
 
 def chunk_for(R: int, S: int, backend: str, n_devices: int, bytes_limit: int | None, per_pair: int) -> int:

@@ -209,7 +209,7 @@ def test_pair_bytes_bounds_the_compiled_closed_loops_memory(world):
     for chunk in (1, 4):
         r = experiment._Runner(c, prof, Options(scenario="ccdmpc", T=3), N, FC, W, SOLVER, jnp.float64, chunk, len(DELTAS))
         used = r.summary().memory_analysis().temp_size_in_bytes / (chunk * len(DELTAS))
-        assert 0.5 * est <= used <= est, (chunk, used, est)
+        assert 0.35 * est <= used <= est, (chunk, used, est)
 
 
 def test_auto_chunk_is_one_pair_per_device_on_a_cpu(world):
