@@ -6,7 +6,7 @@ PYBIN   := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 NODE_STAMP := contracts/node_modules/.installed
 
-.PHONY: setup run test test-fast bench clean
+.PHONY: setup run test test-fast fuzz bench clean
 
 setup: $(STAMP) $(NODE_STAMP)
 
@@ -28,11 +28,15 @@ run: setup
 # pytest-xdist: one worker per core, at most 4 (each worker is a JAX process of its own)
 XDIST   := -n auto --maxprocesses=4
 
+# the fuzz suite's slow lane alone takes most of CI's 30 minutes: `make fuzz` runs it
 test: setup
-	$(PYBIN) -m pytest -q $(XDIST)
+	$(PYBIN) -m pytest -q $(XDIST) -m "not fuzz_slow"
+
+fuzz: setup
+	$(PYBIN) -m pytest -q -s $(XDIST) tests/qp/test_fuzz.py
 
 test-fast: setup
-	$(PYBIN) -m pytest -q $(XDIST) -m "not slow"
+	$(PYBIN) -m pytest -q $(XDIST) -m "not slow and not fuzz_slow"
 
 BENCH_STAMP := $(VENV)/.bench-installed
 

@@ -98,10 +98,10 @@ class IPM(eqx.Module):
     max_iter: int = eqx.field(static=True, default=80)
     certify_from: int = eqx.field(static=True, default=20)  # iterations before the first certificate test
     refine: int = eqx.field(static=True, default=1)  # iterative-refinement steps per Newton solve
-    refine_max: int = eqx.field(static=True, default=4)  # ... and at most this many while inaccurate
+    refine_max: int = eqx.field(static=True, default=8)  # ... and at most this many while inaccurate
     warm_margin: float | None = 5e-4  # warm start: slack·multiplier >= this² (scaled); None: ignore
     warm_scale: float = 0.01  # ... and >= this × the warm point's residual (I4); 0: τ² alone
-    weak_p: float = eqx.field(static=True, default=1e-2)
+    weak_p: float = eqx.field(static=True, default=1e-3)  # 1e-4 loses digits with weights 1e3 (pivot growth)
     max_dense: int = eqx.field(static=True, default=0)
     scaling_iters: int = eqx.field(static=True, default=10)
 
@@ -475,14 +475,20 @@ def _interior(op: Operator, data: Data, sd: _Sides, x, y, tau, centred=False, z=
     multiplier of a finite side pushed into the interior by `_pair`; status from the
     termination test. `z`: Ā x where the caller has it already."""
     z = op.A.mv(x) if z is None else z
+    sl, ll = _pair(z - sd.lo, -y, tau, centred)
+    su, lu = _pair(sd.hi - z, y, tau, centred)
+    return _start(op, data, sd, x, z, sl, su, ll, lu, sd.he * y)
+
+
+def _start(op: Operator, data: Data, sd: _Sides, x, z, sl, su, ll, lu, ye) -> IPMState:
+    """The iterate from positive slacks and multipliers (ignored on infinite sides); status
+    from the termination test."""
     one = jnp.ones_like(z)
     dt = z.dtype
     zn, zm = jnp.zeros_like(x), jnp.zeros_like(z)
-    sl, ll = _pair(z - sd.lo, -y, tau, centred)
-    su, lu = _pair(sd.hi - z, y, tau, centred)
     st = IPMState(
         x=x, sl=jnp.where(sd.hl > 0, sl, one), su=jnp.where(sd.hu > 0, su, one),
-        ll=sd.hl * ll, lu=sd.hu * lu, ye=sd.he * y, k=jnp.asarray(0, jnp.int32),
+        ll=sd.hl * ll, lu=sd.hu * lu, ye=ye, k=jnp.asarray(0, jnp.int32),
         status=jnp.asarray(int(Status.running), jnp.int32), prim=jnp.asarray(jnp.inf, dt), dual=jnp.asarray(jnp.inf, dt),
         res=_Res(z=z, rd=zn, rl=zm, ru=zm, re=zm),
     )  # fmt: skip
@@ -492,15 +498,37 @@ def _interior(op: Operator, data: Data, sd: _Sides, x, y, tau, centred=False, z=
 
 
 def init(op: Operator, data: Data, sd: _Sides) -> IPMState:
-    """Start: x from (P + Aᵀ diag(has side) A) x = −q, slacks pushed to >= 1, multipliers 1."""
+    """Start: x from (P + Aᵀ diag(has side) A) x = −q + Aᵀ diag(has side) (bounds), the least-
+    squares pull towards the bounds, and y from the same solve; slacks and multipliers from
+    them by Mehrotra's shifts (every one >= 1 and all of them large against the residuals of
+    that point: a start whose slacks are 1 where the residuals are in the hundreds, as with
+    weights of 1e3 and columns without curvature, takes steps of 1e-3 and never recovers)."""
     d0 = sd.hl + sd.hu + sd.he
     fac = normal.factor(op.kkt, op.A, op.P, d0, op.settings.reg, op.settings.reg)
     target = (sd.hl + sd.he) * sd.lo + sd.hu * sd.hi  # d0 ∘ target: pull Ax towards the bounds
     n = op.n
     r = -data.q + target[:n]
     t = jnp.where(d0[n:] > 0, target[n:] / jnp.maximum(d0[n:], 1.0), 0.0)
-    x, _ = _newton(op, fac, d0, r, t)
-    return _interior(op, data, sd, x, jnp.zeros((op.mb,), x.dtype), 1.0)
+    x, v = _newton(op, fac, d0, r, t)
+    z = op.A.mv(x)
+    # y of the least-squares point: Px + q + Āᵀy = 0 with y = d0 (Āx − target)
+    y = jnp.concatenate([(d0 * z - target)[:n], v])
+    # Mehrotra's start: slacks and multipliers shifted (uniformly) into the interior, then
+    # by half their mean product, so that neither is small against the residuals
+    fin = lambda w, h: jnp.where(h > 0, w, jnp.inf)  # noqa: E731
+    sl, su, ll, lu = z - sd.lo, sd.hi - z, -y, y
+    lowest = lambda a, b: jnp.minimum(jnp.min(fin(a, sd.hl)), jnp.min(fin(b, sd.hu)))  # noqa: E731
+    ds = jnp.maximum(-1.5 * lowest(sl, su), 0.0)
+    dl = jnp.maximum(-1.5 * lowest(ll, lu), 0.0)
+    ds, dl = jnp.where(jnp.isfinite(ds), ds, 0.0), jnp.where(jnp.isfinite(dl), dl, 0.0)
+    sl, su, ll, lu = sl + ds, su + ds, ll + dl, lu + dl
+    prod = jnp.sum(sd.hl * sl * ll + sd.hu * su * lu)
+    sum_l = jnp.maximum(jnp.sum(sd.hl * ll + sd.hu * lu), jnp.finfo(x.dtype).tiny)
+    sum_s = jnp.maximum(jnp.sum(sd.hl * sl + sd.hu * su), jnp.finfo(x.dtype).tiny)
+    sl, su = sl + 0.5 * prod / sum_l, su + 0.5 * prod / sum_l
+    ll, lu = ll + 0.5 * prod / sum_s, lu + 0.5 * prod / sum_s
+    one = jnp.ones_like(z)  # and none below 1, the start's scale where the data is small
+    return _start(op, data, sd, x, z, jnp.maximum(sl, one), jnp.maximum(su, one), jnp.maximum(ll, one), jnp.maximum(lu, one), sd.he * y)
 
 
 def init_warm(op: Operator, data: Data, sd: _Sides, warm, tau, scale=0.0) -> IPMState:

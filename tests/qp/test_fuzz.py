@@ -28,7 +28,8 @@ Every instance is also written from MODEL's equations as a sparse QP and solved 
 - an instance drawn infeasible on purpose (Clarabel: primal infeasible) is not `solved`.
 
 Fast lane (every run): one small agent structure (96 instances) and one small centralized
-one (64). Slow lane: 7 agent structures (10,080 instances) and 4 centralized ones. A lane
+one (64). Slow lane (`make fuzz`; ~25 min on 2 cores, more than CI's budget leaves): 7 agent
+structures (10,080 instances) and 4 centralized ones. A lane
 runs all its structures and reports every failure at the end; any failure fails it. Set
 ECJAX_FUZZ_RANDOM=1 for fresh draws instead of the fixed sequence.
 """
@@ -290,6 +291,7 @@ def _central_size(s: Structure) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.fuzz_slow
 def test_fuzz_slow_agent():
     """Agent QPs, n <= 15, N in {6, 12, 24}: 480 islanded and 960 FC-MPC instances per
     structure, 7 structures: the first draw is every weight 0 (an LP), the explicit example
@@ -308,6 +310,7 @@ def test_fuzz_slow_agent():
 
 
 @pytest.mark.slow
+@pytest.mark.fuzz_slow
 def test_fuzz_slow_central():
     """Centralized QPs, n <= 6, N in {6, 12, 24}, 4 structures (the explicit example has the
     default weights)."""
