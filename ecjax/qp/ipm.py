@@ -93,7 +93,7 @@ class IPM(eqx.Module):
     eps_pinf: float = 1e-5
     eps_dinf: float = 1e-5
     step_fraction: float = 0.99  # fraction of the distance to the boundary taken per step
-    reg: float | None = None  # δ_p = δ_d; None: 1e-10 (float64) or 1e-5 (float32)
+    reg: float | None = None  # δ_p = δ_d; None: 1e-8 (float64) or 1e-5 (float32)
     reg_eq: float | None = None  # δ_e of equality rows; None: 1e-8 (float64) or 1e-5 (float32)
     max_iter: int = eqx.field(static=True, default=80)
     certify_from: int = eqx.field(static=True, default=20)  # iterations before the first certificate test
@@ -208,7 +208,7 @@ def prepare_ipm(P, A, settings: IPM, dtype, lo=None, hi=None) -> Operator:
     s = settings
     f64 = dtype == jnp.float64
     if s.reg is None:
-        s = eqx.tree_at(lambda t: t.reg, s, 1e-10 if f64 else 1e-5, is_leaf=lambda v: v is None)
+        s = eqx.tree_at(lambda t: t.reg, s, 1e-8 if f64 else 1e-5, is_leaf=lambda v: v is None)
     if s.reg_eq is None:
         s = eqx.tree_at(lambda t: t.reg_eq, s, 1e-8 if f64 else 1e-5, is_leaf=lambda v: v is None)
     Einv = np.concatenate([Eb_inv, 1.0 / E[perm][m_s:]])
@@ -570,7 +570,14 @@ def step(op: Operator, data: Data, sd: _Sides, st: IPMState, certify: bool = Tru
         gc, dc = g[n:], d[n:]
         t = -jnp.where(dc > 0, gc / jnp.where(dc > 0, dc, 1.0), 0.0)
         dx, v = _newton(op, fac, d, r, t, row_tol)
-        Adx = op.A.mv(dx)
+        Adx_true = op.A.mv(dx)
+        # a coupling row with a large weight (an active side) takes its activity from the
+        # solve's own second block, C dx = t + v / d_c: a slack of 1e-12 then moves by what
+        # the linear system says, to rounding relative to t, where C dx recomputed from dx
+        # carries the solve's absolute error and jams it at the boundary
+        act = dc > 1.0
+        Adx_c = jnp.where(act, t + v / jnp.where(act, dc, 1.0), Adx_true[n:])
+        Adx = jnp.concatenate([Adx_true[:n], Adx_c])
         dy = jnp.concatenate([(d * Adx + g)[:n], v])  # coupling rows: v from the solve
         dsl = sd.hl * (Adx + rl)
         dsu = sd.hu * (-ru - Adx)
@@ -581,7 +588,7 @@ def step(op: Operator, data: Data, sd: _Sides, st: IPMState, certify: bool = Tru
         dll = ineq * jnp.where(low, sd.hl * (dlu_f - dy), dll_f)
         dlu = ineq * jnp.where(low, dlu_f, sd.hu * (dy + dll_f))
         dye = sd.he * dy
-        return dx, dsl, dsu, dll, dlu, dye, Adx
+        return dx, dsl, dsu, dll, dlu, dye, Adx_true
 
     def steplen(dsl, dsu, dll, dlu):
         return _step_to_boundary(((st.sl, dsl, sd.hl), (st.su, dsu, sd.hu), (st.ll, dll, sd.hl), (st.lu, dlu, sd.hu)))
