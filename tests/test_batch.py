@@ -185,20 +185,20 @@ def test_agent_batch_for_cpu_and_accelerators():
     assert ab("gpu", paper, 7, pairs_per_device=5000) == 7
 
 
-@pytest.mark.parametrize("agent_batch", [1, 2])
-def test_prosumers_in_pieces_equal_all_at_once(agent_batch):
+def test_prosumers_in_pieces_equal_all_at_once():
     """Solving the prosumers' subproblems one at a time or in pieces (with a remainder) is the
     same FC-MPC as one vmapped batch: 3 prosumers, ccdmpc, both δ."""
     c = generate_community(5, prosumer_share=0.6, seed=2)
     assert len(c.prosumers) == 3
     w = (c, synthetic_profiles(5, seed=2))
     ref = batch(w, 2, "ccdmpc", T=3, agent_batch=3, solver=IPM_TIGHT).summary
-    got = batch(w, 2, "ccdmpc", T=3, agent_batch=agent_batch, solver=IPM_TIGHT).summary
-    runner = list(experiment._RUNNERS.values())[-1]
-    assert runner.ctl.agent_batch == agent_batch
-    for k in INDEX_NAMES + ("phi",):
-        np.testing.assert_allclose(got[k].values, ref[k].values, rtol=1e-7, atol=1e-8, err_msg=k)
-    np.testing.assert_array_equal(got["qp_status"].values, ref["qp_status"].values)
+    for agent_batch in (1, 2):
+        got = batch(w, 2, "ccdmpc", T=3, agent_batch=agent_batch, solver=IPM_TIGHT).summary
+        runner = list(experiment._RUNNERS.values())[-1]
+        assert runner.ctl.agent_batch == agent_batch
+        for k in INDEX_NAMES + ("phi",):
+            np.testing.assert_allclose(got[k].values, ref[k].values, rtol=1e-7, atol=1e-8, err_msg=f"{k}, {agent_batch}")
+        np.testing.assert_array_equal(got["qp_status"].values, ref["qp_status"].values)
 
 
 def test_pair_bytes_bounds_the_compiled_closed_loops_memory(world):

