@@ -28,7 +28,7 @@ Every instance is also written from MODEL's equations as a sparse QP and solved 
 - an instance drawn infeasible on purpose (Clarabel: primal infeasible) is not `solved`.
 
 Fast lane (every run): one small agent structure (96 instances) and one small centralized
-one (64). Slow lane (`make fuzz`; ~25 min on 2 cores, more than CI's budget leaves): 7 agent
+one (64). Slow lane (`make fuzz`; ~9 min in one process, outside `make test`, which fills CI's budget): 7 agent
 structures (10,080 instances) and 4 centralized ones. A lane
 runs all its structures and reports every failure at the end; any failure fails it. Set
 ECJAX_FUZZ_RANDOM=1 for fresh draws instead of the fixed sequence.
