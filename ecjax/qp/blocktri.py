@@ -8,7 +8,7 @@ bandwidth b, cutting the reordered matrix into blocks of size b makes it block-t
 The factorization is the block Thomas recursion (block LU without pivoting; every leading
 block of a quasi-definite matrix is nonsingular)
 
-    S₀ = D₀,   Gₖ = Lₖ Sₖ₋₁⁻¹,   Sₖ = Dₖ − Gₖ Lₖᵀ,                               (T1)
+    S₀ = D₀,   Gₖ = Lₖ Sₖ₋₁⁻¹,   Sₖ = Dₖ − Gₖ Lₖᵀ,
 
 which is stable for the regularized quasi-definite matrices of `ecjax.qp.ipm` (Vanderbei
 1995: a quasi-definite matrix is strongly factorizable, in any symmetric order). Cost per factorization: ~3 nb b³ flops instead
@@ -123,7 +123,7 @@ def slot_sources(order: np.ndarray, bs: int, nb: int, u0: int, rows, cols, srcs,
 
 
 class Factor(eqx.Module):
-    """(T1) for one matrix: Gₖ, Sₖ⁻¹ and the sub-diagonal blocks Lₖ."""
+    """The block Thomas recursion for one matrix: Gₖ, Sₖ⁻¹ and the sub-diagonal blocks Lₖ."""
 
     G: Float[Array, "nb1 bs bs"]
     Sinv: Float[Array, "nb bs bs"]
@@ -184,15 +184,15 @@ def _gj_pivot_step(k, M, inv):
 
 def _inv(M):
     """Inverse of a block (or of a stack of them: leading axes are batch). Up to
-    MAX_UNROLLED_BLOCK: Gauss-Jordan without pivoting (exists for the quasi-definite blocks of
-    (T1) and for positive definite ones), unrolled and written with selects instead of
-    indexed updates so that XLA fuses it into a few elementwise kernels. In exact arithmetic
-    every pivot of a quasi-definite block keeps the sign of its diagonal entry; a pivot that
-    rounding has cancelled to 0 or past it (an LP's Newton system late in the solve: entries
-    from 1e-10 to 1e10) is replaced by that diagonal entry, a static pivot perturbation whose
-    error the Newton solve's iterative refinement removes, instead of an inf that would end
-    the solve. Larger blocks: with partial pivoting, as a loop over the pivots on a CPU and by
-    LU elsewhere (see the module docstring)."""
+    MAX_UNROLLED_BLOCK: Gauss-Jordan without pivoting (exists for the quasi-definite blocks Sₖ
+    of the block Thomas recursion and for positive definite ones), unrolled and written with
+    selects instead of indexed updates so that XLA fuses it into a few elementwise kernels. In
+    exact arithmetic every pivot of a quasi-definite block keeps the sign of its diagonal entry;
+    a pivot that rounding has cancelled to 0 or past it (an LP's Newton system late in the
+    solve: entries from 1e-10 to 1e10) is replaced by that diagonal entry, a static pivot
+    perturbation whose error the Newton solve's iterative refinement removes, instead of an inf
+    that would end the solve. Larger blocks: with partial pivoting, as a loop over the pivots
+    on a CPU and by LU elsewhere (see the module docstring)."""
     n = M.shape[-1]
     inv = jnp.broadcast_to(jnp.eye(n, dtype=M.dtype), M.shape)
     if n > MAX_UNROLLED_BLOCK:
@@ -213,7 +213,7 @@ def _inv(M):
 
 
 def factor(D: Float[Array, "nb bs bs"], L: Float[Array, "nb1 bs bs"]) -> Factor:
-    """Block Thomas factorization (T1) of tridiag(L, D, Lᵀ)."""
+    """Block Thomas factorization of tridiag(L, D, Lᵀ)."""
     nb = D.shape[0]
     if nb == 0:  # nothing to factor (a QP without coupling rows or weak columns)
         return Factor(G=L[:0], Sinv=D, L=L[:0])

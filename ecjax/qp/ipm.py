@@ -4,13 +4,14 @@ share (P, A), P diagonal:
     minimise ½ xᵀPx + qᵀx   subject to   lo <= A x <= hi
 
 Each finite side of a row gets a slack and a multiplier (infinite sides are masked per sample,
-so a row may be free in one sample and bounded in another; lo = hi is an equality):
+so a row may be free in one sample and bounded in another; lo = hi is an equality), and the
+optimality conditions in slack form, perturbed by the centring target σμ, are
 
-    A x − s_l = lo,  A x + s_u = hi,  s, λ >= 0,  P x + q + Aᵀ(λ_u − λ_l) = 0,  s∘λ = σμ.   (I1)
+    A x − s_l = lo,  A x + s_u = hi,  s, λ >= 0,  P x + q + Aᵀ(λ_u − λ_l) = 0,  s∘λ = σμ.
 
 Eliminating the slacks and multipliers leaves the Newton system
 
-    (P + Aᵀ diag(d) A) dx = −r_d − Aᵀ g,   d = λ_l/s_l + λ_u/s_u,                      (I2)
+    (P + Aᵀ diag(d) A) dx = −r_d − Aᵀ g,   d = λ_l/s_l + λ_u/s_u,
 
 solved by `normal.py` (structured, per-sample factorization of a small block-tridiagonal
 matrix) with one step of iterative refinement by default (`refine`): without it, on agent QPs
@@ -28,7 +29,7 @@ sample runs until the slowest one stops. A warm start (x, y of a previous soluti
 previous FC-MPC iterate of the same prosumer) is taken as the starting point with every
 slack/multiplier pair pushed to a product of at least
 
-    μ₀ = max(τ², κ_w·r₀),   r₀ = max(‖(lo − Āx)₊, (Āx − hi)₊‖∞, ‖P̄x + q̄ + Āᵀy‖∞)     (I4)
+    μ₀ = max(τ², κ_w·r₀),   r₀ = max(‖(lo − Āx)₊, (Āx − hi)₊‖∞, ‖P̄x + q̄ + Āᵀy‖∞)
 
 (scaled units; τ = `warm_margin`, κ_w = `warm_scale`, r₀ the warm point's residual in the new
 problem): an active side keeps its multiplier λ and gets the slack μ₀/λ, an inactive side
@@ -44,7 +45,7 @@ loop this takes 5.2 iterations per QP against ~16-17 cold (docs/performance.md; 
 Rows with one nonzero (variable bounds: most rows of the MPC QPs) are merged per column before
 the iteration: a_r x_j ∈ [lo_r, hi_r] for every such row r of column j becomes
 
-    lb_j = max_r lo_r/a_r,  ub_j = min_r hi_r/a_r   (sides swapped where a_r < 0),          (I3)
+    lb_j = max_r lo_r/a_r,  ub_j = min_r hi_r/a_r   (sides swapped where a_r < 0),
 
 so the method runs on x ∈ [lb, ub], lo_c <= C x <= hi_c: one bound pair per column, products
 with the bound rows are the identity. The bound multipliers go back to the rows that attain
@@ -64,7 +65,7 @@ step's shrinks below the tests' thresholds. They are skipped in the first `certi
 iterations (default 20): most solves end before (5 iterations on average when warm-started
 in FC-MPC, 13-20 cold), and the test is a seventh of an iteration's time
 (docs/performance.md); an infeasible QP is then certified at iteration `certify_from` + 1
-or later.                                                                                  (I5)
+or later.
 
 Residuals, termination and infeasibility certificates follow OSQP's conventions (Stellato et
 al. 2020, §3.4), so `Solution` means what it means there: y = λ_u − λ_l, z = clip(Ax, lo, hi).
@@ -100,7 +101,7 @@ class IPM(eqx.Module):
     refine: int = eqx.field(static=True, default=1)  # iterative-refinement steps per Newton solve
     refine_max: int = eqx.field(static=True, default=8)  # ... and at most this many while inaccurate
     warm_margin: float | None = 5e-4  # warm start: slack·multiplier >= this² (scaled); None: ignore
-    warm_scale: float = 0.01  # ... and >= this × the warm point's residual (I4); 0: τ² alone
+    warm_scale: float = 0.01  # ... and >= this × the warm point's residual; 0: τ² alone
     weak_p: float = eqx.field(static=True, default=1e-3)  # 1e-4 loses digits with weights 1e3 (pivot growth)
     max_dense: int = eqx.field(static=True, default=0)
     scaling_iters: int = eqx.field(static=True, default=10)
@@ -183,7 +184,7 @@ def prepare_ipm(P, A, settings: IPM, dtype, lo=None, hi=None) -> Operator:
     perm, m_s = _ls.split_rows(Ab)
     Ab_p = Ab[perm]
     S, C = Ab_p[:m_s], Ab_p[m_s:]
-    # (I3): the singleton rows of each column
+    # merging singleton rows into column bounds: the singleton rows of each column
     r_col = np.argmax(S != 0, axis=1) if m_s else np.zeros(0, np.int64)
     r_val = S[np.arange(m_s), r_col] if m_s else np.zeros(0)
     keep = r_val != 0  # an all-zero row bounds nothing (its feasibility is 0 ∈ [lo, hi])
@@ -244,8 +245,8 @@ def prepare_ipm(P, A, settings: IPM, dtype, lo=None, hi=None) -> Operator:
 
 
 class _Res(eqx.Module):
-    """Residuals of (I1) at an iterate: computed once by the termination test and reused by
-    the next step."""
+    """Residuals of the slack-form optimality conditions at an iterate: computed once by the
+    termination test and reused by the next step."""
 
     z: Float[Array, " mb"]  # Ā x
     rd: Float[Array, " n"]  # P̄x + q̄ + Āᵀy
@@ -275,7 +276,7 @@ class _Sides(eqx.Module):
     lo: Float[Array, " mb"]  # infinite entries replaced by 0
     hi: Float[Array, " mb"]
     n_act: Float[Array, ""]  # number of finite inequality sides (at least 1)
-    half_gap: Float[Array, ""]  # residual of tolerated crossed bound rows (user units, (I3))
+    half_gap: Float[Array, ""]  # residual of tolerated crossings of merged bound rows (user units)
 
 
 def _sides(data: Data, half_gap=0.0) -> _Sides:
@@ -291,7 +292,8 @@ def _sides(data: Data, half_gap=0.0) -> _Sides:
 
 
 class _Bounds(eqx.Module):
-    """(I3) for one sample: the merged problem's data and which row attains each bound."""
+    """Singleton rows merged into column bounds for one sample: the merged problem's data and
+    which row attains each bound."""
 
     data: Data  # q̄; [lb; lō_c], [ub; hī_c]
     i_lo: Int[Array, " n"]  # slot (in b_src) of the row attaining lb_j
@@ -358,7 +360,8 @@ def _row_multipliers(op: Operator, b: _Bounds, st: "IPMState"):
 
 
 def _Kd_mv(op: Operator, d, v):
-    """(P̄ + Āₛᵀ diag(dₛ) Āₛ + δ_p I) v: the bound rows' part of (I2), regularized as factored."""
+    """(P̄ + Āₛᵀ diag(dₛ) Āₛ + δ_p I) v: the bound rows' part of the Newton system's matrix,
+    regularized as factored."""
     return (op.P + d[: op.n] + op.settings.reg) * v
 
 
@@ -463,8 +466,8 @@ def _pair(s, lam, tau, centred):
 
 
 def _warm_residual(op: Operator, data: Data, sd: _Sides, x, y, z):
-    """r₀ of (I4): the largest bound violation and dual residual of (x, y) (merged rows, scaled;
-    z = Ā x)."""
+    """r₀ of the starting barrier parameter μ₀: the largest bound violation and dual residual
+    of (x, y) (merged rows, scaled; z = Ā x)."""
     viol = jnp.maximum(jnp.maximum(sd.hl * (sd.lo - z), sd.hu * (z - sd.hi)), jnp.abs(sd.he * (z - sd.lo)))
     rd = jnp.abs(op.P * x + data.q + op.A.rmv(y))
     return jnp.maximum(jnp.max(viol), jnp.max(rd))
@@ -533,9 +536,9 @@ def init(op: Operator, data: Data, sd: _Sides) -> IPMState:
 
 def init_warm(op: Operator, data: Data, sd: _Sides, warm, tau, scale=0.0) -> IPMState:
     """Start from a previous solution (user units): x, and multipliers from y (bound rows'
-    multipliers summed per column, as in (I3)), every slack/multiplier pair pushed to a
-    product of at least μ₀ = max(tau², scale·r₀) (I4) (`_pair`, centred): an interior point
-    near the old optimum."""
+    multipliers summed per column, as the rows are merged into column bounds), every
+    slack/multiplier pair pushed to a product of at least the starting barrier parameter
+    μ₀ = max(tau², scale·r₀) (`_pair`, centred): an interior point near the old optimum."""
     dt = op.dtype
     m_s = op.A_rows.m_s
     y_u = jnp.concatenate([jnp.asarray(warm.y, dt), jnp.zeros((1,), dt)])
@@ -620,7 +623,7 @@ def step(op: Operator, data: Data, sd: _Sides, st: IPMState, certify: bool = Tru
         res=st.res,
     )
     prim, dual, solved, res = _check(op, data, sd, new)
-    # (I5): on the corrector's direction; Ā dx is known from it
+    # the infeasibility certificates, on the corrector's direction; Ā dx is known from it
     if certify:
         pinf, dinf = infeasible(op, data, dlu - dll + dye, dx, Adx=Adx, E=op.E_m, Einv=op.Einv)
     else:
@@ -648,7 +651,7 @@ def solve_ipm(op: Operator, q, lo, hi, warm=None) -> Solution:
         st = init_warm(op, data, sd, warm, op.settings.warm_margin, op.settings.warm_scale)
     else:
         st = init(op, data, sd)
-    # the first `certify_from` iterations without the infeasibility certificates (I5)
+    # the first `certify_from` iterations without the infeasibility certificates
     running = lambda t: t.status == int(Status.running)  # noqa: E731
     k1 = min(op.host.certify_from, op.host.max_iter)
     if k1:

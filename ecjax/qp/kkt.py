@@ -4,10 +4,10 @@ For  min ½xᵀPx + qᵀx  s.t. lo <= Ax <= hi  with multiplier y (y > 0 at an
 active upper bound, y < 0 at an active lower bound; OSQP's sign convention)
 the KKT conditions are
 
-    primal feasibility   lo <= A x <= hi                                   (K1)
-    stationarity         P x + q + Aᵀ y = 0                                (K2)
-    dual cone            y_i >= 0 if lo_i = -inf,  y_i <= 0 if hi_i = +inf  (K3)
-    complementarity      y⁺ ⊙ (hi − A x) = 0,   y⁻ ⊙ (A x − lo) = 0        (K4)
+    primal feasibility   lo <= A x <= hi
+    stationarity         P x + q + Aᵀ y = 0
+    dual cone            y_i >= 0 if lo_i = -inf,  y_i <= 0 if hi_i = +inf
+    complementarity      y⁺ ⊙ (hi − A x) = 0,   y⁻ ⊙ (A x − lo) = 0
 
 All residuals are infinity norms (unscaled), finite even with infinite bounds.
 """
@@ -33,18 +33,19 @@ def _inf_norm(v):
 
 
 def primal_residual(A, lo, hi, x):
-    """(K1): ||A x − Π_[lo,hi](A x)||∞."""
+    """Primal feasibility residual: ||A x − Π_[lo,hi](A x)||∞."""
     Ax = A @ x
     return _inf_norm(Ax - jnp.clip(Ax, lo, hi))
 
 
 def dual_residual(P, q, A, x, y):
-    """(K2): ||P x + q + Aᵀ y||∞."""
+    """Stationarity (dual) residual: ||P x + q + Aᵀ y||∞."""
     return _inf_norm(P @ x + q + A.T @ y)
 
 
 def residuals(P, q, A, lo, hi, x, y) -> KKTResiduals:
-    """All four KKT residuals (K1–K4) at (x, y)."""
+    """All four KKT residuals (primal feasibility, stationarity, dual cone, complementarity) at
+    (x, y)."""
     Ax = A @ x
     yp = jnp.maximum(y, 0.0)
     yn = jnp.maximum(-y, 0.0)
@@ -63,5 +64,5 @@ def residuals(P, q, A, lo, hi, x, y) -> KKTResiduals:
 
 
 def optimality_error(P, q, A, lo, hi, x, y):
-    """max of the KKT residuals (K1–K4); 0 exactly at a primal-dual solution."""
+    """max of the four KKT residuals; 0 exactly at a primal-dual solution."""
     return residuals(P, q, A, lo, hi, x, y).max

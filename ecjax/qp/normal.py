@@ -1,6 +1,6 @@
 """The interior-point Newton system, structured: K(d) dx = r with
 
-    K(d) = P̄ + δ_p I + Āᵀ diag(d) Ā,                                             (N1)
+    K(d) = P̄ + δ_p I + Āᵀ diag(d) Ā,
 
 P̄ diagonal, d >= 0 a per-sample row weight that changes at every interior-point iteration
 (the barrier Hessian λ/s, huge on active and equality rows, zero on free rows).
@@ -8,28 +8,31 @@ P̄ diagonal, d >= 0 a per-sample row weight that changes at every interior-poin
 Rows of Ā are split into singleton rows (they add to the diagonal Kd = P̄ + δ_p + Σ_s a_s² d_s)
 and coupling rows C; columns into *strong* ones (P̄_jj >= `weak_p`, or in no coupling row) and
 *weak* ones W (P̄_jj ≈ 0 and in a coupling row: battery energies, EV energies). With
-w = diag(d_c) C dx, (N1) is the quasi-definite system
+w = diag(d_c) C dx, K(d) dx = r is the quasi-definite system of weak columns and coupling rows
 
     [ Kd_W   C_Wᵀ                    ] [dx_W]   [ r_W                ]
-    [ C_W   −(d_c⁻¹ + δ_d + C_S Kd_S⁻¹ C_Sᵀ) ] [ w  ] = [ −C_S Kd_S⁻¹ r_S  ],          (N2)
+    [ C_W   −(d_c⁻¹ + δ_d + C_S Kd_S⁻¹ C_Sᵀ) ] [ w  ] = [ −C_S Kd_S⁻¹ r_S  ],
 
-    dx_S = Kd_S⁻¹ (r_S − C_Sᵀ w).                                                  (N3)
+followed by the back substitution of the strong columns
 
-Strong columns are eliminated by their diagonal; weak columns stay in (N2), so no 1/δ_p
-appears in a Woodbury product (which would cancel catastrophically). (N2) has a fixed sparsity
-pattern: every row/column of it is tied to one time step of the horizon and couples only with
-its neighbours, so after reverse Cuthill-McKee it is block-tridiagonal with small blocks
-(`blocktri.py`): the per-sample factorization costs a few thousand flops.
+    dx_S = Kd_S⁻¹ (r_S − C_Sᵀ w).
+
+Strong columns are eliminated by their diagonal; weak columns stay in the quasi-definite
+system, so no 1/δ_p appears in a Woodbury product (which would cancel catastrophically). That
+system has a fixed sparsity pattern: every row/column of it is tied to one time step of the
+horizon and couples only with its neighbours, so after reverse Cuthill-McKee it is
+block-tridiagonal with small blocks (`blocktri.py`): the per-sample factorization costs a few
+thousand flops.
 
 When the coupling rows fall into small groups that share no strong column (one group per time
 step in the FC-MPC subproblem), `schur.py` eliminates those groups first and factors only the
-Schur complement on the weak columns ((N4)-(N5)): same solution, a shorter sequential
-recursion. That Schur complement is a normal-equations matrix: the equality rows enter it with
-weight 1/δ_e, so it is well conditioned only when those rows alone fix every weak column (the
-states, through the dynamics). With a weak column that they leave free (an input without
+Schur complement on the weak columns: same solution, a shorter sequential recursion. That
+Schur complement is a normal-equations matrix: the equality rows enter it with weight 1/δ_e,
+so it is well conditioned only when those rows alone fix every weak column (the states,
+through the dynamics). With a weak column that they leave free (an input without
 curvature: MODEL's `ugb` and `ev`, any weight set to 0) the 1/δ_e part is singular on that
 column, the rest of S_W is of the order of δ_p there, and the solve loses every digit; the
-quasi-definite form (N2) keeps such a column as an unknown of its own and stays accurate.
+quasi-definite form keeps such a column as an unknown of its own and stays accurate.
 `NormalKKT.build` therefore takes the Schur form only when the equality coupling rows
 restricted to the weak columns have full column rank (and `max_dense` is 0).
 """
@@ -57,7 +60,7 @@ def _ell_lists(lists, n_src_pad):
 
 
 class NormalKKT(eqx.Module):
-    """Host-built structure of (N2); `factor` and `solve` run per sample."""
+    """Host-built structure of the quasi-definite system; `factor` and `solve` run per sample."""
 
     is_strong: Bool[Array, " n"]
     weak_cols: Int[Array, " nw"]
@@ -65,7 +68,7 @@ class NormalKKT(eqx.Module):
     C: Mat  # coupling rows (m_c × n)
     pair_col: Int[Array, "npair k"]  # pair (r, r') of coupling rows sharing strong columns
     pair_coef: Float[Array, "npair k"]  # C[r,j] C[r',j]
-    const: Float[Array, " nconst"]  # C[r, w] entries of (N2)
+    const: Float[Array, " nconst"]  # C[r, w] entries of the quasi-definite system
     slot_src: Int[Array, "nslot k2"]  # storage slot <- sum of sources
     order: Int[Array, " u"]  # padded position -> unknown (u0 = pad)
     where: Int[Array, " u0"]  # unknown -> padded position
@@ -92,7 +95,7 @@ class NormalKKT(eqx.Module):
         weak_pos = np.full(n, nw, np.int64)
         weak_pos[weak_cols] = np.arange(nw)
         u0 = nw + mc
-        # pattern of (N2): unknowns [weak columns | coupling rows]
+        # pattern of the quasi-definite system: unknowns [weak columns | coupling rows]
         Cs = sp.csr_matrix(C * (~weak)[None, :])
         Cw = sp.csr_matrix(C[:, weak_cols]) if nw else sp.csr_matrix((mc, 0))
         CCt = (abs(Cs) @ abs(Cs).T).tocoo()
@@ -153,7 +156,8 @@ def schur_is_stable(C: np.ndarray, weak: np.ndarray, eq_c) -> bool:
 
 
 class Factored(eqx.Module):
-    """(N2) factored for one sample, with what (N3) and the refinement need."""
+    """The quasi-definite system factored for one sample, with what the back substitution of
+    the strong columns and the refinement need."""
 
     f: blocktri.Factor
     Kd_inv_s: Float[Array, " n"]  # 1/Kd on strong columns, 0 on weak
@@ -161,7 +165,8 @@ class Factored(eqx.Module):
 
 
 def factor(kkt: "NormalKKT | schur.SchurKKT", A: SplitA, pdiag, d, reg_p, reg_d):
-    """Assemble and factor (N2) for row weights d (permuted rows, [singleton | coupling])."""
+    """Assemble and factor the quasi-definite system for row weights d (permuted rows,
+    [singleton | coupling])."""
     dt = pdiag.dtype
     if A.identity:
         Kd = pdiag + reg_p + d[: A.m_s]
@@ -188,8 +193,8 @@ def factor(kkt: "NormalKKT | schur.SchurKKT", A: SplitA, pdiag, d, reg_p, reg_d)
 def solve(kkt: "NormalKKT | schur.SchurKKT", fac: "Factored | schur.SchurFactored", r, t):
     """(dx, v) with [Kd Cᵀ; C −diag(1/d_c)] [dx; v] = [r; t], up to the regularization.
 
-    v is the step of the coupling rows' multipliers; (N2)-(N3) with the second block
-    right-hand side t − C_S Kd_S⁻¹ r_S.
+    v is the step of the coupling rows' multipliers: the quasi-definite system with the second
+    block right-hand side t − C_S Kd_S⁻¹ r_S, then the back substitution of the strong columns.
     """
     if isinstance(kkt, schur.SchurKKT):
         return schur.solve(kkt, fac, r, t)

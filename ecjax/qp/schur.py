@@ -8,8 +8,8 @@ connected components of |C_S||C_S|ᵀ: in the FC-MPC subproblem one component pe
 are that step's inputs and slacks. Eliminating the multipliers w of every component leaves
 the Schur complement on the weak columns (battery and EV energies: the states),
 
-    S_W = Kd_W + Σ_c C_{W,c}ᵀ M_c⁻¹ C_{W,c},                                        (N4)
-    S_W dx_W = r_W + Σ_c C_{W,c}ᵀ M_c⁻¹ t'_c,     w_c = M_c⁻¹ (C_{W,c} dx_W − t'_c),    (N5)
+    S_W = Kd_W + Σ_c C_{W,c}ᵀ M_c⁻¹ C_{W,c},
+    S_W dx_W = r_W + Σ_c C_{W,c}ᵀ M_c⁻¹ t'_c,     w_c = M_c⁻¹ (C_{W,c} dx_W − t'_c),
 
 with t' = t − C_S Kd_S⁻¹ r_S. The M_c are inverted all at once (one batched Gauss-Jordan on
 (components, b, b) arrays per component size b, no sequential dependence: components are
@@ -50,7 +50,7 @@ class _Group(eqx.Module):
 
 
 class SchurKKT(eqx.Module):
-    """Host-built structure of (N4)-(N5)."""
+    """Host-built structure of the Schur complement S_W on the weak columns and its solve."""
 
     is_strong: Bool[Array, " n"]
     weak_cols: Take  # (nw,)
@@ -59,7 +59,7 @@ class SchurKKT(eqx.Module):
     groups: tuple[_Group, ...]  # components grouped by their number of rows
     row_slot: Take  # (mc,): coupling row -> flat slot (groups one after another)
     slot_src: Take  # (nslot, k2): S_W storage slot <- sum of sources
-    u_r: Take  # (u,): (N5) right-hand side in the padded order of S_W: r at these columns (pad: n)
+    u_r: Take  # (u,): S_W's right-hand side, in its padded order: r at these columns (pad: n)
     u_h: Take  # (u, kr): ... plus these entries of C_{W,c}ᵀ g_c (pad: their count)
     nb: int = eqx.field(static=True)
     bs: int = eqx.field(static=True)
@@ -97,7 +97,7 @@ class SchurKKT(eqx.Module):
                 row_slot[r] = off_slot + c * b + np.arange(b)
                 Cs[c, :, : len(scols[c])] = C[np.ix_(r, scols[c])]
                 Cw[c, :, : len(wcols[c])] = C[np.ix_(r, wcols[c])]
-                # (N4) pattern on the weak columns: C_{W,c}ᵀ M_c⁻¹ C_{W,c} (sources T, then h)
+                # pattern of S_W on the weak columns: C_{W,c}ᵀ M_c⁻¹ C_{W,c} (sources T, then h)
                 pos = weak_pos[wcols[c]]
                 for a in range(len(pos)):
                     w_lists[pos[a]].append(off_h + c * kw + a)
@@ -150,7 +150,8 @@ def _pad1(v):
 
 
 def factor(kkt: SchurKKT, Kd, dc_inv, reg_d) -> SchurFactored:
-    """M_c⁻¹ for every component, then (N4) and its block-tridiagonal factorization."""
+    """M_c⁻¹ for every component, then the Schur complement S_W and its block-tridiagonal
+    factorization."""
     dt = Kd.dtype
     Kd_inv_s = jnp.where(kkt.is_strong, 1.0 / Kd, 0.0)
     kin_all = _pad1(Kd_inv_s)
@@ -173,7 +174,8 @@ def factor(kkt: SchurKKT, Kd, dc_inv, reg_d) -> SchurFactored:
 
 
 def solve(kkt: SchurKKT, fac: SchurFactored, r, t):
-    """(dx, v) of [Kd Cᵀ; C −diag(1/d_c)] [dx; v] = [r; t] by (N5), then the strong columns by their diagonal."""
+    """(dx, v) of [Kd Cᵀ; C −diag(1/d_c)] [dx; v] = [r; t]: dx_W from the Schur complement S_W,
+    w_c per component, then the strong columns by their diagonal."""
     tp = _pad1(t - kkt.C.mv(fac.Kd_inv_s * r))
     tcs = [g.rows(tp) for g in kkt.groups]
     gs = [blocktri._mv(Mi, tc) for Mi, tc in zip(fac.Minv, tcs)]

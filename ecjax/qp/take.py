@@ -5,7 +5,7 @@ and of the bound merge are runs of evenly spaced indices (a time step's columns,
 column per variable kind, the padding index repeated), read row by row or, for a 2-D map,
 column by column. `Take.build` cuts the flattened map into maximal runs
 
-    idx = [s₀, s₀ + σ₀, …, s₀ + (c₀−1)σ₀ | s₁, … ],   x[idx] = concat(x[s₀ :: σ₀][:c₀], …)   (G1)
+    idx = [s₀, s₀ + σ₀, …, s₀ + (c₀−1)σ₀ | s₁, … ],   x[idx] = concat(x[s₀ :: σ₀][:c₀], …)
 
 (σ = 0: one entry repeated), keeps runs shorter than `MIN_RUN` together as small gathers, and
 falls back to one gather when slices would cover less than half of the map.
@@ -55,7 +55,7 @@ def _pieces(f: np.ndarray):
 
 
 class Take(eqx.Module):
-    """x ↦ x[idx] for a fixed integer array idx (any shape), by (G1)."""
+    """x ↦ x[idx] for a fixed integer array idx (any shape), as strided slices where possible."""
 
     gathered: Int[Array, " g"] | None  # the indices of the gather pieces, concatenated
     pieces: tuple = eqx.field(static=True)
