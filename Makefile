@@ -33,9 +33,8 @@ XDIST   := -n auto --maxprocesses=4
 # suite shares between tests, has segfaulted a worker now and then (jax 0.10.2, CPU).
 RERUN   := --reruns 1 --only-rerun "worker crashed"
 
-# the fuzz suite's slow lane (~9 min) does not fit beside the rest in CI's 30 minutes: `make fuzz`
 test: setup
-	$(PYBIN) -m pytest -q $(XDIST) $(RERUN) -m "not fuzz_slow"
+	$(PYBIN) -m pytest -q $(XDIST) $(RERUN)
 
 fuzz: setup
 	$(PYBIN) -m pytest -q -s $(XDIST) tests/qp/test_fuzz.py

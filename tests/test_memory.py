@@ -59,7 +59,8 @@ print(json.dumps(out))
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc/self/clear_refs")
 def test_a_hundred_thousand_samples_in_bounded_memory():
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    # running time, not compilation, is this test's time: XLA's full optimization
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent), "JAX_DISABLE_MOST_OPTIMIZATIONS": "0"}
     run = subprocess.run([sys.executable, "-c", CODE], env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     out = {int(k): v for k, v in json.loads(run.stdout.strip().splitlines()[-1]).items()}
