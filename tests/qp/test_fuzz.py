@@ -40,7 +40,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
+import pathlib
 import time
 import zlib
 
@@ -236,7 +238,14 @@ def _record(lane, s, batch, status, steps, errors, kp, kd, t_ecjax, wall, inconc
 
 @pytest.fixture(scope="module", autouse=True)
 def _report():
+    """Each lane's figures, printed (`-s`) and, with ECJAX_FUZZ_REPORT=DIR, written there as
+    JSON per process (pytest-xdist's workers do not show their output)."""
     yield
+    out = os.environ.get("ECJAX_FUZZ_REPORT")
+    if out and STATS:
+        name = f"fuzz_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{os.getpid()}.json"
+        rows = [{"lane": lane, "kind": kind, **r} for (lane, kind), r in sorted(STATS.items())]
+        (pathlib.Path(out) / name).write_text(json.dumps(rows, indent=1))
     for (lane, kind), r in sorted(STATS.items()):
         print(
             f"\nQP fuzz {lane} {kind}: {r['structures']} structures, {r['instances']} instances "
