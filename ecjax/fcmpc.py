@@ -86,7 +86,7 @@ def check_agent_batch(agent_batch) -> None:
 
 def make_controller(
     c: Community,
-    w: CostWeights,
+    weights: CostWeights,
     N: int,
     solver: IPM = IPM(),
     dtype=jnp.float64,
@@ -95,20 +95,22 @@ def make_controller(
 ) -> Controller:
     """Build (on the host, once) the shared QP operators of a community."""
     check_agent_batch(agent_batch)
-    S = ocp.agent_structure(c, N, w)
+    agent_structure = ocp.agent_structure(c, N, weights)
     lo_t, hi_t = _template_bounds(c, N, ocp.AgentRows(AgentLayout(c.n, N)))
-    agent_op = prepare(S.P.toarray(), S.A.toarray(), solver, dtype=dtype, lo=lo_t, hi=hi_t)
+    agent_op = prepare(agent_structure.P.toarray(), agent_structure.A.toarray(), solver, dtype=dtype,
+                       lo=lo_t, hi=hi_t)
     central_op = None
     if centralized:
-        SC = ocp.centralized_structure(c, N, w)
+        central_structure = ocp.centralized_structure(c, N, weights)
         nP = len(c.prosumers)
         cr = ocp.CentralRows(AgentLayout(c.n, N), nP, len(c.consumers))
         lo_c, hi_c = _template_bounds(c, N, ocp.AgentRows(AgentLayout(c.n, N), with_recv=False))
         lo_c = np.concatenate([np.tile(lo_c, nP), np.full(cr.cons.stop - cr.cons.start, -np.inf)])
         hi_c = np.concatenate([np.tile(hi_c, nP), np.zeros(cr.cons.stop - cr.cons.start)])
-        central_op = prepare(SC.P.toarray(), SC.A.toarray(), solver, dtype=dtype, lo=lo_c, hi=hi_c)
+        central_op = prepare(central_structure.P.toarray(), central_structure.A.toarray(), solver, dtype=dtype,
+                             lo=lo_c, hi=hi_c)
     return Controller(
-        community=c, weights=w, agent_op=agent_op, central_op=central_op, N=N,
+        community=c, weights=weights, agent_op=agent_op, central_op=central_op, N=N,
         agent_batch=None if agent_batch is None or agent_batch >= len(c.prosumers) else int(agent_batch),
     )  # fmt: skip
 

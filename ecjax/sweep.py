@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from . import store as _store
-from .config import ConfigError, compose, config_hash, default_config_dir, to_dict, validate
+from .config import ConfigError, check_config, compose, config_hash, default_config_dir, to_dict
 
 
 @dataclasses.dataclass
@@ -40,7 +40,7 @@ class CellSpec:
 
 
 @dataclasses.dataclass
-class Plan:
+class SweepPlan:
     argv: list  # the overrides as given
     overrides: list  # plain (non-sweep) overrides
     axes: dict  # swept key -> list of values
@@ -121,13 +121,13 @@ def cell_id(params: Mapping, config: Mapping) -> str:
     return text
 
 
-def plan(argv: Sequence[str] = (), config_dir=None) -> Plan:
+def plan(argv: Sequence[str] = (), config_dir=None) -> SweepPlan:
     """Compose, expand and validate every cell of a run; nothing is computed or compiled.
 
     **Arguments:** `argv` Hydra overrides (sweep overrides like ``community.n=5,10`` expand
     into cells); `config_dir` the config directory (default: `default_config_dir()`).
 
-    **Returns:** a `Plan` whose cells hold their resolved, validated configs. Raises
+    **Returns:** a `SweepPlan` whose cells hold their resolved, validated configs. Raises
     `ConfigError` naming the key (and the cell) of the first bad value.
     """
     argv = [a for a in argv if a not in ("-m", "--multirun")]
@@ -160,7 +160,7 @@ def plan(argv: Sequence[str] = (), config_dir=None) -> Plan:
         cfg = to_dict(compose(ovr, cdir)) if keys else base
         cid = cell_id(params_c, cfg)
         try:
-            validate(cfg)
+            check_config(cfg)
         except ConfigError as e:
             raise ConfigError(f"{e} (cell {cid})" if keys else str(e)) from None
         if cid in seen:
@@ -168,12 +168,12 @@ def plan(argv: Sequence[str] = (), config_dir=None) -> Plan:
         seen[cid] = params_c
         cells.append(CellSpec(id=cid, params=params_c, overrides=ovr, config=cfg))
     if not keys:
-        validate(base)
-    return Plan(argv=list(argv), overrides=plain, axes=axes, base=base, cells=cells,
+        check_config(base)
+    return SweepPlan(argv=list(argv), overrides=plain, axes=axes, base=base, cells=cells,
                 config_dir=cdir or str(default_config_dir()))
 
 
-def check_store(p: Plan) -> None:
+def check_store_configs(p: SweepPlan) -> None:
     """Refuse a store whose finished cells were computed with other configs."""
     if not Path(p.store).exists():
         return
@@ -274,14 +274,14 @@ def _safe(store_path, cell_id, config, params, progress=False) -> dict:
 
 
 # --------------------------------------------------------------------------- execution
-def run(p: Plan, progress: bool | None = None, on_cell: Callable[[dict], None] | None = None) -> SweepResult:
+def run(p: SweepPlan, progress: bool | None = None, on_cell: Callable[[dict], None] | None = None) -> SweepResult:
     """Compute the unfinished cells of a plan on dask and return what happened.
 
     Where cells run follows `sweep` of the base config (see the module docstring).
     """
     t0 = time.perf_counter()
     progress = bool(p.base.get("progress", True)) if progress is None else progress
-    check_store(p)
+    check_store_configs(p)
     _store.init_store(p.store, p.description())
     damaged = {}
     for c in p.cells:  # a damaged finished cell is not finished: removed, then computed again
@@ -318,7 +318,7 @@ def _bar(total: int, progress: bool):
     return tqdm(total=total, desc="cells", unit="cell", disable=not progress)
 
 
-def _run_local(p: Plan, pending, workers: int, progress: bool, record) -> None:
+def _run_local(p: SweepPlan, pending, workers: int, progress: bool, record) -> None:
     import dask
     from dask.callbacks import Callback
 
@@ -340,7 +340,7 @@ def _run_local(p: Plan, pending, workers: int, progress: bool, record) -> None:
     bar.close()
 
 
-def _run_distributed(p: Plan, pending, sw: Mapping, progress: bool, record) -> None:
+def _run_distributed(p: SweepPlan, pending, sw: Mapping, progress: bool, record) -> None:
     from distributed import Client, LocalCluster, as_completed
 
     cluster = None

@@ -45,7 +45,7 @@ from web3 import Web3
 
 from ecjax.chain import fixedpoint as fp
 from ecjax.chain.config import CoordinatorConfig
-from ecjax.chain.mirror import Mirror, StepRecord
+from ecjax.chain.mirror import Mirror, StepNegotiation
 
 ARTIFACT = "FCMPCCoordinator.json"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -437,7 +437,7 @@ class UploadResult:
 class History:
     """The negotiation rebuilt from events, checked against the contract (see `Coordinator.history`)."""
 
-    steps: list[StepRecord]
+    steps: list[StepNegotiation]
     head: bytes
     events: list
 

@@ -51,7 +51,9 @@ class IterationRecord:
 
 
 @dataclasses.dataclass
-class StepRecord:
+class StepNegotiation:
+    """One MPC step's negotiation: the states uploaded at p = 0 and every iteration of step `t`."""
+
     t: int
     states: dict[int, tuple[int, int]]  # prosumer -> (eb, eev) fixed point, as uploaded at p = 0
     iterations: list[IterationRecord]
@@ -80,7 +82,7 @@ class Mirror:
         self.t, self.p = 0, 0
         self.committed = np.zeros((self.n_prosumers, self.nu), dtype=np.int64)
         self.head = ZERO32
-        self.steps: list[StepRecord] = []
+        self.steps: list[StepNegotiation] = []
         self._open_iteration()
 
     @classmethod
@@ -104,7 +106,7 @@ class Mirror:
 
     def _open_iteration(self):
         if self.p == 0:
-            self.steps.append(StepRecord(t=self.t, states={}, iterations=[]))
+            self.steps.append(StepNegotiation(t=self.t, states={}, iterations=[]))
         self.steps[-1].iterations.append(
             IterationRecord(t=self.t, p=self.p, uploads={}, theta2={}, committed=self.committed.copy())
         )

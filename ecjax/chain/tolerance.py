@@ -121,19 +121,20 @@ def row_scale(inputs: RunInputs) -> float:
 
 def dual_scale(inputs: RunInputs) -> float:
     """‖q‖∞ of the subproblem (MODEL §4 with α = 1/n)."""
-    c, w = inputs.community, inputs.weights
+    c, weights = inputs.community, inputs.weights
     alpha = 1.0 / c.n
     price = float(np.max(np.asarray(inputs.profiles.price)))
-    return alpha * max(price * c.dt, w.rho1, w.delta_b * (1 + w.w_T), w.delta_ev * (1 + w.w_T))
+    return alpha * max(price * c.dt, weights.rho1, weights.delta_b * (1 + weights.w_T),
+                       weights.delta_ev * (1 + weights.w_T))
 
 
 def derive(inputs: RunInputs, mode: str, scale: int, w: float) -> AuditTolerance:
     """The audit tolerance of a run made with `inputs` (see the module docstring)."""
     s = inputs.solver
-    c, wt = inputs.community, inputs.weights
+    c, weights = inputs.community, inputs.weights
     eps_pri = s.eps_abs + s.eps_rel * row_scale(inputs)
     eps_dua = s.eps_abs + s.eps_rel * dual_scale(inputs)
-    curv = [r for r in (wt.r_c, wt.r_d, wt.r_t, wt.r_ugb, wt.r_ev) if r > 0]
+    curv = [r for r in (weights.r_c, weights.r_d, weights.r_t, weights.r_ugb, weights.r_ev) if r > 0]
     mu = 2.0 / c.n * (min(curv) if curv else 1.0)  # see the module docstring
     return AuditTolerance(
         mode=mode,

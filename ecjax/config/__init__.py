@@ -1,7 +1,7 @@
 """Configuration at the edge: Hydra composition, typed validation, and the objects of a cell.
 
 The `ecjax` command composes `conf/` with Hydra (`compose`, `to_dict`). A resolved config is
-a plain dict; `validate` builds from it one typed section per config group (`Config`), each
+a plain dict; `check_config` builds from it one typed section per config group (`Config`), each
 checking its own fields when built, before anything is compiled: errors name the key and the
 allowed range, e.g. ``ccmpc.deltas[2] must be in (0, 0.5], got 0.7``. `cell_inputs` rebuilds
 from it exactly the typed objects that produce a cell. Numerical code never sees a config.
@@ -14,7 +14,7 @@ from .cell import Config as Config
 from .cell import build_community as build_community
 from .cell import build_profiles as build_profiles
 from .cell import cell_inputs as cell_inputs
-from .cell import validate as validate
+from .cell import check_config as check_config
 from .compose import CONFIG_NAME as CONFIG_NAME
 from .compose import EXECUTION_KEYS as EXECUTION_KEYS
 from .compose import compose as compose

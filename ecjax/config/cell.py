@@ -74,7 +74,7 @@ class Config(Section):
 TOP_KEYS = tuple(f.name for f in dataclasses.fields(Config))
 
 
-def validate(config: Mapping) -> Config:
+def check_config(config: Mapping) -> Config:
     """Check every value of a resolved config; raise `ConfigError` naming the first bad key.
 
     Builds the community and its profiles (numpy) to check their own ranges, the data files and

@@ -13,7 +13,7 @@ import pytest
 import ecjax.data as D
 from ecjax import sweep
 from ecjax.cli import main
-from ecjax.config import ConfigError, cell_inputs, config_hash, validate
+from ecjax.config import ConfigError, cell_inputs, check_config, config_hash
 from ecjax.qp import IPM
 
 from .conftest import CONF, ECJAX, TINY, subprocess_env
@@ -30,7 +30,7 @@ def test_experiment_composes_full_size(name, tmp_path):
     plan = sweep.plan([f"experiment={name}", f"out.dir={tmp_path}"], CONF)
     assert plan.cells
     for c in plan.cells:
-        validate(c.config)
+        check_config(c.config)
         assert c.config["out"]["store"] == str(tmp_path / "results.zarr")
     assert len({c.id for c in plan.cells}) == len(plan.cells)
 
@@ -169,7 +169,7 @@ def test_cell_inputs_match_the_config(tmp_path):
 
 
 def test_typed_config_and_object_defaults(tmp_path):
-    """`validate` returns the typed sections; a setting left out takes the object's default."""
+    """`check_config` returns the typed sections; a setting left out takes the object's default."""
     import equinox as eqx
 
     from ecjax.community import paper_case
@@ -178,7 +178,7 @@ def test_typed_config_and_object_defaults(tmp_path):
     from ecjax.fcmpc import FCMPCSettings
     from ecjax.weights import CostWeights
 
-    cfg = validate(_cfg(tmp_path, "sim.seed=7"))
+    cfg = check_config(_cfg(tmp_path, "sim.seed=7"))
     assert isinstance(cfg, Config) and cfg.sim.seed == 7 and cfg.sim.blocks == 2
     assert cfg.data.price_source == "synthetic" and cfg.community.n == 3
     assert eqx.tree_equal(SolverConfig().ipm(), IPM())
