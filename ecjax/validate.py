@@ -266,7 +266,7 @@ def open_loop_validation(
     eev = np.asarray(eev, dtype=np.float64)
     for name, a in (("eb", eb), ("eev", eev)):
         if a.shape != (community.n,) or not np.all(np.isfinite(a)):
-            raise ValueError(f"`validate.{name}` must be a finite array of shape ({community.n},), got {a.shape}.")
+            raise ValueError(f"`{name}` must be a finite array of shape ({community.n},), got {a.shape}.")
     if scenario == "dmpc":
         delta = 0.5
     opt = Options(scenario=scenario, tightening=tightening, tighten_consumers=tighten_consumers)

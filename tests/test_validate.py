@@ -161,7 +161,7 @@ def test_bad_arguments_are_named(world):
         validate.open_loop_validation(c, prof, 8, c.eb0, np.zeros(c.n), 0.0, 10)
     with pytest.raises(ValueError, match="validate.t"):
         validate.open_loop_validation(c, prof, 24, c.eb0, np.zeros(c.n), 0.05, 10)
-    with pytest.raises(ValueError, match="validate.eb"):
+    with pytest.raises(ValueError, match="`eb` must be"):
         validate.open_loop_validation(c, prof, 8, c.eb0[:2], np.zeros(c.n), 0.05, 10)
     with pytest.raises(ValueError, match="scenario"):
         validate.open_loop_validation(c, prof, 8, c.eb0, np.zeros(c.n), 0.05, 10, scenario="greedy")

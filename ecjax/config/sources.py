@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +29,15 @@ def community_params() -> tuple[str, ...]:
     from ..community import make_community
 
     return tuple(p for p in inspect.signature(make_community).parameters if p not in _NOT_PARAMS)
+
+
+def _params_key(message: str) -> str:
+    """A `make_community` error names the argument as `community.<name>`; in a config that
+    argument is `community.params.<name>` (`community.n` and `community.prosumer_share` stay)."""
+    m = re.match(r"community\.(\w+)", message)
+    if m and m.group(1) in community_params():
+        return "community.params." + message[len("community."):]
+    return message
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +80,7 @@ class CommunityConfig(Section):
                 return paper_case(seed=int(self.seed), **params)
             return generate_community(int(self.n), float(self.prosumer_share), seed=int(self.seed), **params)
         except CommunityError as e:
-            raise ConfigError(str(e)) from None
+            raise ConfigError(_params_key(str(e))) from None
         except ValueError as e:  # broadcasting a per-agent list of the wrong length
             raise ConfigError(f"community.params: {e}") from None
 
