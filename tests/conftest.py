@@ -7,9 +7,9 @@ import pytest
 # second: LLVM's optimization passes are most of a test's time (a closed loop of 5 agents: 31 s
 # to compile at the default level, 18 s without them; 0.06 s against 0.15 s to run). The
 # passes that XLA runs on the HLO graph, which decide the arithmetic, stay on. Subprocesses
-# inherit the setting through the environment. Tests whose time is running time take the
-# `optimized` fixture, and so does one lane of the QP fuzz suite, so that the shipped build
-# is exercised too.
+# inherit the setting through the environment. Tests whose time is running time get the
+# full optimization back: the QP fuzz suite's slow lane through the `optimized` fixture (so
+# the build a user runs is fuzzed too), the memory test through its subprocess's environment.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 import jax  # noqa: E402

@@ -192,13 +192,12 @@ def test_prosumers_in_pieces_equal_all_at_once():
     assert len(c.prosumers) == 3
     w = (c, synthetic_profiles(5, seed=2))
     ref = batch(w, 2, "ccdmpc", T=3, agent_batch=None, solver=IPM_TIGHT).summary
-    for agent_batch in (2,):
-        got = batch(w, 2, "ccdmpc", T=3, agent_batch=agent_batch, solver=IPM_TIGHT).summary
-        runner = list(experiment._RUNNERS.values())[-1]
-        assert runner.ctl.agent_batch == agent_batch
-        for k in INDEX_NAMES + ("phi",):
-            np.testing.assert_allclose(got[k].values, ref[k].values, rtol=1e-7, atol=1e-8, err_msg=f"{k}, {agent_batch}")
-        np.testing.assert_array_equal(got["qp_status"].values, ref["qp_status"].values)
+    got = batch(w, 2, "ccdmpc", T=3, agent_batch=2, solver=IPM_TIGHT).summary
+    runner = list(experiment._RUNNERS.values())[-1]
+    assert runner.ctl.agent_batch == 2
+    for k in INDEX_NAMES + ("phi",):
+        np.testing.assert_allclose(got[k].values, ref[k].values, rtol=1e-7, atol=1e-8, err_msg=k)
+    np.testing.assert_array_equal(got["qp_status"].values, ref["qp_status"].values)
 
 
 def test_pair_bytes_bounds_the_compiled_closed_loops_memory(world):
