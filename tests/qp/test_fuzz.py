@@ -299,7 +299,7 @@ def _central_size(s: Structure) -> int:
     """Centralized instances per structure, by size (its Newton system's blocks grow with the
     number of prosumers and agents)."""
     nv = len(s.prosumers) * (s.n + 7) * s.N
-    return int(np.clip(6e7 / nv**2, 16, 400)) // 8 * 8
+    return int(np.clip(6e7 / nv**2, 16, 200)) // 8 * 8
 
 
 AGENT_PARTS = 3  # the agent lane in parts that pytest-xdist's workers share
