@@ -25,8 +25,10 @@ $(NODE_STAMP): contracts/package.json
 run: setup
 	$(VENV)/bin/ecjax
 
-# pytest-xdist: one worker per core, at most 4 (each worker is a JAX process of its own)
-XDIST   := -n auto --maxprocesses=4
+# pytest-xdist: one worker per core, at most 4 (each worker is a JAX process of its own).
+# worksteal: each worker starts on a contiguous share of the tests (a module's fixtures are set
+# up in one worker, not in every one) and an idle worker takes over the end of another's share.
+XDIST   := -n auto --maxprocesses=4 --dist worksteal
 
 # A test whose worker process crashed is run once more (pytest-rerunfailures; a failing test
 # is never rerun): writing some executables to jax's persistent compilation cache, which the
