@@ -5,11 +5,16 @@ metadata of the dataclass of its group, and a section checks them when it is bui
 keys are refused first, then `__post_init__` checks each field and the section's own rules
 across fields (`Section.check`). Errors name the setting by its config key and give the allowed
 range, e.g. ``ccmpc.deltas[2] must be in (0, 0.5], got 0.7.``
+
+A setting whose object already defines its default (the solver's tolerances are fields of
+`ecjax.qp.IPM`) takes it from there (`DefaultOf`) instead of writing it again; `conf/` asks
+for such a default with ``${ecjax.default:}`` (`Section.default_of`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import numbers
 import re
@@ -146,8 +151,31 @@ class Free:
         return None
 
 
+@dataclasses.dataclass(frozen=True)
+class DefaultOf:
+    """A default taken from the field of the same name of another class, `source` given as
+    ``"module:Class"``. The class is imported only when a default is needed, so reading a
+    config imports no numerical code."""
+
+    source: str
+
+    def value(self, name: str):
+        module, _, qualname = self.source.partition(":")
+        cls = getattr(importlib.import_module(module), qualname)
+        f = next((f for f in dataclasses.fields(cls) if f.name == name), None)
+        if f is not None and f.default is not dataclasses.MISSING:
+            return f.default
+        if f is not None and f.default_factory is not dataclasses.MISSING:
+            return f.default_factory()
+        raise TypeError(f"{self.source} has no field {name!r} with a default.")
+
+
 def setting(default, check, *, required: bool = False):
-    """A dataclass field whose value `check(key, value)` accepts (`required`: no default)."""
+    """A dataclass field whose value `check(key, value)` accepts (`required`: no default).
+
+    `default` may be a `DefaultOf`: the same-named field's default of that class, filled in
+    when the section is built.
+    """
     meta = {"check": check, "required": required}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
@@ -202,9 +230,24 @@ class Section:
             if "section" in f.metadata:
                 if getattr(self, f.name) is None:
                     object.__setattr__(self, f.name, f.metadata["section"].parse(None))
-            else:
-                f.metadata["check"](join(self.key, f.name), getattr(self, f.name))
+                continue
+            if isinstance(getattr(self, f.name), DefaultOf):
+                object.__setattr__(self, f.name, getattr(self, f.name).value(f.name))
+            f.metadata["check"](join(self.key, f.name), getattr(self, f.name))
         self.check()
+
+    @classmethod
+    def default_of(cls, path: str):
+        """The default of the setting at the dotted `path` below this section."""
+        head, _, rest = path.partition(".")
+        f = next((f for f in dataclasses.fields(cls) if f.name == head), None)
+        if f is None or ("section" in f.metadata) != bool(rest):
+            raise ConfigError(f"{join(cls.key, path)} is not a setting with a default.")
+        if "section" in f.metadata:
+            return f.metadata["section"].default_of(rest)
+        if f.default_factory is not dataclasses.MISSING:
+            return f.default_factory()
+        return f.default.value(f.name) if isinstance(f.default, DefaultOf) else f.default
 
     def check(self) -> None:
         """Rules across this section's fields (each field's own range is already checked)."""

@@ -11,6 +11,7 @@ from pathlib import Path
 from ._fields import ConfigError
 
 CONFIG_NAME = "config"
+DEFAULT_RESOLVER = "ecjax.default"  # `key: ${ecjax.default:}` in conf/: the typed config's default of key
 # Keys that do not change a cell's numbers: excluded from its identity (config_hash).
 EXECUTION_KEYS = ("sweep", "chain", "out", "report", "progress", "title", "description", "cache_dir")
 
@@ -26,6 +27,21 @@ def default_config_dir() -> Path:
     return (Path(__file__).resolve().parents[2] / "conf").resolve()
 
 
+def _default(*, _node_):
+    """The value of ``${ecjax.default:}``: the default of the setting at this node's key."""
+    from .cell import Config
+
+    return Config.default_of(_node_._get_full_key(None))
+
+
+def register_resolvers() -> None:
+    """Make ``${ecjax.default:}`` known to OmegaConf (before any config is resolved)."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver(DEFAULT_RESOLVER):
+        OmegaConf.register_new_resolver(DEFAULT_RESOLVER, _default)
+
+
 def compose(overrides: Sequence[str] = (), config_dir: str | os.PathLike | None = None,
             config_name: str = CONFIG_NAME):
     """Compose the Hydra config (an OmegaConf DictConfig) with command-line style overrides.
@@ -39,6 +55,7 @@ def compose(overrides: Sequence[str] = (), config_dir: str | os.PathLike | None 
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    register_resolvers()
     try:
         if GlobalHydra.instance().is_initialized() and config_dir is None:
             return _compose(config_name, overrides=list(overrides))
@@ -59,6 +76,7 @@ def to_dict(cfg) -> dict:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    register_resolvers()
     try:
         return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as e:

@@ -8,8 +8,8 @@ import re
 
 from ..scenario import SCENARIOS, TIGHTENINGS
 from ._fields import (
-    ConfigError, Choice, Flag, Free, Int, Num, Section, Table, Text, EnvName, fail, object_error,
-    setting,
+    ConfigError, Choice, DefaultOf, Flag, Free, Int, Num, Section, Table, Text, EnvName, fail,
+    object_error, setting,
 )  # fmt: skip
 
 CLUSTERS = ("none", "local")  # where `ecjax.sweep` runs cells: this process, or a local dask cluster
@@ -90,28 +90,35 @@ class WeightsConfig(Section):
             raise object_error(e) from None
 
 
+IPM_DEFAULT = DefaultOf("ecjax.qp.ipm:IPM")  # the solver's settings keep their defaults in IPM
+
+
 @dataclasses.dataclass(frozen=True)
 class SolverConfig(Section):
-    """`ecjax.qp.IPM`'s settings (`method`: the one QP method of the engine)."""
+    """`ecjax.qp.IPM`'s settings (`method`: the one QP method of the engine).
+
+    One field per field of IPM, with IPM's default; what this section adds is each setting's
+    allowed range, checked when the config is read and named by its config key.
+    """
 
     key = "solver"
     method: str = setting("ipm", Choice(("ipm",)))
-    eps_abs: float = setting(1e-6, Num(0.0))
-    eps_rel: float = setting(1e-6, Num(0.0))
-    eps_pinf: float = setting(1e-5, Num(0.0, lo_open=True))
-    eps_dinf: float = setting(1e-5, Num(0.0, lo_open=True))
-    max_iter: int = setting(80, Int(1, 10_000_000))
-    scaling_iters: int = setting(10, Int(0, 1000))
-    step_fraction: float = setting(0.99, Num(0.0, 1.0, lo_open=True, hi_open=True))
-    reg: float | None = setting(None, Num(0.0, lo_open=True, null=True))
-    reg_eq: float | None = setting(None, Num(0.0, lo_open=True, null=True))
-    refine: int = setting(1, Int(0, 100))
-    refine_max: int = setting(8, Int(0, 100))
-    certify_from: int = setting(20, Int(0, 100_000))
-    weak_p: float = setting(1e-3, Num(0.0, lo_open=True))
-    max_dense: int = setting(0, Int(0))
-    warm_margin: float | None = setting(5e-4, Num(0.0, lo_open=True, null=True))
-    warm_scale: float = setting(0.01, Num(0.0))
+    eps_abs: float = setting(IPM_DEFAULT, Num(0.0))
+    eps_rel: float = setting(IPM_DEFAULT, Num(0.0))
+    eps_pinf: float = setting(IPM_DEFAULT, Num(0.0, lo_open=True))
+    eps_dinf: float = setting(IPM_DEFAULT, Num(0.0, lo_open=True))
+    step_fraction: float = setting(IPM_DEFAULT, Num(0.0, 1.0, lo_open=True, hi_open=True))
+    reg: float | None = setting(IPM_DEFAULT, Num(0.0, lo_open=True, null=True))
+    reg_eq: float | None = setting(IPM_DEFAULT, Num(0.0, lo_open=True, null=True))
+    max_iter: int = setting(IPM_DEFAULT, Int(1, 10_000_000))
+    certify_from: int = setting(IPM_DEFAULT, Int(0, 100_000))
+    refine: int = setting(IPM_DEFAULT, Int(0, 100))
+    refine_max: int = setting(IPM_DEFAULT, Int(0, 100))
+    warm_margin: float | None = setting(IPM_DEFAULT, Num(0.0, lo_open=True, null=True))
+    warm_scale: float = setting(IPM_DEFAULT, Num(0.0))
+    weak_p: float = setting(IPM_DEFAULT, Num(0.0, lo_open=True))
+    max_dense: int = setting(IPM_DEFAULT, Int(0))
+    scaling_iters: int = setting(IPM_DEFAULT, Int(0, 1000))
 
     def check(self) -> None:
         if self.refine_max < self.refine:

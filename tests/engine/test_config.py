@@ -186,6 +186,41 @@ def test_typed_config_and_object_defaults(tmp_path):
     assert eqx.tree_equal(FCMPCConfig().settings(paper_case()), FCMPCSettings())
 
 
+def test_solver_settings_are_the_fields_of_ipm():
+    """Every IPM field is a solver setting (a new one cannot be left out of the config) and
+    takes IPM's own default, which the section does not write again."""
+    import dataclasses
+
+    from ecjax.config import Config
+    from ecjax.config.groups import IPM_DEFAULT, SolverConfig
+
+    ipm = {f.name for f in dataclasses.fields(IPM)}
+    solver = {f.name: f for f in dataclasses.fields(SolverConfig) if f.name != "method"}
+    assert set(solver) == ipm
+    assert all(f.default is IPM_DEFAULT for f in solver.values())
+    for name in ipm:
+        assert Config.default_of(f"solver.{name}") == getattr(IPM(), name)
+    with pytest.raises(ConfigError, match="sim.foo is not a setting with a default"):
+        Config.default_of("sim.foo")
+
+
+def test_conf_solver_takes_the_ipm_defaults(tmp_path):
+    """conf/solver/ipm.yaml names its settings and leaves their values to IPM; composed, they
+    are the values it used to write out, so stored cells keep their config hash."""
+    from omegaconf import OmegaConf
+
+    written = OmegaConf.to_container(OmegaConf.load(CONF / "solver" / "ipm.yaml"), resolve=False)
+    assert written.pop("method") == "ipm"
+    assert set(written.values()) == {"${ecjax.default:}"}
+    solver = _cfg(tmp_path, "solver=ipm")["solver"]
+    assert {k: solver[k] for k in written} == {k: getattr(IPM(), k) for k in written}
+    # the identity of the solver settings as composed before the yaml stopped writing values
+    before = "1651446c04a8947bf41a30592d5cc96ef72b140f82c8dafddf2a53cecb650353"
+    assert config_hash({"solver": solver}) == before
+    tight = _cfg(tmp_path, "solver=tight")["solver"]
+    assert tight["eps_abs"] == tight["eps_rel"] == 1e-9 and tight["max_iter"] == IPM().max_iter
+
+
 def test_hash_ignores_execution_settings(tmp_path):
     a = _cfg(tmp_path)
     b = _cfg(tmp_path, "sweep.cluster=local", "progress=true", "chain=anvil")

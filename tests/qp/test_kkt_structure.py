@@ -75,10 +75,10 @@ def _dense_augmented(op, d):
 def test_normal_solve_matches_dense(n, seed, central, r):
     c, _, stage = random_case(n, seed)
     w = CostWeights(r_ugb=r, r_ev=r)
-    S = ocp.agent_structure(c, 24, w) if central is False else ocp.centralized_structure(c, 24, w)
+    structure = ocp.agent_structure(c, 24, w) if central is False else ocp.centralized_structure(c, 24, w)
     # template bounds as the controller passes them: the dynamics rows are equalities
     lo, hi = (None, None) if central else fcmpc._template_bounds(c, 24, ocp.AgentRows(AgentLayout(c.n, 24)))
-    op = prepare(S.P.toarray(), S.A.toarray(), IPM(), lo=lo, hi=hi)
+    op = prepare(structure.P.toarray(), structure.A.toarray(), IPM(), lo=lo, hi=hi)
     rng = np.random.default_rng(seed)
     d = 10.0 ** rng.uniform(-8, 8, op.mb)  # barrier weights of inactive ... active/equality rows
     fac = normal.factor(op.kkt, op.A, op.P, jnp.asarray(d), 0.0, 0.0)
@@ -110,9 +110,9 @@ def test_schur_form_only_where_the_dynamics_fix_the_weak_columns():
     leave free (an input without curvature): forced on such a QP, the two-level solve loses
     every digit, which is why `NormalKKT.build` does not take it there."""
     c, _, _ = random_case(6, 2)
-    S = ocp.agent_structure(c, 24, CostWeights())  # r_ugb = r_ev = 0
+    structure = ocp.agent_structure(c, 24, CostWeights())  # r_ugb = r_ev = 0
     lo, hi = fcmpc._template_bounds(c, 24, ocp.AgentRows(AgentLayout(c.n, 24)))
-    op = prepare(S.P.toarray(), S.A.toarray(), IPM(), lo=lo, hi=hi)
+    op = prepare(structure.P.toarray(), structure.A.toarray(), IPM(), lo=lo, hi=hi)
     assert isinstance(op.kkt, normal.NormalKKT)
     C = np.asarray(op.A_orig)[np.asarray(op.perm)] * np.asarray(op.E)[:, None] * np.asarray(op.D)[None, :]
     C = C[op.A_rows.m_s :]
@@ -139,8 +139,8 @@ def test_schur_form_only_where_the_dynamics_fix_the_weak_columns():
 
 def test_structure_is_shared_by_jit_and_vmap():
     c, _, _ = random_case(3, 1)
-    S = ocp.agent_structure(c, 24, CostWeights())
-    op = prepare(S.P.toarray(), S.A.toarray(), IPM())
+    structure = ocp.agent_structure(c, 24, CostWeights())
+    op = prepare(structure.P.toarray(), structure.A.toarray(), IPM())
     rng = np.random.default_rng(0)
     d = jnp.asarray(10.0 ** rng.uniform(-4, 4, (3, op.mb)))
     r = jnp.asarray(rng.normal(size=(3, op.n)))

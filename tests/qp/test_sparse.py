@@ -105,8 +105,8 @@ def test_mpc_qp_coupling_rows(central):
     kernels per product costs more than the gathers do."""
     c = paper_case(0)
     w = CostWeights()
-    S = ocp.centralized_structure(c, 24, w) if central else ocp.agent_structure(c, 24, w)
-    op = prepare(S.P.toarray(), S.A.toarray(), IPM())
+    structure = ocp.centralized_structure(c, 24, w) if central else ocp.agent_structure(c, 24, w)
+    op = prepare(structure.P.toarray(), structure.A.toarray(), IPM())
     if central:
         assert op.A.C.fmt == "gather" and op.kkt.C.fmt == "gather"
         return
