@@ -13,6 +13,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from ecjax.config.compose import register_resolvers
+
+register_resolvers()  # conf/solver takes IPM's defaults through ${ecjax.default:}, also for --cfg/--resolve
+
 
 @hydra.main(config_path="../conf", config_name="config", version_base=None)
 def main(cfg: DictConfig) -> int:
