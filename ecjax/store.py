@@ -27,6 +27,12 @@ damaged cell (`DamagedCellError`). Cells finished before manifests existed (no `
 attr) stay readable and are reported as unverifiable: a read of every chunk still finds
 undecodable ones, but a deleted chunk cannot be told from one never written.
 
+Audit receipts: every `ecjax audit` of a cell appends a receipt (chain, contract address,
+block range, config hashes, verdict, mode, date) to `cells/<cell_id>/audits.json`
+(`add_audit`, `audits`). It is written after the cell finished and is no part of its data: the
+manifest does not list it (the manifest covers the datasets' chunks and `zarr.json` files
+only), so `verify_cell`, `seal_cell` and `ecjax verify` neither need nor check it.
+
 Readers open cells lazily (dask-backed xarray) with `list_cells` and `open_cell`.
 """
 
@@ -54,6 +60,7 @@ from .config import config_hash
 FORMAT = "ecjax-store/1"
 INTEGRITY = "crc32c+manifest/1"  # cell attr `integrity` of cells whose finish writes a manifest
 MANIFEST = "manifest.json"
+AUDITS = "audits.json"  # audit receipts of a cell, beside its manifest and outside it
 DATASETS = ("summary", "trajectories", "open_loop")
 
 
@@ -483,6 +490,39 @@ def seal_cell(path, cell_id: str) -> str:
     group = zarr.open_group(store=str(path), path=f"cells/{cell_id}", mode="r+", zarr_format=3)
     group.update_attributes({"integrity": INTEGRITY, "manifest_sha256": digest})
     return digest
+
+
+def audits(path, cell_id: str) -> list[dict]:
+    """The audit receipts of a cell, oldest first ([] if it was never audited)."""
+    f = _cell_dir(path, cell_id) / AUDITS
+    try:
+        data = json.loads(f.read_text())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as e:
+        raise StoreError(f"cell {cell_id!r} of {path}: {AUDITS} cannot be read ({_short(e)}).") from e
+    if not isinstance(data, dict) or not isinstance(data.get("receipts"), list):
+        raise StoreError(f"cell {cell_id!r} of {path}: {AUDITS} holds no list of receipts.")
+    return list(data["receipts"])
+
+
+def add_audit(path, cell_id: str, receipt: Mapping) -> Path:
+    """Append an audit receipt to `cells/<cell_id>/audits.json` (temporary file, fsync, rename).
+
+    The file is outside the cell's manifest: writing it changes nothing `verify_cell` checks."""
+    a = cell_attrs(path, cell_id)
+    if a is None or a.get("complete") is not True:
+        raise StoreError(f"cell {cell_id!r} of {path} is not a finished cell.")
+    receipts = audits(path, cell_id) + [json.loads(json.dumps(dict(receipt), default=str))]
+    text = json.dumps({"format": "ecjax-audits/1", "cell": cell_id, "receipts": receipts}, indent=1).encode()
+    target = _cell_dir(path, cell_id) / AUDITS
+    tmp = target.with_name(f".{AUDITS}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+    return target
 
 
 def discard_cell(path, cell_id: str) -> None:

@@ -1,5 +1,6 @@
 """On-chain coordination of FC-MPC (MODEL §6, paper Algorithm 2): contract client, Python mirror,
-fixed-point format, and the replay and audit of stored runs. See contracts/README.md."""
+fixed-point format, and the replay and audit of stored runs (each checked first against the config
+it was run with: `ecjax.chain.origin`). See contracts/README.md."""
 
 from ecjax.chain import fixedpoint as fixedpoint
 from ecjax.chain.audit import audit_run as audit_run
@@ -15,6 +16,8 @@ from ecjax.chain.client import load_artifact as load_artifact
 from ecjax.chain.config import CoordinatorConfig as CoordinatorConfig
 from ecjax.chain.mirror import Mirror as Mirror
 from ecjax.chain.mirror import ProtocolError as ProtocolError
+from ecjax.chain.origin import OriginCheck as OriginCheck
+from ecjax.chain.origin import check_origin as check_origin
 from ecjax.chain.replay import Replay as Replay
 from ecjax.chain.replay import coordinator_config as coordinator_config
 from ecjax.chain.replay import open_chain as open_chain

@@ -1,7 +1,14 @@
-"""Audit of a stored run on chain: replay one sample through the coordinator, compare the chain's
-record with the stored batch run, write the report.
+"""Audit of a stored run: its origin checked, then replayed through the coordinator on chain.
 
-Compared, for every MPC step (tolerances from `ecjax.chain.tolerance`):
+Always, in every mode, first (`ecjax.chain.origin`): the config hash recomputed from the stored
+config against the one recorded at run time, and the sample run again from the stored config
+by the batch code (same seed, same sample id, so the same disturbance draw): every stored
+array of the sample (states, draws, forecasts, controls, FC-MPC iterates and optima, θ,
+iterations, QP statuses) and its summary row (E1..E8, Φ, counts) against the re-run, floats
+to 1e-9 relative, integers exactly. A store changed after the run, or a config changed after
+the run, differs here.
+
+Then on chain, compared for every MPC step (tolerances from `ecjax.chain.tolerance`):
 - the measured states uploaded at p = 0 with the stored plant's states;
 - every iteration both made: the uploaded subproblem optima u_i^{p,*} and the committed iterates
   u_i^p (rebuilt from the contract's events and checked against its hashes) with the stored
@@ -11,8 +18,17 @@ Compared, for every MPC step (tolerances from `ecjax.chain.tolerance`):
 - the plant driven by those controls and the stored draw (battery energy, grid purchases);
 and E1..E8 recomputed from the applied controls with `ecjax.metrics` against the stored indices.
 
+Modes: `stored` (default) uploads the stored iterates, so the contract checks on them the
+fixed-point combination, the bounds, θ² and every stop decision as it computes them; `solve`
+lets each prosumer solve its subproblem again from what it reads on chain (independent agents).
+
+After the audit of a store, a receipt is appended to `cells/<cell>/audits.json` (chain kind and
+id, contract address, block range, config hashes, verdict, mode, date; `ecjax.store`); an
+earlier receipt on the same persistent chain (`rpc`, same chain id) is checked: the contract
+at its address must still commit to the configuration recomputed from the stored config.
+
     ecjax audit STORE --cell ID --sample S --risk DELTA [--chain tester|anvil|rpc] [--url URL]
-                [--key-env NAME] [--keystore PATH] [--mode solve|stored] [--out DIR]
+                [--key-env NAME] [--keystore PATH] [--mode stored|solve] [--out DIR]
 
 Exit status: 0 verified, 1 not verified (the first difference is printed), 2 bad arguments or
 data that cannot be audited, 3 the chain could not be used.
@@ -32,7 +48,8 @@ import numpy as np
 import xarray as xr
 
 from ecjax.chain import fixedpoint as fp
-from ecjax.chain.client import Chain
+from ecjax.chain.client import Chain, Coordinator
+from ecjax.chain.origin import OriginCheck, check_origin
 from ecjax.chain.plant import APPLIED, applied_controls, bounds, run_plant
 from ecjax.chain.replay import CHAINS, MODES, Replay, open_chain, replay
 from ecjax.chain.report import AuditReport, CheckStats, Difference
@@ -41,7 +58,7 @@ from ecjax.chain.tolerance import FLOAT_SLACK, MEANING, AuditTolerance, derive
 from ecjax.layout import AgentLayout
 from ecjax.metrics import INDEX_NAMES, indices
 
-__all__ = ["audit_run", "audit_store", "compare", "main"]
+__all__ = ["audit_run", "audit_store", "check_receipts", "compare", "main"]
 
 
 # ------------------------------------------------------------------ comparisons
@@ -300,6 +317,7 @@ def build_report(
         "kappa": float(inputs.fc.kappa),
         "w": f"{cfg.w.numerator}/{cfg.w.denominator}",
         "scale": cfg.scale,
+        "period_s": cfg.period_s,
         "solver": {"eps_abs": inputs.solver.eps_abs, "eps_rel": inputs.solver.eps_rel},
     }
     diffs = list(chk.diffs)
@@ -337,7 +355,7 @@ def audit_run(
     trajectories: xr.Dataset,
     inputs: RunInputs,
     chain: Chain | str = "tester",
-    mode: str = "solve",
+    mode: str = "stored",
     *,
     summary: xr.Dataset | None = None,
     scale: int | None = None,
@@ -345,14 +363,15 @@ def audit_run(
     progress: bool = False,
     label: str | None = None,
 ) -> AuditReport:
-    """Audit one stored sample on chain, without a store.
+    """Audit one stored sample on chain, without a store (so without the check of its origin,
+    which needs the stored config: `audit_store`).
 
     **Arguments:**
     - `trajectories`: the stored trajectories at one risk level and one sample (dims `risk`,
       `sample` selected or of length one), with the FC-MPC iterates (`record_plans`).
     - `inputs`: the run's typed inputs (`ecjax.config.CellInputs` or `ecjax.chain.sample.Inputs`).
     - `chain`: a `Chain`, or "tester" / "anvil" (started and stopped here).
-    - `mode`: "solve" (agents solve again from the chain) or "stored" (upload the stored iterates).
+    - `mode`: "stored" (upload the stored iterates) or "solve" (agents solve again from the chain).
     - `summary`: the same selection of the stored summary, for E1..E8 (else recomputed from
       the stored trajectory).
     - `scale`: fixed-point scale (default: `inputs.chain["scale"]` or 10⁶).
@@ -385,17 +404,28 @@ def audit_store(
     key_env: str | None = None,
     keystore: str | None = None,
     password_env: str | None = None,
-    mode: str = "solve",
+    mode: str = "stored",
     progress: bool = False,
+    receipt: bool = True,
 ) -> AuditReport:
     """Audit sample `sample` at risk level `risk` of cell `cell` of a results store
-    (`ecjax.store`). Chain settings default to the cell's `chain` config (kind, url, key_env,
-    keystore, password_env, scale, period_s); the arguments override them."""
-    traj, summ, inputs = load_sample(store, cell, sample, risk)
-    return audit_loaded(
+    (`ecjax.store`): its origin (`ecjax.chain.origin.check_origin`: config hash, the sample run
+    again from the stored config), then the replay on chain, then the earlier receipts; with
+    `receipt`, a receipt of this audit is appended to the cell (`ecjax.store.add_audit`).
+    Chain settings default to the cell's `chain` config (kind, url, key_env, keystore,
+    password_env, scale, period_s); the arguments override them."""
+    from ecjax import store as store_mod
+
+    traj, summ, inputs, c = load_cell_sample(store, cell, sample, risk)
+    origin = check_origin(c, sample, risk)
+    report = audit_loaded(
         traj, summ, inputs, cell, chain=chain, url=url, key_env=key_env, keystore=keystore,
-        password_env=password_env, mode=mode, progress=progress,
+        password_env=password_env, mode=mode, progress=progress, origin=origin,
+        earlier=store_mod.audits(store, cell),
     )  # fmt: skip
+    if receipt:
+        report.receipt_path = str(store_mod.add_audit(store, cell, report.receipt()))
+    return report
 
 
 def chain_settings(inputs, **override) -> dict:
@@ -407,23 +437,87 @@ def chain_settings(inputs, **override) -> dict:
 
 
 def audit_loaded(
-    traj, summ, inputs, cell: str | None, *, mode: str = "solve", progress: bool = False, **chain
+    traj,
+    summ,
+    inputs,
+    cell: str | None,
+    *,
+    mode: str = "stored",
+    progress: bool = False,
+    origin: OriginCheck | None = None,
+    earlier: list[dict] = (),
+    **chain,
 ) -> AuditReport:
     """`audit_run` with the chain given by the cell's `chain` settings and the overrides in `chain`
-    (chain=kind, url, key_env, keystore, password_env)."""
+    (chain=kind, url, key_env, keystore, password_env). `origin`, the check of the sample
+    against its stored config, comes first in the report and its differences fail the audit;
+    `earlier`, the cell's receipts of earlier audits, are checked against the chain
+    (`check_receipts`)."""
     spec = chain_settings(inputs, kind=chain.pop("chain", None), **chain)
     with open_chain(
         spec["kind"], url=spec.get("url"), key_env=spec.get("key_env"), keystore=spec.get("keystore"),
         password_env=spec.get("password_env"),
     ) as ch:  # fmt: skip
-        return audit_run(
+        report = audit_run(
             traj, inputs, ch, mode, summary=summ, scale=int(spec.get("scale", fp.SCALE)),
             period_s=int(spec.get("period_s", 600)), progress=progress, label=cell,
         )  # fmt: skip
+        diffs, notes = check_receipts(earlier, report, inputs, origin, ch)
+    if origin is not None:
+        report.origin = origin.to_dict()
+        report.seconds["origin"] = origin.seconds
+        diffs = list(origin.differences) + diffs
+    report.differences = diffs + report.differences
+    report.notes += notes
+    report.verified = not report.differences
+    return report
 
 
-def load_sample(store, cell: str, sample: int, risk: float):
-    """(trajectories, summary, inputs) of one stored sample, loaded into memory."""
+def check_receipts(earlier, report: AuditReport, inputs, origin: OriginCheck | None, chain: Chain):
+    """Check the receipts of earlier audits of the same (sample, risk): the store's config hash
+    they recorded against the one recomputed now, and, for a receipt made on the same persistent
+    chain (`rpc`, same chain id), the configHash of the contract at its address against the
+    coordinator configuration recomputed now from the stored config (with that receipt's scale
+    and iteration period). **Returns:** (differences, notes)."""
+    from ecjax.chain.replay import coordinator_config
+
+    diffs, notes = [], []
+    run = report.run
+    chain_id = int(chain.w3.eth.chain_id)
+    for r in earlier:
+        if r.get("sample") != run["sample"] or not np.isclose(float(r.get("risk", np.nan)), run["risk"], rtol=0, atol=1e-12):
+            continue
+        when = f"the audit of {r.get('date', '?')}"
+        if origin is not None and r.get("config_hash") != origin.config_hash:
+            diffs.append(Difference("receipt_config_hash", note=(
+                f"{when} recorded the store's config hash {str(r.get('config_hash'))[:16]}…, the stored config "
+                f"hashes to {origin.config_hash[:16]}… now")))  # fmt: skip
+        rc = r.get("chain") or {}
+        if not (rc.get("kind") == "rpc" and chain.kind == "rpc" and rc.get("chain_id") == chain_id):
+            continue
+        cfg = coordinator_config(inputs, run["risk"], run["T"], sample=run["sample"], scale=int(rc.get("scale", fp.SCALE)),
+                                 period_s=int(rc.get("period_s", 600)))  # fmt: skip
+        want = "0x" + cfg.config_hash().hex()
+        address = rc.get("address")
+        try:
+            code = chain.w3.eth.get_code(address)
+            got = "0x" + bytes(Coordinator(chain, address).functions.configHash().call()).hex() if code else None
+        except (ValueError, TypeError) as e:  # not an address, or no coordinator there
+            got, code = None, f"{type(e).__name__}: {e}"
+        if got is None:
+            diffs.append(Difference("receipt_contract", note=f"{when}: no coordinator at {address} on chain {chain_id}"))
+        elif got != want:
+            diffs.append(Difference("receipt_contract", note=(
+                f"{when}: the contract at {address} (chain {chain_id}) commits to configHash {got[:18]}…, the stored "
+                f"config gives {want[:18]}…")))  # fmt: skip
+        else:
+            notes.append(f"{when}: the contract at {address} (chain {chain_id}) commits to the stored config's hash")
+    return diffs, notes
+
+
+def load_cell_sample(store, cell: str, sample: int, risk: float):
+    """(trajectories, summary, inputs, cell) of one stored sample, loaded into memory; the cell
+    is the opened `ecjax.store.Cell` (its config and attrs)."""
     from ecjax import store as store_mod
     from ecjax.config import cell_inputs
 
@@ -441,7 +535,12 @@ def load_sample(store, cell: str, sample: int, risk: float):
         raise SampleError(f"sample {sample} of cell {cell!r} was not kept; kept samples: {kept}.")
     traj = select(c.trajectories, risk, sample).load()
     summ = select(c.summary, risk, sample).load()
-    return traj, summ, cell_inputs(c.config)
+    return traj, summ, cell_inputs(c.config), c
+
+
+def load_sample(store, cell: str, sample: int, risk: float):
+    """(trajectories, summary, inputs) of one stored sample, loaded into memory."""
+    return load_cell_sample(store, cell, sample, risk)[:3]
 
 
 # ------------------------------------------------------------------ CLI
@@ -450,7 +549,11 @@ def load_sample(store, cell: str, sample: int, risk: float):
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="ecjax audit",
-        description="Replay a stored sample through the FC-MPC coordinator contract and audit it.",
+        description=(
+            "Audit a stored sample: run it again from the stored config and compare every stored array "
+            "(always), then replay it through the FC-MPC coordinator contract and compare the chain's record. "
+            "A receipt of the audit is appended to the cell (cells/<cell>/audits.json)."
+        ),
     )
     ap.add_argument("store", help="results store (zarr directory)")
     ap.add_argument("--cell", required=True, help="cell id (see the store's finished cells)")
@@ -461,8 +564,14 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--key-env", help="environment variable holding the deployer key (chain rpc)")
     ap.add_argument("--keystore", help="encrypted keystore file of the deployer (chain rpc)")
     ap.add_argument("--password-env", help="environment variable holding the keystore password (ECJAX_CHAIN_PASSWORD)")
-    ap.add_argument("--mode", choices=MODES, default="solve")
+    ap.add_argument(
+        "--mode", choices=MODES, default="stored",
+        help=("stored (default): upload the stored iterates; the contract checks their fixed-point combination, "
+              "bounds, θ² and stop decisions exactly. solve: each prosumer solves its subproblem again from the "
+              "chain (independent agents), compared within the solver's tolerance"),
+    )  # fmt: skip
     ap.add_argument("--out", help="report directory (default: audit-<cell>-s<sample>-r<risk>-<mode>)")
+    ap.add_argument("--no-receipt", action="store_true", help="do not append a receipt to the store (read-only store)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap
 
@@ -481,22 +590,28 @@ def main(argv: list[str] | None = None) -> int:
     if err:
         print(f"ecjax audit: error: {err}", file=sys.stderr)
         return 2
+    from ecjax import store as store_mod
     from ecjax.config import ConfigError
     from ecjax.store import StoreError
 
     try:
-        traj, summ, inputs = load_sample(args.store, args.cell, args.sample, args.risk)
+        traj, summ, inputs, cell = load_cell_sample(args.store, args.cell, args.sample, args.risk)
+        earlier = store_mod.audits(args.store, args.cell)
+        if not args.quiet:
+            print(f"ecjax audit: cell {args.cell}, sample {args.sample}, δ = {args.risk:g}: run again from the "
+                  "stored config", file=sys.stderr)  # fmt: skip
+        origin = check_origin(cell, args.sample, args.risk)
     except (SampleError, StoreError, ConfigError) as e:
         print(f"ecjax audit: error: {e}", file=sys.stderr)
         return 2
     if not args.quiet:
         kind = chain_settings(inputs, kind=args.chain)["kind"]
-        print(f"ecjax audit: cell {args.cell}, sample {args.sample}, δ = {args.risk:g}: replay on {kind} "
-              f"({args.mode} mode)", file=sys.stderr)  # fmt: skip
+        print(f"ecjax audit: replay on {kind} ({args.mode} mode)", file=sys.stderr)
     try:
         report = audit_loaded(
             traj, summ, inputs, args.cell, chain=args.chain, url=args.url, key_env=args.key_env,
             keystore=args.keystore, password_env=args.password_env, mode=args.mode, progress=not args.quiet,
+            origin=origin, earlier=earlier,
         )  # fmt: skip
     except SampleError as e:
         print(f"ecjax audit: error: {e}", file=sys.stderr)
@@ -508,6 +623,11 @@ def main(argv: list[str] | None = None) -> int:
     pj, pm = report.write(out)
     print(report.summary_line())
     print(f"report: {pj} {pm}")
+    if not args.no_receipt:
+        try:
+            print(f"receipt: {store_mod.add_audit(args.store, args.cell, report.receipt())}")
+        except (OSError, StoreError) as e:
+            print(f"ecjax audit: warning: no receipt written to the store ({e})", file=sys.stderr)
     return 0 if report.verified else 1
 
 

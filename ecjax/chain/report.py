@@ -87,6 +87,8 @@ class AuditReport:
     seconds: dict[str, float]
     notes: list[str]
     replay: Any = dataclasses.field(default=None, repr=False, compare=False)  # in memory only
+    origin: dict[str, Any] | None = None  # the sample run again from the stored config (`ecjax.chain.origin`)
+    receipt_path: str | None = None  # where the store keeps this audit's receipt, once written
 
     @property
     def verdict(self) -> str:
@@ -102,6 +104,32 @@ class AuditReport:
             return f"verified: {n} values agree within tolerance ({self.mode} mode, {self.chain.get('kind')})."
         return f"not verified: first difference: {self.first_difference.describe()}"
 
+    def receipt(self) -> dict[str, Any]:
+        """The receipt of this audit kept in the store (`ecjax.store.add_audit`): what was audited,
+        where on chain, under which configuration hashes, and the verdict. No keys."""
+        import datetime as _dt
+
+        ch, r = self.chain, self.run
+        blocks = [t["block"] for t in self.transactions if t.get("block") is not None]
+        first = self.first_difference
+        return _jsonable({
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "verdict": self.verdict,
+            "mode": self.mode,
+            "sample": r.get("sample"),
+            "risk": r.get("risk"),
+            "config_hash": (self.origin or {}).get("config_hash"),
+            "recorded_config_hash": (self.origin or {}).get("recorded_hash"),
+            "chain": {
+                "kind": ch.get("kind"), "chain_id": ch.get("chain_id"), "address": ch.get("address"),
+                "deploy_block": ch.get("deploy_block"), "last_block": max(blocks, default=ch.get("deploy_block")),
+                "config_hash_on_chain": ch.get("config_hash_on_chain"), "head": ch.get("head"),
+                "scale": r.get("scale"), "period_s": r.get("period_s"),
+            },
+            "n_differences": len(self.differences),
+            "first_difference": first.describe() if first else None,
+        })  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(
             {
@@ -110,6 +138,7 @@ class AuditReport:
                 "first_difference": dataclasses.asdict(self.first_difference) if self.differences else None,
                 "mode": self.mode,
                 "run": self.run,
+                "origin": self.origin,
                 "chain": self.chain,
                 "tolerance": self.tolerance,
                 "meaning": self.meaning,
@@ -147,6 +176,19 @@ class AuditReport:
             out.append("")
             for d in self.differences[:MAX_LISTED]:
                 out.append(f"- {d.describe()}")
+            out.append("")
+        if self.origin is not None:
+            o = self.origin
+            out += ["## Origin: the sample run again from the stored config", ""]
+            out.append(
+                f"Config hash recomputed from the stored config `{o['config_hash']}`, recorded at run time "
+                f"`{o['recorded_hash']}`. Every stored array of the sample and its summary row against the re-run: "
+                f"floats within {_num(o['tolerance']['atol'])} + {_num(o['tolerance']['rtol'])}·|value|, integers "
+                f"exactly: **{'same' if o['verified'] else str(o['n_differences']) + ' difference(s)'}**."
+            )
+            out += ["", "| quantity | values | max abs difference | failed |", "|---|---|---|---|"]
+            for k, c in o["checks"].items():
+                out.append(f"| {k} | {c['count']} | {_num(c['max_abs'])} | {c['failed']} |")
             out.append("")
         out += ["## Tolerance", "", self.meaning, ""]
         tol = self.tolerance
