@@ -24,7 +24,7 @@ lets each prosumer solve its subproblem again from what it reads on chain (indep
 
 After the audit of a store, a receipt is appended to `cells/<cell>/audits.json` (chain kind and
 id, contract address, block range, config hashes, verdict, mode, date; `ecjax.store`); an
-earlier receipt on the same persistent chain (`rpc`, same chain id) is checked: the contract
+earlier receipt on the same persistent chain (`rpc`, same chain id and genesis block) is checked: the contract
 at its address must still commit to the configuration recomputed from the stored config.
 
     ecjax audit STORE --cell ID --sample S --risk DELTA [--chain tester|anvil|rpc] [--url URL]
@@ -302,6 +302,7 @@ def build_report(
         "config_hash_on_chain": "0x" + coord.params["config_hash"].hex(),
         "head": "0x" + coord.head().hex(),
         "deploy_block": coord.from_block,
+        "genesis": "0x" + bytes(coord.chain.w3.eth.get_block(0)["hash"]).hex(),
         "agents": [a.address for a in coord.agents],
     }
     run = {
@@ -476,7 +477,7 @@ def audit_loaded(
 def check_receipts(earlier, report: AuditReport, inputs, origin: OriginCheck | None, chain: Chain):
     """Check the receipts of earlier audits of the same (sample, risk): the store's config hash
     they recorded against the one recomputed now, and, for a receipt made on the same persistent
-    chain (`rpc`, same chain id), the configHash of the contract at its address against the
+    chain (`rpc`, same chain id and genesis block), the configHash of the contract at its address against the
     coordinator configuration recomputed now from the stored config (with that receipt's scale
     and iteration period). **Returns:** (differences, notes)."""
     from ecjax.chain.replay import coordinator_config
@@ -484,6 +485,7 @@ def check_receipts(earlier, report: AuditReport, inputs, origin: OriginCheck | N
     diffs, notes = [], []
     run = report.run
     chain_id = int(chain.w3.eth.chain_id)
+    genesis = report.chain.get("genesis")
     for r in earlier:
         if r.get("sample") != run["sample"] or not np.isclose(float(r.get("risk", np.nan)), run["risk"], rtol=0, atol=1e-12):
             continue
@@ -493,7 +495,8 @@ def check_receipts(earlier, report: AuditReport, inputs, origin: OriginCheck | N
                 f"{when} recorded the store's config hash {str(r.get('config_hash'))[:16]}…, the stored config "
                 f"hashes to {origin.config_hash[:16]}… now")))  # fmt: skip
         rc = r.get("chain") or {}
-        if not (rc.get("kind") == "rpc" and chain.kind == "rpc" and rc.get("chain_id") == chain_id):
+        same = rc.get("kind") == "rpc" and chain.kind == "rpc" and rc.get("chain_id") == chain_id
+        if not (same and rc.get("genesis") == genesis):  # a development chain restarted keeps its id
             continue
         cfg = coordinator_config(inputs, run["risk"], run["T"], sample=run["sample"], scale=int(rc.get("scale", fp.SCALE)),
                                  period_s=int(rc.get("period_s", 600)))  # fmt: skip

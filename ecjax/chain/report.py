@@ -122,7 +122,7 @@ class AuditReport:
             "recorded_config_hash": (self.origin or {}).get("recorded_hash"),
             "chain": {
                 "kind": ch.get("kind"), "chain_id": ch.get("chain_id"), "address": ch.get("address"),
-                "deploy_block": ch.get("deploy_block"), "last_block": max(blocks, default=ch.get("deploy_block")),
+                "genesis": ch.get("genesis"), "deploy_block": ch.get("deploy_block"), "last_block": max(blocks, default=ch.get("deploy_block")),
                 "config_hash_on_chain": ch.get("config_hash_on_chain"), "head": ch.get("head"),
                 "scale": r.get("scale"), "period_s": r.get("period_s"),
             },

@@ -103,13 +103,17 @@ def test_ecjax_audit_command_solve_mode(cell, tmp_path, capsys):
     ],
 )
 def test_changed_store_exits_1_and_names_it(cell, tmp_path, capsys, group, var, index, delta, quantity):
+    """The re-run from the stored config names the changed array first (its differences come
+    first), the chain's comparison names it too (`quantity`)."""
     path, cid = cell
     copy = changed_copy(path, cid, tmp_path, group, var, index, delta)
     assert main(args(copy, cid, "--mode", "stored", out=tmp_path / "r")) == 1
     out = capsys.readouterr().out
-    assert out.startswith(f"not verified: first difference: {quantity}")
-    first = json.loads((tmp_path / "r" / "audit.json").read_text())["first_difference"]
-    assert first["quantity"] == quantity
+    assert out.startswith(f"not verified: first difference: {var}")
+    data = json.loads((tmp_path / "r" / "audit.json").read_text())
+    first = data["first_difference"]
+    assert first["quantity"] == var and first["sides"] == ["re-run", "stored"]
+    assert quantity in {d["quantity"] for d in data["differences"] if d["sides"] != ["re-run", "stored"]}
     if var == "u_iter":
         assert (first["step"], first["iteration"], first["agent"], first["where"]) == (1, 2, 0, "bd[2]")
 
