@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import os
 import re
 import time
 import traceback
@@ -187,13 +188,31 @@ def check_store_configs(p: SweepPlan) -> None:
 
 
 # ---------------------------------------------------------------------------- one cell
+def jax_cache_dir(setting) -> str | None:
+    """Where JAX's persistent compilation cache goes for the config key `cache_dir`.
+
+    `auto` (the default): `$JAX_COMPILATION_CACHE_DIR` if set, else `$XDG_CACHE_HOME/ecjax/jax`
+    (`~/.cache/ecjax/jax` without XDG_CACHE_HOME), taken on the machine that compiles (a dask
+    worker uses its own); a path: that directory; null / false: no persistent cache.
+    """
+    if setting is None or setting is False or str(setting).strip().lower() in ("", "null", "none", "false", "off"):
+        return None
+    if str(setting).strip().lower() == "auto":
+        env = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+        if env:
+            return env
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return str(Path(base) / "ecjax" / "jax")
+    return str(Path(str(setting)).expanduser())
+
+
 def _jax_setup(config: Mapping) -> None:
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    cache = config.get("cache_dir")
-    if cache:
-        jax.config.update("jax_compilation_cache_dir", str(Path(cache).expanduser()))
+    cache = jax_cache_dir(config.get("cache_dir", "auto"))
+    if cache:  # a process keeps the first directory it compiled with
+        jax.config.update("jax_compilation_cache_dir", cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 

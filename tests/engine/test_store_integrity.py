@@ -29,7 +29,7 @@ def clean(tmp_path_factory, jax_cache) -> Path:
     """A finished run (one islanded cell, sample 0 kept) with its report, made by `ecjax`."""
     out = tmp_path_factory.mktemp("clean") / "out"
     rc = cli.main([*TINY, "scenario=islanded", "sim.keep=1", "report.figures=false", f"out.dir={out}",
-                   f"+cache_dir={jax_cache}"])
+                   f"cache_dir={jax_cache}"])
     assert rc == 0
     assert (out / "report" / "report.md").exists()
     return out / "results.zarr"

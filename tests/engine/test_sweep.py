@@ -82,7 +82,7 @@ def _wait(cond, proc, timeout=600.0):
 def test_killed_sweep_resumes_to_the_same_store(reference, tmp_path, jax_cache):
     out = tmp_path / "run"
     path = str(out / "results.zarr")
-    cmd = [*ECJAX, "-m", *SWEEP, f"out.dir={out}", f"+cache_dir={jax_cache}"]
+    cmd = [*ECJAX, "-m", *SWEEP, f"out.dir={out}", f"cache_dir={jax_cache}"]
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env=subprocess_env(), cwd=tmp_path)
 
@@ -126,7 +126,7 @@ def test_local_cluster_equals_in_process(reference, tmp_path, jax_cache, monkeyp
     for k, v in subprocess_env().items():  # the worker processes inherit this environment
         monkeypatch.setenv(k, v)
     p = sweep.plan([*SWEEP, f"out.dir={tmp_path}", "sweep.cluster=local", "sweep.workers=2",
-                    f"+cache_dir={jax_cache}"], CONF)
+                    f"cache_dir={jax_cache}"], CONF)
     res = sweep.run(p)
     assert res.failed == {} and sorted(res.computed) == CELLS
     assert_same_store(reference, p.store)
@@ -141,7 +141,7 @@ def test_hydra_multirun_equals_in_process(reference, tmp_path, jax_cache):
     out = tmp_path / "hydra"
     r = subprocess.run(
         [sys.executable, str(ROOT / "experiments" / "run.py"), "-m", *SWEEP, f"out.dir={out}",
-         f"+cache_dir={jax_cache}"],
+         f"cache_dir={jax_cache}"],
         capture_output=True, text=True, env=subprocess_env(), cwd=tmp_path, timeout=900,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
