@@ -1,15 +1,20 @@
 """The `ecjax` command.
 
-    ecjax [-m] [--config-dir DIR] [--cfg] [OVERRIDE ...]   run the configured cells (default)
+    ecjax [-m] [--config-dir DIR] [--cfg [job|hydra|all]] [--resolve] [--info [WHAT]] [OVERRIDE ...]
+                                                           run the configured cells (default)
     ecjax report STORE [--out DIR]                         Markdown + PNG + HTML from a store
     ecjax resume STORE                                     finish an interrupted run, recompute damaged cells
     ecjax cells STORE [--quick]                            list the cells of a store and their state
     ecjax verify STORE [--quick] [--strict] [--seal]       check every cell against its manifest
     ecjax audit ...                                        replay stored runs on chain
+    ecjax --version | --help
 
-OVERRIDEs are Hydra overrides of conf/ (`sim.S=16`, `community=generated`, `+x=1`); sweep
+OVERRIDEs are Hydra overrides of the config (`sim.S=16`, `community=generated`, `+x=1`); sweep
 overrides (`community.n=5,10,20`, `range(..)`) expand into one cell per value, as with Hydra's
 --multirun (`-m` is accepted and implied). Every value is checked before anything compiles.
+`hydra.run.dir=D` / `hydra.sweep.dir=D` are taken as `out.dir=D` (store and report go there);
+`hydra.searchpath=[file:///abs/dir]` adds a directory of one's own configs; every other
+`hydra.*` override is refused (exit 2), naming the ecjax key to use instead.
 """
 
 from __future__ import annotations
@@ -23,6 +28,101 @@ from typing import Mapping
 
 USAGE = __doc__.split("\n\n")[1]
 SUBCOMMANDS = ("run", "report", "resume", "cells", "verify", "audit")
+CFG_CHOICES = ("job", "hydra", "all")
+INFO_CHOICES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
+
+
+def version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _catalogue(config_dir) -> str:
+    """The config groups (with their options and defaults) and the experiments of a config
+    directory, for `--help`."""
+    from omegaconf import OmegaConf
+
+    from .config.compose import CONFIG_NAME, default_config_dir
+
+    cdir = Path(config_dir) if config_dir else default_config_dir()
+    if not (cdir / f"{CONFIG_NAME}.yaml").is_file():
+        return f"config directory: {cdir} (no {CONFIG_NAME}.yaml)"
+    defaults = {}
+    try:
+        for d in OmegaConf.load(cdir / f"{CONFIG_NAME}.yaml").get("defaults", []):
+            if isinstance(d, Mapping) or OmegaConf.is_dict(d):
+                defaults.update({str(k): v for k, v in dict(d).items()})
+    except Exception:  # the help text stays useful with a broken config.yaml
+        pass
+    lines = [f"config directory: {cdir}", "config groups (GROUP=OPTION; * the default):"]
+    for g in sorted(p for p in cdir.iterdir() if p.is_dir() and any(p.glob("*.yaml"))):
+        opts = sorted(f.stem for f in g.glob("*.yaml"))
+        if g.name == "experiment":
+            continue
+        lines.append(f"  {g.name:<11} " + ", ".join(o + ("*" if defaults.get(g.name) == o else "")
+                                                       for o in opts))
+    exps = sorted(f.stem for f in (cdir / "experiment").glob("*.yaml"))
+    if exps:
+        lines.append("experiments (experiment=NAME):")
+        for e in exps:
+            title = ""
+            try:
+                title = str(OmegaConf.load(cdir / "experiment" / f"{e}.yaml").get("title") or "")
+            except Exception:
+                pass
+            lines.append(f"  {e:<18} {title}".rstrip())
+    lines += ["subcommands:",
+              "  report STORE     Markdown + PNG + HTML report from a store",
+              "  resume STORE     finish an interrupted run, recompute damaged cells",
+              "  cells STORE      the cells of a store and their state",
+              "  verify STORE     check every cell against its manifest",
+              "  audit ...        replay stored runs through the coordinator contract",
+              "(ecjax SUBCOMMAND --help for each)"]
+    return "\n".join(lines)
+
+
+def _hydra_args(argv: list[str]) -> list[str]:
+    """Hydra's `--cfg`/`-c` and `--info` take an optional value: `--cfg sim.S=3` means
+    `--cfg job sim.S=3`, as with Hydra."""
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        if a in ("--cfg", "-c"):
+            out.append("--cfg=" + (nxt if nxt in CFG_CHOICES else "job"))
+            i += 2 if nxt in CFG_CHOICES else 1
+            continue
+        if a == "--info":
+            out.append("--info=" + (nxt if nxt in INFO_CHOICES else "all"))
+            i += 2 if nxt in INFO_CHOICES else 1
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
+def _out_dir_overrides(overrides: list[str]) -> list[str]:
+    """`hydra.run.dir=D` / `hydra.sweep.dir=D` -> `out.dir=D` (refused when they disagree
+    with each other or with an `out.dir` given too)."""
+    dirs, rest = {}, []
+    for o in overrides:
+        key, sep, val = o.partition("=")
+        if sep and key.strip() in ("hydra.run.dir", "hydra.sweep.dir", "out.dir"):
+            dirs[key.strip()] = val
+            if key.strip() == "out.dir":
+                rest.append(o)
+            continue
+        rest.append(o)
+    if len(set(dirs.values())) > 1:
+        from .config import ConfigError
+
+        raise ConfigError("the output directory is given twice with different values ("
+                          + ", ".join(f"{k}={v}" for k, v in dirs.items())
+                          + "): hydra.run.dir and hydra.sweep.dir are taken as out.dir; give one.")
+    if dirs and "out.dir" not in dirs:
+        rest.append(f"out.dir={next(iter(dirs.values()))}")
+    return rest
 
 
 def _err(msg: str) -> int:
@@ -34,20 +134,42 @@ def _run(argv: list[str]) -> int:
     from .config import ConfigError
     from .store import StoreError
 
-    ap = argparse.ArgumentParser(prog="ecjax", usage=USAGE, add_help=True)
+    ap = argparse.ArgumentParser(prog="ecjax", usage=USAGE, add_help=True,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=_catalogue(_peek_config_dir(argv)))
+    ap.add_argument("--version", action="version", version=f"ecjax {version()}")
     ap.add_argument("-m", "--multirun", action="store_true", help="expand sweep overrides (implied)")
-    ap.add_argument("--config-dir", default=None, help="directory of config.yaml (default: conf/)")
-    ap.add_argument("--cfg", action="store_true", help="print the resolved config and the cells, run nothing")
+    ap.add_argument("--config-dir", default=None,
+                    help="directory of config.yaml (default: $ECJAX_CONFIG_DIR, ./conf, the configs "
+                    "shipped with ecjax)")
+    ap.add_argument("--cfg", "-c", choices=CFG_CHOICES, default=None,
+                    help="print the config (job: ecjax's, hydra: Hydra's node, all: both) and the "
+                    "cells, run nothing")
+    ap.add_argument("--resolve", action="store_true", help="with --cfg: resolve interpolations")
+    ap.add_argument("--info", choices=INFO_CHOICES, default=None,
+                    help="Hydra's information (search path, defaults list, ...), run nothing")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. sim.S=16 community.n=5,10")
-    args = ap.parse_args(argv)
+    args = ap.parse_args(_hydra_args(argv))
     from . import sweep
 
     try:
-        plan = sweep.plan(args.overrides, args.config_dir)
+        overrides = _out_dir_overrides(args.overrides)
+        if args.info:
+            return _info(args.info, overrides, args.config_dir)
+        if args.cfg in ("hydra", "all"):
+            _print_hydra_cfg(args.cfg, overrides, args.config_dir, args.resolve)
+            if args.cfg == "hydra":
+                return 0
+        plan = sweep.plan(overrides, args.config_dir)
         if args.cfg:
             from omegaconf import OmegaConf
 
-            print(OmegaConf.to_yaml(OmegaConf.create(plan.base)), end="")
+            from .config.compose import compose
+
+            if args.resolve:
+                print(OmegaConf.to_yaml(OmegaConf.create(plan.base)), end="")
+            else:
+                print(OmegaConf.to_yaml(compose(plan.overrides, args.config_dir)), end="")
             print(f"# {len(plan.cells)} cell(s): " + ", ".join(c.id for c in plan.cells))
             return 0
         t0 = time.perf_counter()
@@ -77,6 +199,77 @@ def _run(argv: list[str]) -> int:
         except StoreError as e:  # e.g. a damaged cell outside this run's cells
             return _err(str(e))
     return 1 if res.failed else 0
+
+
+def _peek_config_dir(argv: list[str]) -> str | None:
+    for i, a in enumerate(argv):
+        if a == "--config-dir" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--config-dir="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def _hydra_session(overrides: list[str], config_dir):
+    """A Hydra session on the config directory (for --info and --cfg hydra)."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from .config.compose import check_hydra_overrides, default_config_dir, register_resolvers
+
+    register_resolvers()
+    check_hydra_overrides(overrides)
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    cdir = Path(config_dir) if config_dir else default_config_dir()
+    return initialize_config_dir(config_dir=str(cdir.resolve()), version_base=None)
+
+
+def _info(what: str, overrides: list[str], config_dir) -> int:
+    """Hydra's `--info` on ecjax's config (search path, defaults list and tree, config)."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+
+    from .config import ConfigError
+    from .config.compose import CONFIG_NAME
+
+    plain = [o for o in overrides if "," not in o.partition("=")[2] or o.startswith("hydra.searchpath")]
+    try:
+        with _hydra_session(plain, config_dir):
+            GlobalHydra.instance().hydra.show_info(what, CONFIG_NAME, plain)
+    except HydraException as e:
+        raise ConfigError(str(e).strip()) from None
+    return 0
+
+
+def _print_hydra_cfg(which: str, overrides: list[str], config_dir, resolve: bool) -> None:
+    """`--cfg hydra` / `--cfg all`: Hydra's node as Hydra composes it. ecjax reads only
+    hydra.searchpath from it (and, from the command line, hydra.run.dir / hydra.sweep.dir as
+    out.dir); hydra.run.dir and hydra.sweep.dir default to out.dir, which is what
+    experiments/run.py, run under Hydra's own launcher, writes to."""
+    from hydra import compose as _compose
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from .config import ConfigError
+    from .config.compose import CONFIG_NAME
+
+    plain = [o for o in overrides if "," not in o.partition("=")[2] or o.startswith("hydra.searchpath")]
+    try:
+        with _hydra_session(plain, config_dir):
+            cfg = _compose(CONFIG_NAME, overrides=plain, return_hydra_config=True)
+        if resolve:  # what can be resolved outside a running Hydra job (not hydra.job.num, ...)
+            try:
+                OmegaConf.resolve(cfg)
+            except OmegaConfBaseException:
+                for key in ("hydra.run.dir", "hydra.sweep.dir"):
+                    OmegaConf.update(cfg, key, str(OmegaConf.select(cfg, key)))
+        if which == "hydra":
+            cfg = OmegaConf.masked_copy(cfg, "hydra")
+        print(OmegaConf.to_yaml(cfg), end="")
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(str(e).strip()) from None
 
 
 def _notes(store: str, checks) -> None:
@@ -230,8 +423,11 @@ def _audit(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `ecjax` console script."""
+    """Entry point of the `ecjax` console script (and of `python -m ecjax`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["--version"], ["-V"]):
+        print(f"ecjax {version()}")
+        return 0
     import jax
 
     jax.config.update("jax_enable_x64", True)

@@ -16,15 +16,69 @@ DEFAULT_RESOLVER = "ecjax.default"  # `key: ${ecjax.default:}` in conf/: the typ
 EXECUTION_KEYS = ("sweep", "chain", "out", "report", "progress", "title", "description", "cache_dir")
 
 
+def packaged_config_dir() -> Path:
+    """The configs that come with ecjax: the checkout's top-level `conf/` when ecjax runs from
+    its checkout (or an editable install of it), else the copy inside an installed wheel
+    (the package `ecjax.conf`, built from that same folder)."""
+    pkg = Path(__file__).resolve().parents[1]
+    checkout = pkg.parent / "conf"
+    if (checkout / f"{CONFIG_NAME}.yaml").is_file() and (pkg.parent / "pyproject.toml").is_file():
+        return checkout
+    return pkg / "conf"
+
+
 def default_config_dir() -> Path:
-    """`$ECJAX_CONFIG_DIR`, else `./conf` if it holds config.yaml, else the repository's `conf/`."""
+    """`$ECJAX_CONFIG_DIR`, else `./conf` if it holds config.yaml, else `packaged_config_dir()`.
+
+    To add configs of one's own without copying these, put them in a directory of the same
+    layout (e.g. `mine/experiment/x.yaml`) and add it to Hydra's search path:
+    ``ecjax hydra.searchpath=[file:///abs/mine] experiment=x``.
+    """
     env = os.environ.get("ECJAX_CONFIG_DIR")
     if env:
         return Path(env).resolve()
     here = Path.cwd() / "conf"
     if (here / f"{CONFIG_NAME}.yaml").is_file():
         return here.resolve()
-    return (Path(__file__).resolve().parents[2] / "conf").resolve()
+    return packaged_config_dir()
+
+
+# `hydra.*` overrides: Hydra's own job runner (output directories, launchers, logging) is not
+# what runs ecjax's cells, so such an override would do nothing. Each is refused, naming what
+# to use instead; `hydra.searchpath` is honoured (it is part of composing the config), and
+# the `ecjax` command takes `hydra.run.dir` / `hydra.sweep.dir` as `out.dir` (see cli.py).
+HYDRA_INSTEAD = {
+    "hydra.run.dir": "out.dir (the directory of the store and the report)",
+    "hydra.sweep.dir": "out.dir (every cell of a sweep goes to the one store out.store)",
+    "hydra.sweep.subdir": "none needed: the cells of a sweep are groups cells/<id> of the one store out.store",
+    "hydra.job.chdir": "none needed: ecjax never changes directory; relative paths are taken "
+                       "from the directory it is started in",
+    "hydra.mode": "-m (or nothing: sweep overrides always expand into cells)",
+    "hydra/launcher": "sweep.cluster, sweep.workers, sweep.scheduler",
+    "hydra/sweeper": "sweep overrides (community.n=5,10) or sweep.params",
+    "hydra.launcher": "sweep.cluster, sweep.workers, sweep.scheduler",
+    "hydra.sweeper": "sweep overrides (community.n=5,10) or sweep.params",
+    "hydra.verbose": "progress (progress bars on stderr)",
+}
+HONOURED_HYDRA = ("hydra.searchpath",)
+
+
+def check_hydra_overrides(overrides: Sequence[str]) -> None:
+    """Refuse every `hydra.*` (or `hydra/...`) override that ecjax would not honour.
+
+    Raises `ConfigError` naming the key and the ecjax key to use instead.
+    """
+    for line in overrides:
+        key = str(line).lstrip("~+").split("=", 1)[0].split("@", 1)[0].strip()
+        if not (key == "hydra" or key.startswith(("hydra.", "hydra/"))) or key in HONOURED_HYDRA:
+            continue
+        hint = next((v for k, v in HYDRA_INSTEAD.items() if key == k or key.startswith(k + ".")), None)
+        raise ConfigError(
+            f"{key} is a setting of Hydra's own job runner, which ecjax does not use: it would be "
+            f"ignored. Instead: {hint or 'an ecjax key (ecjax --cfg job lists them)'}. "
+            f"Of the hydra.* keys ecjax honours {', '.join(HONOURED_HYDRA)}, and the ecjax command "
+            "takes hydra.run.dir / hydra.sweep.dir as out.dir."
+        )
 
 
 def _default(*, _node_):
@@ -56,6 +110,7 @@ def compose(overrides: Sequence[str] = (), config_dir: str | os.PathLike | None 
     from omegaconf.errors import OmegaConfBaseException
 
     register_resolvers()
+    check_hydra_overrides(overrides)
     try:
         if GlobalHydra.instance().is_initialized() and config_dir is None:
             return _compose(config_name, overrides=list(overrides))
