@@ -475,21 +475,21 @@ def audit_loaded(
 
 
 def check_receipts(earlier, report: AuditReport, inputs, origin: OriginCheck | None, chain: Chain):
-    """Check the receipts of earlier audits of the same (sample, risk): the store's config hash
-    they recorded against the one recomputed now, and, for a receipt made on the same persistent
-    chain (`rpc`, same chain id and genesis block), the configHash of the contract at its address against the
-    coordinator configuration recomputed now from the stored config (with that receipt's scale
-    and iteration period). **Returns:** (differences, notes)."""
+    """Check the cell's receipts of earlier audits: the store's config hash each recorded
+    against the one recomputed now from the stored config and, for a receipt made on the same
+    persistent chain (`rpc`, same chain id and genesis block), the configHash of the contract
+    at its address against the coordinator configuration recomputed now from the stored config
+    (for that receipt's sample, risk level, scale and iteration period).
+    **Returns:** (differences, notes)."""
+    from web3.exceptions import Web3Exception
+
     from ecjax.chain.replay import coordinator_config
 
     diffs, notes = [], []
-    run = report.run
     chain_id = int(chain.w3.eth.chain_id)
     genesis = report.chain.get("genesis")
     for r in earlier:
-        if r.get("sample") != run["sample"] or not np.isclose(float(r.get("risk", np.nan)), run["risk"], rtol=0, atol=1e-12):
-            continue
-        when = f"the audit of {r.get('date', '?')}"
+        when = f"the audit of {r.get('date', '?')} (sample {r.get('sample')}, δ = {r.get('risk')})"
         if origin is not None and r.get("config_hash") != origin.config_hash:
             diffs.append(Difference("receipt_config_hash", note=(
                 f"{when} recorded the store's config hash {str(r.get('config_hash'))[:16]}…, the stored config "
@@ -498,17 +498,20 @@ def check_receipts(earlier, report: AuditReport, inputs, origin: OriginCheck | N
         same = rc.get("kind") == "rpc" and chain.kind == "rpc" and rc.get("chain_id") == chain_id
         if not (same and rc.get("genesis") == genesis):  # a development chain restarted keeps its id
             continue
-        cfg = coordinator_config(inputs, run["risk"], run["T"], sample=run["sample"], scale=int(rc.get("scale", fp.SCALE)),
-                                 period_s=int(rc.get("period_s", 600)))  # fmt: skip
+        cfg = coordinator_config(
+            inputs, float(r["risk"]), int(inputs.options.T), sample=int(r["sample"]),
+            scale=int(rc.get("scale") or fp.SCALE), period_s=int(rc.get("period_s") or 600),
+        )  # fmt: skip
         want = "0x" + cfg.config_hash().hex()
         address = rc.get("address")
         try:
             code = chain.w3.eth.get_code(address)
             got = "0x" + bytes(Coordinator(chain, address).functions.configHash().call()).hex() if code else None
-        except (ValueError, TypeError) as e:  # not an address, or no coordinator there
-            got, code = None, f"{type(e).__name__}: {e}"
+            why = "no contract"
+        except (ValueError, TypeError, Web3Exception) as e:  # not an address, or not a coordinator
+            got, why = None, f"{type(e).__name__}: {e}"
         if got is None:
-            diffs.append(Difference("receipt_contract", note=f"{when}: no coordinator at {address} on chain {chain_id}"))
+            diffs.append(Difference("receipt_contract", note=f"{when}: no coordinator at {address} on chain {chain_id} ({why})"))
         elif got != want:
             diffs.append(Difference("receipt_contract", note=(
                 f"{when}: the contract at {address} (chain {chain_id}) commits to configHash {got[:18]}…, the stored "
@@ -617,6 +620,10 @@ def main(argv: list[str] | None = None) -> int:
             origin=origin, earlier=earlier,
         )  # fmt: skip
     except SampleError as e:
+        if origin.differences:  # the stored sample is not the config's run; no replay of it either
+            print(f"ecjax audit: the replay on chain cannot run: {e}", file=sys.stderr)
+            print(f"not verified: first difference: {origin.differences[0].describe()}")
+            return 1
         print(f"ecjax audit: error: {e}", file=sys.stderr)
         return 2
     except (KeyError, ValueError, ConnectionError, TimeoutError, RuntimeError, OSError) as e:

@@ -176,6 +176,8 @@ def test_iterate_changed_fails_the_default_audit(cell, tmp_path, capsys):
     copy, _, _ = changed_value(path, cid, tmp_path, "trajectories", "u_iter", (0, 0, 1, 2, 0, lane), rel=1e-3)
     assert main(args(copy, cid, out=tmp_path / "r")) == 1
     assert capsys.readouterr().out.startswith(f"not verified: first difference: u_iter {where} (step 1, iteration 2, agent 0)")
+    first = json.loads((tmp_path / "r" / "audit.json").read_text())["first_difference"]
+    assert first["sides"] == ["re-run", "stored"]  # found by the re-run, before the chain
     (receipt,) = store.audits(copy, cid)
     assert receipt["verdict"] == "not verified" and receipt["first_difference"].startswith("u_iter")
 
