@@ -183,7 +183,7 @@ class AuditReport:
             out.append(
                 f"Config hash recomputed from the stored config `{o['config_hash']}`, recorded at run time "
                 f"`{o['recorded_hash']}`. Every stored array of the sample and its summary row against the re-run: "
-                f"floats within {_num(o['tolerance']['atol'])} + {_num(o['tolerance']['rtol'])}·|value|, integers "
+                f"floats within {_num(o['tolerance'].get('atol'))}·(1 + |value|), integers "
                 f"exactly: **{'same' if o['verified'] else str(o['n_differences']) + ' difference(s)'}**."
             )
             out += ["", "| quantity | values | max abs difference | failed |", "|---|---|---|---|"]

@@ -202,10 +202,11 @@ def test_price_forecast_changed_is_named(cell, tmp_path):
 
 def test_stored_index_changed_is_named(cell, tmp_path):
     path, cid = cell
-    copy, old, new = changed_value(path, cid, tmp_path, "summary", "E1", (0, 0), rel=1e-6)
+    copy, old, new = changed_value(path, cid, tmp_path, "summary", "E1", (0, 0), add=1e-6)  # € 1e-6
     o = origin(copy, cid)
     (d,) = o.differences
     assert d.quantity == "E1" and (d.chain, d.stored) == (old, new)
+    assert d.tolerance == pytest.approx(1e-8 * (1 + max(abs(old), abs(new))))  # 1e-2 of the solver's 1e-6
 
 
 def test_integer_count_changed_is_named(cell, tmp_path):
