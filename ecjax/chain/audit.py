@@ -1,12 +1,12 @@
 """Audit of a stored run: its origin checked, then replayed through the coordinator on chain.
 
 Always, in every mode, first (`ecjax.chain.origin`): the config hash recomputed from the stored
-config against the one recorded at run time, and the sample run again from the stored config
-by the batch code (same seed, same sample id, so the same disturbance draw): every stored
-array of the sample (states, draws, forecasts, controls, FC-MPC iterates and optima, θ,
-iterations, QP statuses) and its summary row (E1..E8, Φ, counts) against the re-run, floats
-to 1e-9 relative, integers exactly. A store changed after the run, or a config changed after
-the run, differs here.
+config against the one recorded at run time, and the cell's kept samples run again from the
+stored config by the batch code, as the run computed them (same seed and sample ids, so the
+same disturbance draws): every stored array of the sample (states, draws, price, controls,
+FC-MPC iterates and optima, θ, iterations, QP statuses) and its summary row (E1..E8, Φ,
+counts) against the re-run, floats within a hundredth of the solver's tolerance, integers
+exactly. A store changed after the run, or a config changed after the run, differs here.
 
 Then on chain, compared for every MPC step (tolerances from `ecjax.chain.tolerance`):
 - the measured states uploaded at p = 0 with the stored plant's states;
