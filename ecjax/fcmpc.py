@@ -7,7 +7,12 @@
     stop at max_i θ_i^p <= ϰ or p = p_max.
 
 With w <= 1/|P| each iterate is a convex combination of jointly feasible points, so it is
-feasible (up to the QP tolerance) and may be applied whenever the loop stops.
+feasible (up to the QP tolerance) and may be applied whenever the loop stops. Beyond the paper,
+`FCMPCSettings.weights = "optimal"` takes a weight λ_i per prosumer, x_i^p = λ_i·x_i* +
+(1 − λ_i)·x_i^{p−1}, with λ minimizing Φ(x^p) over {λ >= 0, Σ λ_i <= 1} (`ecjax.coordination`,
+docs/fcmpc.md): still a convex combination of the same feasible points, and never worse than
+the uniform weight, which it falls back to where that small QP is not solved (counted,
+`FCMPCResult.weight_fallback`).
 
 A subproblem solution that does not end `solved` never enters an iterate. At p >= 1 the
 prosumer proposes its previous iterate instead (x_i* := x_i^{p−1}, so x_i^p = x_i^{p−1}: the
@@ -31,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from . import evaluate, ocp
+from . import coordination, evaluate, ocp
 from ._iterate import bounded_while
 from .community import Community
 from .layout import AgentLayout
@@ -40,12 +45,19 @@ from .qp import IPM, Operator, Solution, Status, prepare, solve
 from .weights import CostWeights
 
 
+WEIGHT_RULES = ("uniform", "optimal")
+
+
 class FCMPCSettings(eqx.Module):
-    """`w` None means 1/|P| (MODEL §6). `kappa` is ϰ in kW; `p_max` caps the iterations."""
+    """`w` None means 1/|P| (MODEL §6). `kappa` is ϰ in kW; `p_max` caps the iterations.
+    `weights`: "uniform", the paper's x_i^p = w·x_i* + (1 − w)·x_i^{p−1} for every prosumer;
+    "optimal", a weight per prosumer minimizing Φ(x^p) over the simplex (`ecjax.coordination`),
+    with the uniform weight w as its fallback."""
 
     kappa: float = 1e-3
     p_max: int = eqx.field(static=True, default=30)
     w: float | None = eqx.field(static=True, default=None)
+    weights: str = eqx.field(static=True, default="uniform")
 
     def weight(self, c: Community) -> float:
         return 1.0 / len(c.prosumers) if self.w is None else float(self.w)
@@ -55,6 +67,8 @@ class FCMPCSettings(eqx.Module):
             raise ValueError(f"`fcmpc.p_max` must be an integer >= 1, got {self.p_max}.")
         if not (np.isfinite(self.kappa) and self.kappa > 0):
             raise ValueError(f"`fcmpc.kappa` must be > 0, got {self.kappa}.")
+        if self.weights not in WEIGHT_RULES:
+            raise ValueError(f"`fcmpc.weights` must be one of {WEIGHT_RULES}, got {self.weights!r}.")
         wmax = 1.0 / len(c.prosumers)
         if self.w is not None and not (0 < self.w <= wmax + 1e-12):
             raise ValueError(
@@ -143,6 +157,8 @@ class FCMPCResult(eqx.Module):
     u_iter: Float[Array, "p_max+1 P nu"]  # inputs of iterates 0..p_max (held after the stop)
     u_star: Float[Array, "p_max P nu"]  # subproblem optima u_i^{p,*} of iterations 1..p_max
     x_iter: Float[Array, "p_max+1 P nx"]  # whole decision vectors of iterates 0..p_max (record)
+    weights: Float[Array, "p_max P"]  # weight λ_i^p of each iteration (0 past the stop)
+    weight_fallback: Int[Array, ""]  # iterations where the optimal λ-QP fell back to uniform
 
 
 def _prosumer_ids(c: Community):
@@ -182,7 +198,8 @@ def accepted(sol: Solution, fallback):
 
 
 def combine(w, x_star, x_prev):
-    """The FC-MPC iterate x^p = w·x* + (1 − w)·x^{p−1} (MODEL §6)."""
+    """The FC-MPC iterate x^p = w·x* + (1 − w)·x^{p−1} (MODEL §6); `w` a scalar or one weight
+    per prosumer ([P, 1])."""
     return w * x_star + (1.0 - w) * x_prev
 
 
@@ -218,6 +235,8 @@ class FCMPCState(eqx.Module):
     done: Array  # max θ <= ϰ
     x_iter: Float[Array, "p_max+1 P nx"]  # iterates (with `record`; else empty)
     u_star: Float[Array, "p_max P nu"]  # subproblem optima (with `record`; else empty)
+    lam: Float[Array, "p_max P"]  # weights λ_i^p applied at each iteration
+    weight_fallback: Int[Array, ""]  # optimal rule: iterations that took the uniform weight
 
 
 def cold_start(op: Operator, P: int) -> Solution:
@@ -279,6 +298,8 @@ def init(
         done=jnp.asarray(False),
         x_iter=jnp.broadcast_to(xs0, hist) if record else jnp.zeros(hist, dtype),
         u_star=jnp.zeros((p_max if record else 0, nP, lay.nu), dtype),
+        lam=jnp.zeros((p_max, nP), dtype),
+        weight_fallback=jnp.asarray(0, jnp.int32),
     )
 
 
@@ -293,7 +314,8 @@ def step(ctl: Controller, settings: FCMPCSettings, stage: Stage, s: FCMPCState, 
     warm = eqx.tree_at(lambda t: t.x, s.sol, s.xs)
     sol = _solve_agents(ctl, stage, prev, True, warm)
     x_star, ok = accepted(sol, s.xs)
-    xs = combine(settings.weight(c), x_star, s.xs)
+    lam, fell_back = weights(ctl, settings, stage, s.xs, x_star)
+    xs = combine(lam[:, None], x_star, s.xs)
     du = xs[:, : lay.nu] - s.xs[:, : lay.nu]
     theta = jnp.sqrt(jnp.sum(du * du, axis=1))
     phi = evaluate.cost(c, ctl.weights, stage, plan_from_vectors(xs, c, N))
@@ -304,12 +326,27 @@ def step(ctl: Controller, settings: FCMPCSettings, stage: Stage, s: FCMPCState, 
         x_iter = jnp.where(later, xs[None], x_iter)
         u_star = u_star.at[p - 1].set(x_star[:, : lay.nu])
     return eqx.tree_at(
-        lambda t: (t.p, t.xs, t.sol, t.theta, t.cost, t.status, t.held, t.steps, t.done, t.x_iter, t.u_star),
+        lambda t: (t.p, t.xs, t.sol, t.theta, t.cost, t.status, t.held, t.steps, t.done, t.x_iter, t.u_star,
+                   t.lam, t.weight_fallback),
         s,
         (p, xs, sol, s.theta.at[p - 1].set(theta), jnp.where(jnp.arange(p_max + 1) >= p, phi, s.cost),
          worse_status(s.status, sol.status), s.held + (~ok).astype(jnp.int32), s.steps + jnp.sum(sol.num_steps),
-         jnp.max(theta) <= settings.kappa, x_iter, u_star),
+         jnp.max(theta) <= settings.kappa, x_iter, u_star, s.lam.at[p - 1].set(lam),
+         s.weight_fallback + fell_back.astype(jnp.int32)),
     )  # fmt: skip
+
+
+def weights(ctl: Controller, settings: FCMPCSettings, stage: Stage, x_prev, x_star):
+    """The weights λ^p [P] of iteration p and whether the uniform weight was a fallback.
+    "uniform": w for every prosumer (never a fallback); "optimal": `coordination.optimal_weights`
+    on Φ as `evaluate.cost` writes it."""
+    c, N = ctl.community, ctl.N
+    w = settings.weight(c)
+    if settings.weights == "uniform":
+        return jnp.full((x_prev.shape[0],), w, x_prev.dtype), jnp.asarray(False)
+    phi = lambda xs: evaluate.cost(c, ctl.weights, stage, plan_from_vectors(xs, c, N))  # noqa: E731
+    out = coordination.optimal_weights(phi, x_prev, x_star, w)
+    return out.lam, out.fallback
 
 
 def terminate(settings: FCMPCSettings, s: FCMPCState):
@@ -322,7 +359,8 @@ def result(ctl: Controller, s: FCMPCState) -> FCMPCResult:
     return FCMPCResult(
         xs=s.xs, plan=plan_from_vectors(s.xs, ctl.community, ctl.N), iters=s.p, theta=s.theta, cost=s.cost,
         qp_status=s.status, held=s.held, fallback=s.fallback, qp_steps=s.steps, island=s.island, last=s.sol,
-        u_iter=s.x_iter[..., :nu], u_star=s.u_star, x_iter=s.x_iter,
+        u_iter=s.x_iter[..., :nu], u_star=s.u_star, x_iter=s.x_iter, weights=s.lam,
+        weight_fallback=s.weight_fallback,
     )  # fmt: skip
 
 

@@ -60,6 +60,8 @@ STATUS_DOC = {
     "previous iterate",
     "qp_fallback": "prosumers whose first plan of the step was not solved: their previous plan "
     "shifted was applied",
+    "qp_weight_fallback": "FC-MPC iterations of the step whose optimal-weight QP (fcmpc.weights = "
+    "optimal) was not solved or did no better: the uniform weight was used",
 }
 
 
@@ -81,6 +83,7 @@ def summary(c: Community, gamma: float, rec: StepRecord) -> dict:
         qp_status=rec.qp_status,  # [T]
         qp_held=rec.qp_held,  # [T]
         qp_fallback=rec.qp_fallback,  # [T]
+        qp_weight_fallback=jnp.zeros_like(rec.qp_held) if rec.qp_weight_fallback is None else rec.qp_weight_fallback,
         qp_steps=rec.qp_steps,  # [T]
         viol_lo=rec.viol_lo.T & pro[:, None],  # [n, T]
         viol_hi=rec.viol_hi.T & pro[:, None],

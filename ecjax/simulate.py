@@ -101,6 +101,9 @@ class StepRecord(eqx.Module):
     u_iter: Float[Array, "p1 P nu"]  # inputs of FC-MPC iterates 0..p_max (record_plans; else empty)
     u_star: Float[Array, "p P nu"]  # subproblem optima of iterations 1..p_max (record_plans)
     u_clip: Float[Array, " n"]  # max |planned − applied| over the agent's first-step inputs (kW)
+    # FC-MPC iterations whose optimal-weight λ-QP fell back to the uniform weight (`fcmpc.weights`;
+    # None in a hand-made record: read as 0)
+    qp_weight_fallback: Int[Array, ""] | None = None
 
 
 def _single_plan_result(ctl: Controller, fc: FCMPCSettings, stage, xs, sol, status, steps, record, ok):
@@ -125,6 +128,8 @@ def _single_plan_result(ctl: Controller, fc: FCMPCSettings, stage, xs, sol, stat
         u_iter=jnp.broadcast_to(xs[:, :nu], (fc.p_max + 1 if record else 0, nP, nu)),
         u_star=jnp.zeros((fc.p_max if record else 0, nP, nu), xs.dtype),
         x_iter=jnp.broadcast_to(xs, (fc.p_max + 1 if record else 0,) + xs.shape),
+        weights=jnp.zeros((fc.p_max, nP), xs.dtype),
+        weight_fallback=jnp.asarray(0, jnp.int32),
     )
 
 
@@ -274,6 +279,7 @@ def closed_loop(
             u_iter=res.u_iter,
             u_star=res.u_star,
             u_clip=clip,
+            qp_weight_fallback=res.weight_fallback,
         )
         return (eb_new, eev_new, warm, fallback), rec
 

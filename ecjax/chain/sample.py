@@ -167,6 +167,11 @@ def check_compatible(s: StoredSample, inputs: RunInputs) -> None:
             f"scenario {scenario!r} cannot be audited on chain: only {AUDITABLE} have agents "
             "that negotiate their own plans."
         )
+    if inputs.fc.weights != "uniform":
+        raise SampleError(
+            f"fcmpc.weights = {inputs.fc.weights!r} cannot be audited on chain yet: the coordinator "
+            "combines every proposal with one uniform weight (fcmpc.weights = 'uniform')."
+        )
     nu = (c.n + 3) * inputs.N
     P = len(c.prosumers)
     if s.u_iter.shape[2:] != (P, nu):

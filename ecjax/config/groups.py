@@ -47,13 +47,14 @@ class FCMPCConfig(Section):
     kappa: float = setting(1e-3, Num(0.0, lo_open=True))
     p_max: int = setting(30, Int(1, 10_000))
     w: float | None = setting(None, Num(0.0, 1.0, lo_open=True, null=True))  # null: 1/|P|
+    weights: str = setting("uniform", Choice(("uniform", "optimal")))  # combination rule
 
     def settings(self, community):
         """`ecjax.fcmpc.FCMPCSettings`, checked against `community` (w <= 1/|P|)."""
         from ..fcmpc import FCMPCSettings
 
         fc = FCMPCSettings(kappa=float(self.kappa), p_max=int(self.p_max),
-                           w=None if self.w is None else float(self.w))
+                           w=None if self.w is None else float(self.w), weights=str(self.weights))
         try:
             fc.check(community)
         except ValueError as e:
