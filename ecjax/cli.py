@@ -20,6 +20,8 @@ overrides (`community.n=5,10,20`, `range(..)`) expand into one cell per value, a
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import sys
 import time
@@ -235,11 +237,27 @@ def _info(what: str, overrides: list[str], config_dir) -> int:
 
     plain = [o for o in overrides if "," not in o.partition("=")[2] or o.startswith("hydra.searchpath")]
     try:
-        with _hydra_session(plain, config_dir):
+        with _hydra_session(plain, config_dir), _root_logger_kept():
             GlobalHydra.instance().hydra.show_info(what, CONFIG_NAME, plain)
     except HydraException as e:
         raise ConfigError(str(e).strip()) from None
     return 0
+
+
+@contextlib.contextmanager
+def _root_logger_kept():
+    """Hydra's `show_info` sets the root logger to DEBUG with a handler on the sys.stdout of
+    the moment; as a call inside a process (`ecjax.cli.main`), that would leave every later
+    debug message of every library printed to that stream. Restore the level and handlers."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        for h in list(root.handlers):
+            if h not in handlers:
+                root.removeHandler(h)
 
 
 def _print_hydra_cfg(which: str, overrides: list[str], config_dir, resolve: bool) -> None:

@@ -4,6 +4,7 @@ version and the help. Nothing here compiles."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -84,8 +85,13 @@ def test_cfg_hydra_and_all(capsys, tmp_path):
 @pytest.mark.parametrize("what,needle", [("searchpath", "file://"), ("defaults", "community/paper"),
                                          ("all", "Defaults List")])
 def test_info(capsys, what, needle):
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
     rc, out, _ = _out(capsys, ["--info", what])
     assert rc == 0 and needle in out
+    # Hydra's show_info sets the root logger to DEBUG on the sys.stdout of the moment: a later
+    # library debug message would print "Logging error" tracebacks to a closed stream
+    assert (root.level, root.handlers) == (level, handlers)
 
 
 @pytest.mark.parametrize("key", ["hydra.run.dir", "hydra.sweep.dir"])
