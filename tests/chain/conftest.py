@@ -10,7 +10,7 @@ import pytest
 import xarray as xr
 
 from ecjax.chain import fixedpoint as fp
-from ecjax.chain.client import Chain, Coordinator
+from ecjax.chain.client import ANVIL, Chain, Coordinator
 from ecjax.chain.config import CoordinatorConfig
 from ecjax.chain.sample import Inputs
 from ecjax.community import generate_community
@@ -142,3 +142,12 @@ def make_stored_run(T: int = 3, N: int = 5, p_max: int = 4, seed: int = 3) -> St
 @pytest.fixture(scope="session")
 def stored_run() -> StoredRun:
     return make_stored_run()
+
+
+@pytest.fixture(scope="module")
+def anvil():
+    """An anvil node on 127.0.0.1 (npm's @foundry-rs/anvil, `npm ci` in contracts/)."""
+    if not ANVIL.exists():
+        pytest.skip(f"anvil not installed at {ANVIL} (run `npm ci` in contracts/).")
+    with Chain.anvil() as chain:
+        yield chain

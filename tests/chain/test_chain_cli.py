@@ -13,51 +13,23 @@ import numpy as np
 import pytest
 import zarr
 
-from ecjax import store, sweep
+from ecjax import store
 from ecjax.chain.audit import main
-from ecjax.chain.client import ANVIL, Chain
+from ecjax.chain.client import ANVIL
+
+from .tiny_store import audit_args, write_store
 
 pytestmark = [pytest.mark.chain, pytest.mark.slow]
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
-DELTA = 0.05
-
-# n = 4 agents (2 prosumers), one kept sample, T = 3, N = 5, p_max = 4, the IPM at 1e-6.
-TINY = [
-    "out.report=null",
-    "community=generated",
-    "community.n=4",
-    "community.prosumer_share=0.5",
-    "community.seed=1",
-    "data=synthetic",
-    "scenario=ccdmpc",
-    f"ccmpc.deltas=[{DELTA}]",
-    "sim.S=1",
-    "sim.T=3",
-    "sim.N=5",
-    "sim.keep=1",
-    "sim.record_plans=true",
-    "fcmpc.p_max=4",
-    "solver.eps_abs=1e-6",
-    "solver.eps_rel=1e-6",
-    "solver.max_iter=4000",
-    "progress=false",
-]
 
 
 @pytest.fixture(scope="module")
 def cell(tmp_path_factory) -> tuple[str, str]:
-    out = tmp_path_factory.mktemp("store")
-    plan = sweep.plan([f"out.dir={out}", *TINY], CONF)
-    res = sweep.run(plan, progress=False)
-    assert not res.failed, res.failed
-    (cid,) = store.list_cells(plan.store)
-    return plan.store, cid
+    path, (cid,) = write_store(tmp_path_factory.mktemp("store"))
+    return str(path), cid
 
 
-def args(path, cid, *extra, out=None) -> list[str]:
-    a = [str(path), "--cell", cid, "--sample", "0", "--risk", str(DELTA), "--quiet", *extra]
-    return a + (["--out", str(out)] if out is not None else [])
+args = audit_args
 
 
 def changed_copy(path: str, cid: str, dest: Path, group: str, var: str, index: tuple, delta: float) -> Path:
@@ -146,14 +118,6 @@ def test_bad_input_exits_2(cell, tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- rpc: key from env or keystore
-
-
-@pytest.fixture(scope="module")
-def anvil():
-    if not ANVIL.exists():
-        pytest.skip(f"anvil not installed at {ANVIL} (run `npm ci` in contracts/).")
-    with Chain.anvil() as chain:
-        yield chain
 
 
 def funded_account(anvil):

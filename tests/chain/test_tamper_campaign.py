@@ -71,15 +71,15 @@ import numpy as np
 import pytest
 import zarr
 
-from ecjax import store, sweep
+from ecjax import store
 from ecjax.chain import origin as origin_mod
 from ecjax.chain.audit import main
-from ecjax.chain.client import ANVIL, Chain
 from ecjax.chain.origin import check_origin
 from ecjax.config import EXECUTION_KEYS, ConfigError, cell_inputs, config_hash
 from ecjax.metrics import INDEX_NAMES
 
-from .test_origin import CONF, TINY, changed_value, copy_of
+from .test_origin import changed_value, copy_of
+from .tiny_store import TINY, audit_args, write_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.chain]
 
@@ -112,13 +112,10 @@ def count(kind: str, detected: bool) -> None:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     t = time.perf_counter()
-    out = tmp_path_factory.mktemp("campaign")
-    plan = sweep.plan([f"out.dir={out}", *RUN], CONF)
-    res = sweep.run(plan, progress=False)
-    assert not res.failed, res.failed
-    assert sorted(store.list_cells(plan.store)) == sorted(CID.values())
+    path, cells = write_store(tmp_path_factory.mktemp("campaign"), RUN)
+    assert sorted(cells) == sorted(CID.values())
     SECONDS["sweep (2 cells)"] = time.perf_counter() - t
-    return Path(plan.store)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -126,14 +123,6 @@ def cell0(run):
     """The seed-0 cell, opened and loaded into memory."""
     c = store.open_cell(run, CID[0])
     return dataclasses.replace(c, trajectories=c.trajectories.compute(), summary=c.summary.compute())
-
-
-@pytest.fixture(scope="module")
-def anvil():
-    if not ANVIL.exists():
-        pytest.skip(f"anvil not installed at {ANVIL} (run `npm ci` in contracts/).")
-    with Chain.anvil() as chain:
-        yield chain
 
 
 @pytest.fixture(scope="module")
@@ -150,8 +139,7 @@ def rpc(anvil) -> list[str]:
 
 
 def args(path, cid, sample, risk, out, *extra) -> list[str]:
-    return [str(path), "--cell", cid, "--sample", str(sample), "--risk", str(risk), "--quiet", "--out", str(out),
-            *extra]  # fmt: skip
+    return audit_args(path, cid, *extra, out=out, risk=risk, sample=sample)
 
 
 def audit(path, cid, sample, risk, out, *extra) -> tuple[int, str]:
@@ -590,11 +578,10 @@ def test_config_and_recorded_hash_rewritten(cell0):
     cases = {
         "sim.seed": (("sim", "seed"), cfg["sim"]["seed"] + 1),
         "fcmpc.kappa": (("fcmpc", "kappa"), kappa_flip(cell0)),
-        # δ_ev weighs the EV energy short of its daily need in Φ (0.24 of Φ ≈ 0.6 here): ×(1 + 1e-6)
-        # moves Φ 15 times the tolerance. A weight whose terms are below the tolerance (ρ_1 on
-        # slacks of 1e-9 kWh) changed by 1e-6 computes the stored numbers again, within tolerance:
-        # the data are then that config's run too, and only an earlier receipt can tell.
-        "weights.delta_ev": (("weights", "delta_ev"), cfg["weights"]["delta_ev"] * (1 + 1e-6)),
+        # a physical parameter changed by 1e-6 relative. (A cost weight whose terms are below the
+        # tolerance, ρ_1 on slacks of 1e-9 kWh, changed by 1e-6 computes the stored numbers again
+        # within tolerance: the data are then that config's run too, and only an earlier receipt
+        # can tell.)
         "community.params.eta_c": (("community", "params"), {"eta_c": 0.945 * (1 + 1e-6)}),
     }
     missed = {}

@@ -338,11 +338,11 @@ def test_fuzz_slow_agent(part, optimized):
 @pytest.mark.slow
 @pytest.mark.fuzz_slow
 def test_fuzz_slow_central(optimized):
-    """Centralized QPs, n <= 6, N in {6, 12, 24}, 4 structures (the explicit example has the
+    """Centralized QPs, n <= 6, N in {6, 12, 24}, 3 structures (the explicit example has the
     default weights)."""
     failures = []
 
-    @_settings(3)
+    @_settings(2)
     @given(case=structures("central", 2, 6, 6, (6, 12, 24)))
     @example(case=(Structure("central", 5, (0, 1, 3), 24, CostWeights(), ETAS[0]), 1))
     def draw(case):
