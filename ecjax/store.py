@@ -348,16 +348,20 @@ def build_manifest(path, cell_id: str, names) -> dict:
             "metadata": _metadata_files(path, cell_id, names)}
 
 
-def _write_manifest(path, cell_id: str, manifest: dict) -> str:
-    """Write the manifest atomically (temporary file, fsync, rename); returns its sha256."""
-    text = json.dumps(manifest, sort_keys=True, indent=1).encode()
-    target = _cell_dir(path, cell_id) / MANIFEST
-    tmp = target.with_name(f".{MANIFEST}.{os.getpid()}.tmp")
+def _write_atomic(target: Path, text: bytes) -> None:
+    """Write `target` atomically: a temporary file beside it, fsync, rename."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, target)
+
+
+def _write_manifest(path, cell_id: str, manifest: dict) -> str:
+    """Write the manifest atomically; returns its sha256."""
+    text = json.dumps(manifest, sort_keys=True, indent=1).encode()
+    _write_atomic(_cell_dir(path, cell_id) / MANIFEST, text)
     return hashlib.sha256(text).hexdigest()
 
 
@@ -516,12 +520,7 @@ def add_audit(path, cell_id: str, receipt: Mapping) -> Path:
     receipts = audits(path, cell_id) + [json.loads(json.dumps(dict(receipt), default=str))]
     text = json.dumps({"format": "ecjax-audits/1", "cell": cell_id, "receipts": receipts}, indent=1).encode()
     target = _cell_dir(path, cell_id) / AUDITS
-    tmp = target.with_name(f".{AUDITS}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
+    _write_atomic(target, text)
     return target
 
 
