@@ -227,6 +227,12 @@ def _hydra_session(overrides: list[str], config_dir):
     return initialize_config_dir(config_dir=str(cdir.resolve()), version_base=None)
 
 
+def _single_values(overrides: list[str]) -> list[str]:
+    """The overrides without a sweep (a value list `a,b`), which Hydra's --info and --cfg hydra
+    compose once; hydra.searchpath keeps its list."""
+    return [o for o in overrides if "," not in o.partition("=")[2] or o.startswith("hydra.searchpath")]
+
+
 def _info(what: str, overrides: list[str], config_dir) -> int:
     """Hydra's `--info` on ecjax's config (search path, defaults list and tree, config)."""
     from hydra.core.global_hydra import GlobalHydra
@@ -235,7 +241,7 @@ def _info(what: str, overrides: list[str], config_dir) -> int:
     from .config import ConfigError
     from .config.compose import CONFIG_NAME
 
-    plain = [o for o in overrides if "," not in o.partition("=")[2] or o.startswith("hydra.searchpath")]
+    plain = _single_values(overrides)
     try:
         with _hydra_session(plain, config_dir), _root_logger_kept():
             GlobalHydra.instance().hydra.show_info(what, CONFIG_NAME, plain)
@@ -273,7 +279,7 @@ def _print_hydra_cfg(which: str, overrides: list[str], config_dir, resolve: bool
     from .config import ConfigError
     from .config.compose import CONFIG_NAME
 
-    plain = [o for o in overrides if "," not in o.partition("=")[2] or o.startswith("hydra.searchpath")]
+    plain = _single_values(overrides)
     try:
         with _hydra_session(plain, config_dir):
             cfg = _compose(CONFIG_NAME, overrides=plain, return_hydra_config=True)
