@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.37;
 
+import {FCMPCBase} from "./FCMPCBase.sol";
+
 /// @title FC-MPC coordinator (Algorithm 2 of Sivianes et al., IFAC 2023; ecjax MODEL §6)
 /// @notice Coordinates the feasible-cooperation MPC iterations of an energy community. The
 /// prosumers (the only agents with decision variables) are fixed at deployment. For every MPC
@@ -15,42 +17,12 @@ pragma solidity 0.8.37;
 /// a prosumer that did not upload keeps its previous iterate (theta_i = 0), except at p = 0 where
 /// it gets the zero plan (no previous plan of this step exists). The step terminates when
 /// max_i theta_i^2 <= kappa^2 (p >= 1) or p = pMax; then the next step starts at p = 0.
-/// @dev Vectors are `bytes` of exactly 4 * nu bytes: nu big-endian two's-complement int32
-/// fixed-point values in the order of ecjax/layout.py (bc, bd, ugb, ev, bt[j] for j != i; blocks
-/// of length N). Only hashes of committed iterates are stored; the data lives in the events, and
-/// a hash chain head = keccak256(abi.encode(head, agent, t, p, keccak256(data))) over every
-/// upload lets anyone rebuild and authenticate the whole negotiation from the logs.
-contract FCMPCCoordinator {
-    /// @notice Deployment parameters (numbers the contract needs; the rest is in configHash).
-    /// @param configHash keccak256 of the run configuration (model, weights, tolerance, p_max,
-    /// fixed-point scale), computed off chain by ecjax.chain.config.
-    /// @param nAgents agents in the community (prosumers and consumers), n.
-    /// @param horizon prediction horizon N.
-    /// @param wNum numerator of the combination weight w = wNum / wDen, 0 < w <= 1.
-    /// @param wDen denominator of w.
-    /// @param pMax last iteration of a step.
-    /// @param period seconds an iteration stays open (deadline = opening time + period).
-    /// @param kappa2 tolerance squared, in fixed-point units squared (scale^2).
-    struct Config {
-        bytes32 configHash;
-        uint32 nAgents;
-        uint32 horizon;
-        uint32 wNum;
-        uint32 wDen;
-        uint32 pMax;
-        uint64 period;
-        uint256 kappa2;
-    }
-
-    /// @notice Per-block upper bounds of one prosumer, fixed point (lower bounds are 0).
-    struct Bounds {
-        uint32 bc;
-        uint32 bd;
-        uint32 ugb;
-        uint32 ev;
-        uint32 bt;
-    }
-
+/// @dev Vectors, the deployment parameters, the bounds check and the combination are those of
+/// `FCMPCBase` (shared with the commit-and-challenge mode). Only hashes of committed iterates
+/// are stored; the data lives in the events, and a hash chain
+/// head = keccak256(abi.encode(head, agent, t, p, keccak256(data))) over every upload lets anyone
+/// rebuild and authenticate the whole negotiation from the logs.
+contract FCMPCCoordinator is FCMPCBase {
     /// @notice State of the current iteration (one storage slot).
     struct Round {
         uint32 t; // MPC step
@@ -62,8 +34,6 @@ contract FCMPCCoordinator {
     }
 
     // ---------------------------------------------------------------- errors
-    /// @notice The sender is not a registered prosumer.
-    error NotAgent(address sender);
     /// @notice The upload names another step or iteration than the open one (or p = 0 via `upload`).
     error WrongRound(uint32 t, uint32 p, uint32 currentT, uint32 currentP);
     /// @notice The prosumer already uploaded in this iteration.
@@ -72,15 +42,8 @@ contract FCMPCCoordinator {
     error DeadlinePassed(uint256 deadline, uint256 timestamp);
     /// @notice `closeIteration` before the deadline (the last upload closes it anyway).
     error DeadlineNotReached(uint256 deadline, uint256 timestamp);
-    /// @notice A vector has not exactly 4 * nu bytes.
-    error BadLength(uint256 length, uint256 expected);
-    /// @notice Value `index` of the vector is outside [0, bound] (bound 0 for trades at p = 0).
-    error OutOfBounds(uint256 index, uint256 value, uint256 bound);
     /// @notice The re-supplied previous iterate does not hash to the committed one.
     error PreviousIterateMismatch(bytes32 supplied, bytes32 committed);
-    /// @notice Invalid deployment parameter (code: 1 agents, 2 ids, 3 w, 4 horizon/n, 5 period,
-    /// 6 bounds, 7 duplicate agent, 8 pMax).
-    error InvalidConfig(uint256 code);
 
     // ---------------------------------------------------------------- events
     /// @notice Iteration p = 0 upload: measured state and islanded plan u (= committed iterate).
@@ -101,29 +64,9 @@ contract FCMPCCoordinator {
     /// @notice Iteration closed; `terminated` means the step is over (next: step t + 1, p = 0).
     event IterationClosed(uint32 indexed t, uint32 indexed p, uint256 mask, uint256 maxTheta2, bool terminated);
 
-    // ---------------------------------------------------------------- configuration
-    bytes32 public immutable configHash;
-    uint256 public immutable nAgents;
-    uint256 public immutable horizon;
-    /// @notice Length of an input vector u_i: (4 + n - 1) * N.
-    uint256 public immutable nu;
-    uint256 public immutable nProsumers;
-    uint256 public immutable wNum;
-    uint256 public immutable wDen;
-    uint256 public immutable kappa2;
-    uint32 public immutable pMax;
-    uint64 public immutable period;
     /// @notice keccak256 of the zero vector (4 * nu zero bytes).
     bytes32 public immutable zeroHash;
 
-    /// @notice Prosumer addresses, by prosumer index.
-    address[] public agents;
-    /// @notice Community index (0..n-1, as in ecjax/layout.py) of each prosumer.
-    uint16[] public agentIds;
-    /// @dev Prosumer index + 1 of an address (0: not an agent).
-    mapping(address => uint256) internal indexPlusOne;
-    /// @dev Packed bounds: bc << 224 | bd << 192 | ugb << 160 | ev << 128 | bt << 96.
-    uint256[] internal packedBounds;
     /// @notice keccak256 of each prosumer's committed iterate (4 * nu bytes).
     bytes32[] public committedHash;
 
@@ -131,52 +74,23 @@ contract FCMPCCoordinator {
     /// @notice Head of the hash chain over every upload since deployment.
     bytes32 public head;
 
-    uint256 private constant LANE = 0xffffffff;
-    uint256 private constant BT_MASK = ~(LANE << 96);
-
-    constructor(Config memory c, address[] memory agents_, uint16[] memory ids_, Bounds[] memory bounds_) {
-        uint256 np = agents_.length;
-        if (np == 0 || np > 64) revert InvalidConfig(1);
-        if (ids_.length != np || bounds_.length != np) revert InvalidConfig(2);
-        if (c.wDen == 0 || c.wNum == 0 || c.wNum > c.wDen) revert InvalidConfig(3);
-        if (c.horizon == 0 || c.nAgents < np || c.nAgents > 4096 || c.horizon > 4096) revert InvalidConfig(4);
-        if (c.period == 0 || c.period > type(uint32).max) revert InvalidConfig(5);
-        if (c.pMax > type(uint16).max) revert InvalidConfig(8);
-        configHash = c.configHash;
-        nAgents = c.nAgents;
-        horizon = c.horizon;
-        uint256 nu_ = (uint256(c.nAgents) + 3) * c.horizon;
-        nu = nu_;
-        nProsumers = np;
-        wNum = c.wNum;
-        wDen = c.wDen;
-        kappa2 = c.kappa2;
-        pMax = c.pMax;
-        period = c.period;
+    constructor(Config memory c, address[] memory agents_, uint16[] memory ids_, Bounds[] memory bounds_)
+        FCMPCBase(c, agents_, ids_, bounds_)
+    {
+        uint256 len = nu << 2;
         bytes32 z;
         assembly {
-            let m := mload(0x40)
-            let len := shl(2, nu_)
             // fresh memory past the free pointer is zero
-            z := keccak256(m, len)
+            z := keccak256(mload(0x40), len)
         }
         zeroHash = z;
-        for (uint256 i; i < np; ++i) {
-            address a = agents_[i];
-            if (a == address(0)) revert InvalidConfig(1);
-            if (indexPlusOne[a] != 0) revert InvalidConfig(7);
-            if (ids_[i] >= c.nAgents || (i > 0 && ids_[i] <= ids_[i - 1])) revert InvalidConfig(2);
-            Bounds memory b = bounds_[i];
-            uint32 lim = type(uint32).max >> 1; // values are int32: bounds must be < 2^31
-            if (b.bc > lim || b.bd > lim || b.ugb > lim || b.ev > lim || b.bt > lim) revert InvalidConfig(6);
-            indexPlusOne[a] = i + 1;
-            agents.push(a);
-            agentIds.push(ids_[i]);
-            packedBounds.push(
-                (uint256(b.bc) << 224) | (uint256(b.bd) << 192) | (uint256(b.ugb) << 160) | (uint256(b.ev) << 128)
-                    | (uint256(b.bt) << 96)
-            );
-            committedHash.push(z);
+        // committedHash = [z] * P, written directly (the length once, then the elements)
+        uint256 np = agents_.length;
+        assembly {
+            sstore(committedHash.slot, np)
+            mstore(0, committedHash.slot)
+            let base := keccak256(0, 32)
+            for { let i := 0 } lt(i, np) { i := add(i, 1) } { sstore(add(base, i), z) }
         }
         round = Round({t: 0, p: 0, deadline: uint40(block.timestamp + c.period), mask: 0, count: 0, maxTheta2: 0});
     }
@@ -268,32 +182,7 @@ contract FCMPCCoordinator {
         return (r.t, r.p, r.deadline, r.mask, r.count, r.maxTheta2, head);
     }
 
-    /// @notice Prosumer index of an address (reverts NotAgent).
-    function agentIndex(address a) external view returns (uint256) {
-        uint256 k = indexPlusOne[a];
-        if (k == 0) revert NotAgent(a);
-        return k - 1;
-    }
-
-    /// @notice Per-block bounds of prosumer i.
-    function bounds(uint256 i) external view returns (Bounds memory b) {
-        uint256 x = packedBounds[i];
-        b.bc = uint32(x >> 224);
-        b.bd = uint32(x >> 192);
-        b.ugb = uint32(x >> 160);
-        b.ev = uint32(x >> 128);
-        b.bt = uint32(x >> 96);
-    }
-
     // ---------------------------------------------------------------- internals
-
-    function _agent() internal view returns (uint256) {
-        uint256 k = indexPlusOne[msg.sender];
-        if (k == 0) revert NotAgent(msg.sender);
-        unchecked {
-            return k - 1;
-        }
-    }
 
     function _open(Round memory r, uint256 i) internal view returns (uint64 bit) {
         if (block.timestamp > r.deadline) revert DeadlinePassed(r.deadline, block.timestamp);
@@ -342,102 +231,5 @@ contract FCMPCCoordinator {
         r.maxTheta2 = 0;
         r.deadline = uint40(block.timestamp + period);
         round = r;
-    }
-
-    /// @dev Revert OutOfBounds unless every lane of u is <= its block's bound (unsigned compare:
-    /// a negative int32 reads as >= 2^31 > any bound).
-    function _checkBounds(uint256 b, bytes calldata u) internal view {
-        uint256 n_ = nu;
-        uint256 N = horizon;
-        bytes4 sel = OutOfBounds.selector;
-        assembly {
-            let bound := shr(224, b)
-            let k := 0
-            let blk := 0
-            let l := 0
-            let nw := shr(3, add(n_, 7))
-            for { let w := 0 } lt(w, nw) { w := add(w, 1) } {
-                let A := calldataload(add(u.offset, shl(5, w)))
-                for { let sh := 224 } and(lt(l, n_), lt(sh, 256)) { sh := sub(sh, 32) } {
-                    let a := and(shr(sh, A), LANE)
-                    if gt(a, bound) {
-                        let m := mload(0x40)
-                        mstore(m, sel)
-                        mstore(add(m, 4), l)
-                        mstore(add(m, 36), a)
-                        mstore(add(m, 68), bound)
-                        revert(m, 100)
-                    }
-                    l := add(l, 1)
-                    k := add(k, 1)
-                    if eq(k, N) {
-                        k := 0
-                        blk := add(blk, 1)
-                        let q := blk
-                        if gt(q, 4) { q := 4 }
-                        bound := and(shr(sub(224, shl(5, q)), b), LANE)
-                    }
-                }
-            }
-        }
-    }
-
-    /// @dev Bounds check of uStar, then lane by lane
-    /// c = (wNum * a + (wDen - wNum) * b + wDen / 2) / wDen, theta2 += (c - b)^2; returns theta2
-    /// and keccak256 of the packed committed iterate.
-    function _combine(uint256 b, bytes calldata uStar, bytes calldata uPrev)
-        internal
-        view
-        returns (uint256 th2, bytes32 h)
-    {
-        uint256 n_ = nu;
-        uint256 N = horizon;
-        uint256 num = wNum;
-        uint256 den = wDen;
-        bytes4 sel = OutOfBounds.selector;
-        assembly {
-            let cmp := sub(den, num)
-            let half := shr(1, den)
-            let out := mload(0x40)
-            let bound := shr(224, b)
-            let k := 0
-            let blk := 0
-            let l := 0
-            let nw := shr(3, add(n_, 7))
-            for { let w := 0 } lt(w, nw) { w := add(w, 1) } {
-                let off := shl(5, w)
-                let A := calldataload(add(uStar.offset, off))
-                let B := calldataload(add(uPrev.offset, off))
-                let C := 0
-                for { let sh := 224 } and(lt(l, n_), lt(sh, 256)) { sh := sub(sh, 32) } {
-                    let a := and(shr(sh, A), LANE)
-                    if gt(a, bound) {
-                        let m := mload(0x40)
-                        mstore(m, sel)
-                        mstore(add(m, 4), l)
-                        mstore(add(m, 36), a)
-                        mstore(add(m, 68), bound)
-                        revert(m, 100)
-                    }
-                    let pb := and(shr(sh, B), LANE)
-                    let c := div(add(add(mul(num, a), mul(cmp, pb)), half), den)
-                    C := or(C, shl(sh, c))
-                    // (c - pb) mod 2^256 squared equals (c - pb)^2 mod 2^256 (exact: < 2^64)
-                    let d := sub(c, pb)
-                    th2 := add(th2, mul(d, d))
-                    l := add(l, 1)
-                    k := add(k, 1)
-                    if eq(k, N) {
-                        k := 0
-                        blk := add(blk, 1)
-                        let q := blk
-                        if gt(q, 4) { q := 4 }
-                        bound := and(shr(sub(224, shl(5, q)), b), LANE)
-                    }
-                }
-                mstore(add(out, off), C)
-            }
-            h := keccak256(out, shl(2, n_))
-        }
     }
 }

@@ -1,19 +1,22 @@
 #!/usr/bin/env node
-// Compile contracts/FCMPCCoordinator.sol with the pinned solcjs (package.json) and write the
-// artifact (ABI, bytecode, compiler settings) as canonical JSON.
+// Compile the coordinator contracts (contracts/*.sol, one compilation) with the pinned solcjs
+// (package.json) and write one artifact per deployable contract (ABI, bytecode, compiler
+// settings) as canonical JSON:
+//   FCMPCCoordinator        the paper's coordination (every upload on chain)
+//   FCMPCCommitCoordinator  commit-and-challenge coordination (one Merkle root per MPC step)
+// Both inherit FCMPCBase.sol (community, bounds check, fixed-point combination and theta^2).
 //
-//   node contracts/compile.js [OUT]     default OUT: ecjax/chain/artifacts/FCMPCCoordinator.json
-//   node contracts/compile.js -         write to stdout
+//   node contracts/compile.js [DIR]      write DIR/<NAME>.json; default DIR: ecjax/chain/artifacts
+//   node contracts/compile.js - [NAME]   write NAME's artifact to stdout (default FCMPCCoordinator)
 //
 // The output is deterministic (sorted keys, no timestamps, no absolute paths), so a fresh
-// compile can be compared byte for byte with the committed artifact (tests/chain).
+// compile can be compared byte for byte with the committed artifacts (tests/chain).
 "use strict";
 const fs = require("fs");
 const path = require("path");
 const solc = require("solc");
 
-const NAME = "FCMPCCoordinator";
-const SOURCE = `${NAME}.sol`;
+const NAMES = ["FCMPCCoordinator", "FCMPCCommitCoordinator"];
 const SETTINGS = {
   optimizer: { enabled: true, runs: 200 },
   viaIR: true,
@@ -34,25 +37,40 @@ function sortKeys(x) {
 
 function main() {
   const here = __dirname;
-  const src = fs.readFileSync(path.join(here, SOURCE), "utf8");
-  const input = { language: "Solidity", sources: { [SOURCE]: { content: src } }, settings: SETTINGS };
+  const sources = {};
+  for (const f of fs.readdirSync(here).filter((f) => f.endsWith(".sol")).sort()) {
+    sources[f] = { content: fs.readFileSync(path.join(here, f), "utf8") };
+  }
+  const input = { language: "Solidity", sources, settings: SETTINGS };
   const output = JSON.parse(solc.compile(JSON.stringify(input)));
   const errors = (output.errors || []).filter((e) => e.severity === "error");
   for (const e of output.errors || []) process.stderr.write(e.formattedMessage + "\n");
   if (errors.length) process.exit(1);
-  const c = output.contracts[SOURCE][NAME];
-  const artifact = sortKeys({
-    contractName: NAME,
-    source: `contracts/${SOURCE}`,
-    compiler: { name: "solcjs", version: solc.version(), settings: { ...SETTINGS, outputSelection: undefined } },
-    abi: c.abi,
-    bytecode: "0x" + c.evm.bytecode.object,
-    deployedBytecode: "0x" + c.evm.deployedBytecode.object,
-  });
-  const text = JSON.stringify(artifact, null, 1) + "\n";
-  const out = process.argv[2] || path.join(here, "..", "ecjax", "chain", "artifacts", `${NAME}.json`);
-  if (out === "-") process.stdout.write(text);
-  else fs.writeFileSync(out, text);
+  const text = {};
+  for (const name of NAMES) {
+    const source = `${name}.sol`;
+    const c = output.contracts[source][name];
+    const artifact = sortKeys({
+      contractName: name,
+      source: `contracts/${source}`,
+      compiler: { name: "solcjs", version: solc.version(), settings: { ...SETTINGS, outputSelection: undefined } },
+      abi: c.abi,
+      bytecode: "0x" + c.evm.bytecode.object,
+      deployedBytecode: "0x" + c.evm.deployedBytecode.object,
+    });
+    text[name] = JSON.stringify(artifact, null, 1) + "\n";
+  }
+  if (process.argv[2] === "-") {
+    const name = process.argv[3] || NAMES[0];
+    if (!(name in text)) {
+      process.stderr.write(`unknown contract ${name}; one of ${NAMES.join(", ")}\n`);
+      process.exit(2);
+    }
+    process.stdout.write(text[name]);
+    return;
+  }
+  const dir = process.argv[2] || path.join(here, "..", "ecjax", "chain", "artifacts");
+  for (const name of NAMES) fs.writeFileSync(path.join(dir, `${name}.json`), text[name]);
 }
 
 main();

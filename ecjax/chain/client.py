@@ -48,6 +48,7 @@ from ecjax.chain.config import CoordinatorConfig
 from ecjax.chain.mirror import Mirror, StepNegotiation
 
 ARTIFACT = "FCMPCCoordinator.json"
+COMMIT_ARTIFACT = "FCMPCCommitCoordinator.json"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ANVIL = REPO_ROOT / "contracts" / "node_modules" / ".bin" / "anvil"
 KEY_ENV = "ECJAX_CHAIN_KEY"
@@ -55,9 +56,11 @@ KEYSTORE_PASSWORD_ENV = "ECJAX_CHAIN_PASSWORD"
 
 
 @functools.cache
-def load_artifact() -> dict[str, Any]:
-    """The committed compiler output: `abi`, `bytecode`, `deployedBytecode`, `compiler`."""
-    return json.loads(resources.files("ecjax.chain").joinpath("artifacts", ARTIFACT).read_text())
+def load_artifact(name: str = ARTIFACT) -> dict[str, Any]:
+    """The committed compiler output of a coordinator contract (default: the paper's
+    `FCMPCCoordinator`; `COMMIT_ARTIFACT`: the commit-and-challenge one): `abi`, `bytecode`,
+    `deployedBytecode`, `compiler`."""
+    return json.loads(resources.files("ecjax.chain").joinpath("artifacts", name).read_text())
 
 
 # ------------------------------------------------------------------ errors
@@ -78,7 +81,7 @@ class ChainMismatch(RuntimeError):
 @functools.cache
 def _error_table() -> dict[bytes, tuple[str, list[str]]]:
     table = {}
-    for item in load_artifact()["abi"]:
+    for item in load_artifact()["abi"] + load_artifact(COMMIT_ARTIFACT)["abi"]:
         if item["type"] == "error":
             types = [x["type"] for x in item["inputs"]]
             sig = f"{item['name']}({','.join(types)})"
@@ -108,7 +111,7 @@ def _revert_data(exc: BaseException) -> bytes | None:
 
 
 def decode_error(exc: BaseException) -> CoordinatorError | None:
-    """The contract's custom error in an exception raised by a call, or None."""
+    """The custom error of either coordinator contract in an exception raised by a call, or None."""
     data = _revert_data(exc)
     if data is None or len(data) < 4 or data[:4] not in _error_table():
         return None

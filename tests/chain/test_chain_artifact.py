@@ -1,4 +1,4 @@
-"""The committed artifact is what the pinned solcjs compiles from contracts/FCMPCCoordinator.sol."""
+"""The committed artifacts are what the pinned solcjs compiles from contracts/*.sol."""
 
 from __future__ import annotations
 
@@ -14,19 +14,20 @@ from ecjax.chain.client import load_artifact
 pytestmark = pytest.mark.chain
 
 ROOT = Path(__file__).resolve().parents[2]
+CONTRACTS = ("FCMPCCoordinator", "FCMPCCommitCoordinator")
 
 
-def test_fresh_compile_matches_committed_artifact():
+def test_fresh_compile_matches_committed_artifacts(tmp_path):
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed: cannot run contracts/compile.js (solcjs).")
     if not (ROOT / "contracts" / "node_modules" / "solc").exists():
         pytest.skip("contracts/node_modules/solc missing: run `npm ci` in contracts/.")
-    out = subprocess.run(
-        [node, str(ROOT / "contracts" / "compile.js"), "-"], capture_output=True, text=True, timeout=300, check=True
-    ).stdout
-    committed = (ROOT / "ecjax" / "chain" / "artifacts" / "FCMPCCoordinator.json").read_text()
-    assert out == committed, "artifact is stale: run `node contracts/compile.js` and commit it."
-    fresh = json.loads(out)
-    assert fresh["compiler"]["version"].startswith("0.8.37+")
-    assert load_artifact()["bytecode"] == fresh["bytecode"]
+    subprocess.run([node, str(ROOT / "contracts" / "compile.js"), str(tmp_path)], timeout=300, check=True)
+    for name in CONTRACTS:
+        out = (tmp_path / f"{name}.json").read_text()
+        committed = (ROOT / "ecjax" / "chain" / "artifacts" / f"{name}.json").read_text()
+        assert out == committed, f"{name} artifact is stale: run `node contracts/compile.js` and commit it."
+        fresh = json.loads(out)
+        assert fresh["compiler"]["version"].startswith("0.8.37+")
+        assert load_artifact(f"{name}.json")["bytecode"] == fresh["bytecode"]
