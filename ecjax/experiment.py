@@ -122,6 +122,22 @@ def _check(deltas, S, chunk, keep, opt: Options, N, fc: FCMPCSettings, c: Commun
     fc.check(c)
 
 
+def batch_shape(community, N: int, dtype, R: int, S: int, keep: int, chunk: int | None = None,
+                agent_batch: int | None = None) -> tuple[int, int]:
+    """The shape `run_batch` gives a batch of S samples at R risk levels whose first `keep` run
+    with full records: (samples per compiled call, prosumer subproblems solved at once), each
+    its automatic choice where None. The audit's re-run of a cell takes the same shape: on an
+    optimal face, another vectorization moves an interior-point solution by up to its
+    tolerance."""
+    rest = S - keep
+    if chunk is None:
+        chunk = auto_chunk(R, max(rest, 1), pair_bytes(community, N, dtype))
+    chunk = min(chunk, max(rest, 1))
+    if agent_batch is None:
+        agent_batch = auto_agent_batch(community, N, dtype, max(chunk, keep) * R)
+    return chunk, agent_batch
+
+
 def run_batch(
     community: Community,
     profiles: Profiles,
@@ -157,11 +173,7 @@ def run_batch(
     # The first `keep` samples run once, with their full records, and their summaries come
     # from that run; the summary-only program runs the other S - keep samples.
     rest = S - keep
-    if chunk is None:
-        chunk = auto_chunk(len(deltas), max(rest, 1), pair_bytes(community, N, dtype))
-    chunk = min(chunk, max(rest, 1))
-    if agent_batch is None:
-        agent_batch = auto_agent_batch(community, N, dtype, max(chunk, keep) * len(deltas))
+    chunk, agent_batch = batch_shape(community, N, dtype, len(deltas), S, keep, chunk, agent_batch)
     run_opts, run_deltas = _as_run(options, deltas)
     runner = _runner(community, profiles, run_opts, N, fc, weights, solver, dtype, chunk, len(deltas), agent_batch)
     base = jax.random.PRNGKey(seed)

@@ -120,19 +120,14 @@ def rerun_sample(inputs, sample: int, risk: float):
     iterations. **Returns:** the `BatchResult` (`sample` and `risk` must be among them)."""
     import jax
 
-    from ecjax.experiment import auto_agent_batch, auto_chunk, pair_bytes, run_batch
+    from ecjax.experiment import batch_shape, run_batch
 
     jax.config.update("jax_enable_x64", True)  # as the sweep that made the cell (float64 only)
     c, N, dtype = inputs.community, int(inputs.N), inputs.dtype
     R = len(np.atleast_1d(inputs.deltas))
     first = min(int(inputs.block), int(inputs.S))  # the block that holds the kept samples
     keep = min(int(inputs.keep), first)
-    rest = first - keep
-    agent_batch = inputs.agent_batch
-    if agent_batch is None:  # as `run_batch` chose it for that block
-        chunk = inputs.chunk if inputs.chunk is not None else auto_chunk(R, max(rest, 1), pair_bytes(c, N, dtype))
-        chunk = min(chunk, max(rest, 1))
-        agent_batch = auto_agent_batch(c, N, dtype, max(chunk, keep) * R)
+    _, agent_batch = batch_shape(c, N, dtype, R, first, keep, inputs.chunk, inputs.agent_batch)
     kw = inputs.run_kwargs()
     kw.update(chunk=None, agent_batch=agent_batch)
     return run_batch(c, inputs.profiles, inputs.deltas, max(keep, 1), keep=max(keep, 1), **kw)
