@@ -376,8 +376,9 @@ class Chain:
                 self._fee = (tx["maxPriorityFeePerGas"], tx["maxFeePerGas"]) if "maxFeePerGas" in tx else None
         return w3.eth.wait_for_transaction_receipt(h, poll_latency=0.01 if self.kind != "rpc" else 0.1)
 
-    def transact(self, fn, sender, *, gas: int | None = None):
-        """Send a contract call from `sender` (LocalAccount or unlocked address); returns the receipt.
+    def transact(self, fn, sender, *, gas: int | None = None, value: int = 0):
+        """Send a contract call from `sender` (LocalAccount or unlocked address), with `value` wei;
+        returns the receipt.
 
         With `gas=None` on a chain without a fixed gas limit the call is estimated first, so a
         revert raises `CoordinatorError` without spending gas. With a fixed limit (local chains)
@@ -387,17 +388,17 @@ class Chain:
         gas = gas if gas is not None else self.gas
         if gas is None:
             try:
-                gas = int(fn.estimate_gas({"from": address}) * 1.2) + 10_000
+                gas = int(fn.estimate_gas({"from": address, "value": int(value)}) * 1.2) + 10_000
             except Exception as e:
                 raise decode_error(e) or e
-        tx = {"to": fn.address, "data": fn._encode_transaction_data(), "value": 0}
+        tx = {"to": fn.address, "data": fn._encode_transaction_data(), "value": int(value)}
         try:
             receipt = self._send(tx, sender, gas)
         except Exception as e:  # some backends raise instead of mining a failed transaction
             raise decode_error(e) or e
         if receipt["status"] != 1:
             try:
-                fn.call({"from": address})
+                fn.call({"from": address, "value": int(value)})
             except Exception as e:
                 err = decode_error(e)
                 if err is not None:
@@ -445,19 +446,21 @@ class History:
     events: list
 
 
-class Coordinator:
-    """A deployed `FCMPCCoordinator` and the accounts of its prosumers (by prosumer index)."""
+class DeployedCoordinator:
+    """A deployed coordinator contract (either mode) and the accounts of its prosumers (by
+    prosumer index): deployment, the parameters it was deployed with, a `Mirror` of them."""
+
+    ARTIFACT = ARTIFACT
 
     def __init__(self, chain: Chain, address: str, agents: Sequence[LocalAccount] | None = None, *, from_block: int = 0):
         self.chain = chain
-        self.contract = chain.w3.eth.contract(address=to_checksum_address(address), abi=load_artifact()["abi"])
+        abi = load_artifact(self.ARTIFACT)["abi"]
+        self.contract = chain.w3.eth.contract(address=to_checksum_address(address), abi=abi)
         self.agents = list(agents) if agents is not None else []
         self.from_block = from_block
-        self._committed: dict[int, np.ndarray] = {}
-        self._own: list = []  # events of the transactions sent through this object, in chain order
 
     def __repr__(self) -> str:
-        return f"Coordinator(address={self.address}, chain={self.chain!r}, agents={len(self.agents)})"
+        return f"{type(self).__name__}(address={self.address}, chain={self.chain!r}, agents={len(self.agents)})"
 
     @property
     def address(self) -> str:
@@ -465,14 +468,21 @@ class Coordinator:
 
     @classmethod
     def deploy(
-        cls, chain: Chain, config: CoordinatorConfig, agents: Sequence[LocalAccount] | None = None, *, fund_wei: int = 10**19
-    ) -> "Coordinator":
-        """Deploy for `config`; make and fund one account per prosumer unless `agents` is given."""
+        cls,
+        chain: Chain,
+        config: CoordinatorConfig,
+        agents: Sequence[LocalAccount] | None = None,
+        *,
+        fund_wei: int = 10**19,
+        extra_args: tuple = (),
+    ):
+        """Deploy for `config`; make and fund one account per prosumer unless `agents` is given.
+        `extra_args` follow the common constructor arguments (commit mode: the bonds)."""
         if agents is None:
             agents = chain.new_accounts(config.n_prosumers, fund_wei)
-        art = load_artifact()
+        art = load_artifact(cls.ARTIFACT)
         factory = chain.w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
-        args = config.constructor_args([a.address for a in agents])
+        args = config.constructor_args([a.address for a in agents]) + tuple(extra_args)
         data = factory.constructor(*args).data_in_transaction
         gas = None if chain.gas is None else max(chain.gas, 8_000_000)
         try:
@@ -490,15 +500,6 @@ class Coordinator:
     def functions(self):
         return self.contract.functions
 
-    def round(self) -> RoundState:
-        return RoundState(*self.functions.roundState().call())
-
-    def head(self) -> bytes:
-        return bytes(self.functions.head().call())
-
-    def committed_hash(self, i: int) -> bytes:
-        return bytes(self.functions.committedHash(i).call())
-
     @functools.cached_property
     def params(self) -> dict[str, Any]:
         """Immutable parameters read from the contract."""
@@ -515,11 +516,14 @@ class Coordinator:
             kappa2=f.kappa2().call(),
             p_max=f.pMax().call(),
             period=f.period().call(),
-            zero_hash=bytes(f.zeroHash().call()),
             agents=[f.agents(i).call() for i in range(n_p)],
             ids=[f.agentIds(i).call() for i in range(n_p)],
             bounds=[tuple(f.bounds(i).call()) for i in range(n_p)],
+            **self._more_params(),
         )
+
+    def _more_params(self) -> dict[str, Any]:
+        return {}
 
     def mirror(self) -> Mirror:
         """A fresh `Mirror` with this contract's parameters (state at deployment)."""
@@ -529,12 +533,34 @@ class Coordinator:
             N=q["N"], bounds=q["bounds"], addresses=q["agents"],
         )  # fmt: skip
 
-    # ---------------------------------------------------------- uploads
     def _sender(self, i: int) -> LocalAccount:
         if not 0 <= i < len(self.agents):
             raise IndexError(f"no local account for prosumer {i}.")
         return self.agents[i]
 
+
+class Coordinator(DeployedCoordinator):
+    """A deployed `FCMPCCoordinator` (the paper's mode: every upload on chain) and the accounts
+    of its prosumers (by prosumer index)."""
+
+    def __init__(self, chain: Chain, address: str, agents: Sequence[LocalAccount] | None = None, *, from_block: int = 0):
+        super().__init__(chain, address, agents, from_block=from_block)
+        self._committed: dict[int, np.ndarray] = {}
+        self._own: list = []  # events of the transactions sent through this object, in chain order
+
+    def _more_params(self) -> dict[str, Any]:
+        return dict(zero_hash=bytes(self.functions.zeroHash().call()))
+
+    def round(self) -> RoundState:
+        return RoundState(*self.functions.roundState().call())
+
+    def head(self) -> bytes:
+        return bytes(self.functions.head().call())
+
+    def committed_hash(self, i: int) -> bytes:
+        return bytes(self.functions.committedHash(i).call())
+
+    # ---------------------------------------------------------- uploads
     @functools.cached_property
     def _topics(self) -> dict[bytes, Any]:
         """Event topic -> event class of the coordinator's events."""
