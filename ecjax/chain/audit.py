@@ -22,6 +22,12 @@ Modes: `stored` (default) uploads the stored iterates, so the contract checks on
 fixed-point combination, the bounds, θ² and every stop decision as it computes them; `solve`
 lets each prosumer solve its subproblem again from what it reads on chain (independent agents).
 
+Coordination: `full` (default, the paper's) puts every upload on chain; `commit` runs the
+iterations off chain and posts one commitment per step (`ecjax.chain.commit`); the audit then
+also checks every step's root on chain against the prosumers' records and re-executes every
+leaf, and with `--challenge` proves a wrong leaf on chain. The records of the audited sample are
+kept in the store (`cells/<cell>/commitments/`), for anyone to challenge within the window.
+
 After the audit of a store, a receipt is appended to `cells/<cell>/audits.json` (chain kind and
 id, contract address, block range, config hashes, verdict, mode, date; `ecjax.store`); an
 earlier receipt on the same persistent chain (`rpc`, same chain id and genesis block) is checked: the contract
@@ -29,6 +35,7 @@ at its address must still commit to the configuration recomputed from the stored
 
     ecjax audit STORE --cell ID --sample S --risk DELTA [--chain tester|anvil|rpc] [--url URL]
                 [--key-env NAME] [--keystore PATH] [--mode stored|solve] [--out DIR]
+                [--coordination full|commit] [--challenge]
 
 Exit status: 0 verified, 1 not verified (the first difference is printed), 2 bad arguments or
 data that cannot be audited, 3 the chain could not be used.
@@ -51,7 +58,7 @@ from ecjax.chain import fixedpoint as fp
 from ecjax.chain.client import Chain, Coordinator
 from ecjax.chain.origin import OriginCheck, check_origin
 from ecjax.chain.plant import APPLIED, applied_controls, bounds, run_plant
-from ecjax.chain.replay import CHAINS, MODES, Replay, open_chain, replay
+from ecjax.chain.replay import CHAINS, COORDINATIONS, MODES, Replay, open_chain, replay
 from ecjax.chain.report import AuditReport, CheckStats, Difference
 from ecjax.chain.sample import RunInputs, SampleError, StoredSample, select, stored_sample
 from ecjax.chain.tolerance import FLOAT_SLACK, MEANING, AuditTolerance, derive
@@ -319,6 +326,7 @@ def build_report(
         "w": f"{cfg.w.numerator}/{cfg.w.denominator}",
         "scale": cfg.scale,
         "period_s": cfg.period_s,
+        "coordination": rep.coordination,
         "solver": {"eps_abs": inputs.solver.eps_abs, "eps_rel": inputs.solver.eps_rel},
     }
     diffs = list(chk.diffs)
@@ -363,6 +371,9 @@ def audit_run(
     period_s: int = 600,
     progress: bool = False,
     label: str | None = None,
+    coordination: str = "full",
+    challenge: bool = False,
+    committer=None,
 ) -> AuditReport:
     """Audit one stored sample on chain, without a store (so without the check of its origin,
     which needs the stored config: `audit_store`).
@@ -376,6 +387,9 @@ def audit_run(
     - `summary`: the same selection of the stored summary, for E1..E8 (else recomputed from
       the stored trajectory).
     - `scale`: fixed-point scale (default: `inputs.chain["scale"]` or 10⁶).
+    - `coordination`: "full" (every upload on chain) or "commit" (one commitment per step,
+      checked leaf by leaf; `challenge`: prove a wrong leaf on chain; `committer`: see
+      `ecjax.chain.replay.CommitCoordination`).
     **Returns:** the `AuditReport` (`report.verified`, `report.first_difference`, `report.write(dir)`).
     """
     if mode not in MODES:
@@ -385,10 +399,17 @@ def audit_run(
     scale = int(scale if scale is not None else _chain_scale(inputs))
     ctx = open_chain(chain) if isinstance(chain, str) else contextlib.nullcontext(chain)
     with ctx as ch:
-        rep = replay(sample, inputs, ch, mode, scale=scale, period_s=period_s, progress=progress)
+        rep = replay(
+            sample, inputs, ch, mode, scale=scale, period_s=period_s, progress=progress, coordination=coordination,
+            committer=committer,
+        )  # fmt: skip
         t1 = time.perf_counter()
         tol = derive(inputs, mode, scale, float(rep.config.w))
         chk, detail = compare(sample, rep, inputs, tol)
+        if rep.coordination == "commit":
+            from ecjax.chain.commit import check_replay
+
+            check_replay(rep, chk, detail, challenge=challenge)
         seconds = {**rep.seconds, "audit": time.perf_counter() - t1}
         seconds["total"] = time.perf_counter() - t0
         return build_report(sample, rep, inputs, tol, chk, detail, seconds, label)
@@ -408,6 +429,8 @@ def audit_store(
     mode: str = "stored",
     progress: bool = False,
     receipt: bool = True,
+    coordination: str = "full",
+    challenge: bool = False,
 ) -> AuditReport:
     """Audit sample `sample` at risk level `risk` of cell `cell` of a results store
     (`ecjax.store`): its origin (`ecjax.chain.origin.check_origin`: config hash, the sample run
@@ -422,8 +445,9 @@ def audit_store(
     report = audit_loaded(
         traj, summ, inputs, cell, chain=chain, url=url, key_env=key_env, keystore=keystore,
         password_env=password_env, mode=mode, progress=progress, origin=origin,
-        earlier=store_mod.audits(store, cell),
+        earlier=store_mod.audits(store, cell), coordination=coordination, challenge=challenge,
     )  # fmt: skip
+    keep_records(store, cell, report)
     if receipt:
         report.receipt_path = str(store_mod.add_audit(store, cell, report.receipt()))
     return report
@@ -447,6 +471,8 @@ def audit_loaded(
     progress: bool = False,
     origin: OriginCheck | None = None,
     earlier: list[dict] = (),
+    coordination: str = "full",
+    challenge: bool = False,
     **chain,
 ) -> AuditReport:
     """`audit_run` with the chain given by the cell's `chain` settings and the overrides in `chain`
@@ -461,7 +487,8 @@ def audit_loaded(
     ) as ch:  # fmt: skip
         report = audit_run(
             traj, inputs, ch, mode, summary=summ, scale=int(spec.get("scale", fp.SCALE)),
-            period_s=int(spec.get("period_s", 600)), progress=progress, label=cell,
+            period_s=int(spec.get("period_s", 600)), progress=progress, label=cell, coordination=coordination,
+            challenge=challenge,
         )  # fmt: skip
         diffs, notes = check_receipts(earlier, report, inputs, origin, ch)
     if origin is not None:
@@ -472,6 +499,22 @@ def audit_loaded(
     report.notes += notes
     report.verified = not report.differences
     return report
+
+
+def keep_records(store, cell: str, report: AuditReport) -> Path | None:
+    """Commit mode: keep the committed records of the audited sample in the store
+    (`ecjax.chain.commit.records_path`), with the contract's address and chain, so that anyone
+    holding the store can challenge a step within its window. Returns the file (None in full mode)."""
+    rep = report.replay
+    if rep is None or rep.coordination != "commit" or not rep.records:
+        return None
+    from ecjax.chain.commit import records_path, write_records
+
+    path = records_path(store, cell, report.run["sample"], report.run["risk"])
+    meta = {k: report.chain.get(k) for k in ("kind", "chain_id", "genesis", "address", "deploy_block")}
+    write_records(path, rep.records, meta)
+    report.notes.append(f"commit mode: the committed records are kept in the store at {path}")
+    return path
 
 
 def check_receipts(earlier, report: AuditReport, inputs, origin: OriginCheck | None, chain: Chain):
@@ -576,6 +619,12 @@ def _parser() -> argparse.ArgumentParser:
               "bounds, θ² and stop decisions exactly. solve: each prosumer solves its subproblem again from the "
               "chain (independent agents), compared within the solver's tolerance"),
     )  # fmt: skip
+    ap.add_argument(
+        "--coordination", choices=COORDINATIONS, default="full",
+        help=("full (default): every upload on chain, the paper's coordinator. commit: the iterations off chain, one "
+              "Merkle commitment per MPC step, every leaf re-executed against the chain's roots"),
+    )  # fmt: skip
+    ap.add_argument("--challenge", action="store_true", help="commit: prove a wrong leaf on chain (slashes its bond)")
     ap.add_argument("--out", help="report directory (default: audit-<cell>-s<sample>-r<risk>-<mode>)")
     ap.add_argument("--no-receipt", action="store_true", help="do not append a receipt to the store (read-only store)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -617,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
         report = audit_loaded(
             traj, summ, inputs, args.cell, chain=args.chain, url=args.url, key_env=args.key_env,
             keystore=args.keystore, password_env=args.password_env, mode=args.mode, progress=not args.quiet,
-            origin=origin, earlier=earlier,
+            origin=origin, earlier=earlier, coordination=args.coordination, challenge=args.challenge,
         )  # fmt: skip
     except SampleError as e:
         if origin.differences:  # the stored sample is not the config's run; no replay of it either
@@ -629,7 +678,10 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyError, ValueError, ConnectionError, TimeoutError, RuntimeError, OSError) as e:
         print(f"ecjax audit: chain error: {e}", file=sys.stderr)
         return 3
-    out = Path(args.out or f"audit-{args.cell}-s{args.sample}-r{args.risk:g}-{args.mode}")
+    suffix = "-commit" if args.coordination == "commit" else ""
+    out = Path(args.out or f"audit-{args.cell}-s{args.sample}-r{args.risk:g}-{args.mode}{suffix}")
+    if not args.no_receipt:
+        keep_records(args.store, args.cell, report)
     pj, pm = report.write(out)
     print(report.summary_line())
     print(f"report: {pj} {pm}")
@@ -652,6 +704,8 @@ def _check_args(args) -> str | None:
         return f"--keystore {args.keystore!r} is not a file."
     if args.chain not in (None, "rpc") and (args.url or args.key_env or args.keystore):
         return f"--url/--key-env/--keystore apply to --chain rpc only, not {args.chain}."
+    if args.challenge and args.coordination != "commit":
+        return "--challenge applies to --coordination commit only."
     return None
 
 

@@ -521,3 +521,44 @@ def check_commitments(coord: CommitCoordinator, records: Sequence[StepRecord]) -
             out.append(f"step {rec.t}: the stored data give root 0x{rec.root.hex()[:16]}… (lastP {rec.last_p}), "
                        f"the chain holds 0x{c['root'].hex()[:16]}… (lastP {c['last_p']})")  # fmt: skip
     return out
+
+
+# ------------------------------------------------------------------ audit
+
+
+def check_replay(rep, chk, detail: dict, *, challenge: bool = False, challenger=None) -> list[ChallengeResult]:
+    """The audit's check of a commit-mode replay (`ecjax.chain.audit`): every step's root and
+    lastP on chain against the records the prosumers hold, and every leaf re-executed
+    (`find_frauds`). Each problem is a difference of the audit (`chk`), each step checked a note
+    in `detail`. With `challenge`, the first wrong leaf of each step is proven on chain by
+    `challenger` (default: a fresh account funded by the chain's funder).
+    **Returns:** the challenges raised."""
+    from ecjax.chain.report import CheckStats, Difference
+
+    coord: CommitCoordinator = rep.coordinator
+    ids = list(coord.params["ids"])
+    mirror = coord.mirror()
+    results: list[ChallengeResult] = []
+    for problem in check_commitments(coord, rep.records):
+        chk.diffs.append(Difference("commitment", note=problem))
+    for rec in rep.records:
+        frauds = find_frauds(rec, mirror)
+        stats = chk.stats.setdefault("commitment_leaves", CheckStats())
+        stats.count += (rec.last_p + 2) * rec.n_prosumers
+        stats.failed += len(frauds)
+        for f in frauds:
+            where = dict(step=rec.t, iteration=f.p, agent=None if f.i is None else ids[f.i])
+            chk.diffs.append(Difference("commitment", note=f"wrong leaf: {f.describe()}", **where))
+        if frauds and challenge:
+            if challenger is None:
+                (challenger,) = coord.chain.new_accounts(1, 2 * coord.params["challenge_bond"] + 10**18)
+            res = coord.challenge(rec, frauds[0], challenger)
+            results.append(res)
+            verdict = f"slashed ({res.fraud})" if res.slashed else "not proven"
+            detail["notes"].append(f"step {rec.t}: challenged {frauds[0].describe()} on chain: {verdict}, "
+                                   f"{res.gas_used} gas, tx {res.tx_hash}")  # fmt: skip
+    n = len(rep.records)
+    detail["notes"].append(f"commit mode: {n} step commitments on chain checked against the prosumers' records; "
+                           f"{sum(1 for d in chk.diffs if d.quantity == 'commitment')} problem(s)")  # fmt: skip
+    detail["challenges"] = [dataclasses.asdict(r) for r in results]
+    return results

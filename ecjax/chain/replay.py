@@ -18,6 +18,10 @@ the stored final iterate is uploaded again (its θ is 0 up to rounding, so the s
 
 The MPC state of every step is the stored plant's measured state (the stored disturbance draw
 moved the plant; MODEL §7).
+
+`coordination="commit"`: the commit-and-challenge mode (`ecjax.chain.commit`). The prosumers
+run the same iterations off chain (`OffChainNegotiation`: the same integers and decisions) and
+prosumer t mod P posts one commitment per step to `FCMPCCommitCoordinator`, with a bond.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from ecjax.chain.sample import RunInputs, StoredSample, check_compatible
 
 CHAINS = ("tester", "anvil", "rpc")
 MODES = ("solve", "stored")
+COORDINATIONS = ("full", "commit")
 
 
 # ------------------------------------------------------------------ chains
@@ -222,7 +227,7 @@ class ChainView:
 
 @dataclasses.dataclass(frozen=True)
 class TxRecord:
-    kind: str  # deploy | fund | initial | upload | refund
+    kind: str  # deploy | fund | initial | upload | commit | refund
     tx_hash: str
     gas_used: int
     block: int
@@ -241,7 +246,7 @@ class Upload:
     source: str  # solved | stored | held (stored final iterate, uploaded past the stored stop)
     plan: np.ndarray  # the real plan before encoding
     outside: float  # kW clipped away to enter the contract's bounds
-    tx: TxRecord
+    tx: TxRecord | None  # None: sent off chain (commit mode)
 
 
 @dataclasses.dataclass
@@ -258,10 +263,80 @@ class Replay:
     uploads: list[Upload]
     qp_status: np.ndarray  # [T] worst subproblem status of the replay's own solves (solve mode)
     seconds: dict[str, float]
+    coordination: str = "full"
+    records: list = dataclasses.field(default_factory=list)  # commit mode: the steps' `StepRecord`s
 
     @property
     def chain(self) -> Chain:
         return self.coordinator.chain
+
+
+class FullCoordination:
+    """The paper's coordination: every upload is a transaction; what the agents read comes
+    back from the contract's events (`ChainView`)."""
+
+    def __init__(self, coord: Coordinator):
+        self.coord, self.view = coord, ChainView(coord)
+        self._events: list = []
+        self._block: int | None = None
+
+    def send(self, k: int, t: int, p: int, q, state=None) -> TxRecord:
+        if p == 0:
+            res = self.coord.upload_state(k, t, state[0], state[1], q)
+        else:
+            res = self.coord.upload(k, t, p, q, self.view.committed[k])
+        self._events += res.events
+        self._block = res.block if self._block is None else self._block
+        return TxRecord("initial" if p == 0 else "upload", res.tx_hash, res.gas_used, res.block, t, p, k)
+
+    def read(self, t: int, p: int) -> ChainIteration:
+        events, block = self._events, self._block
+        self._events, self._block = [], None
+        return self.view.read(t, p, events, block)
+
+    def end_step(self, t: int) -> list[TxRecord]:
+        return []
+
+    def history(self) -> History:
+        return self.coord.history()
+
+
+class CommitCoordination:
+    """Commit-and-challenge: the iterations off chain (`OffChainNegotiation` over `channel`),
+    one commitment per step, posted by prosumer t mod P. `committer(record, mirror)` turns the
+    honest record into the one posted (default: itself; a dishonest committer in tests and
+    demonstrations), `mirror` holding the contract's parameters."""
+
+    def __init__(self, coord, channel=None, committer=None):
+        from ecjax.chain.commit import OffChainNegotiation
+
+        self.coord = coord
+        self.neg = OffChainNegotiation(coord.mirror(), channel)
+        self.committer = committer
+        self.records: list = []
+
+    def send(self, k: int, t: int, p: int, q, state=None) -> None:
+        if p == 0:
+            self.neg.send_initial(k, t, state[0], state[1], q)
+        else:
+            self.neg.send(k, t, p, q)
+
+    def read(self, t: int, p: int) -> ChainIteration:
+        it = self.neg.close(t, p)
+        states = dict(next(s for s in self.neg.mirror.steps if s.t == t).states) if p == 0 else {}
+        return ChainIteration(t=t, p=p, committed=it.committed.copy(), states=states, terminated=it.terminated)
+
+    def end_step(self, t: int) -> list[TxRecord]:
+        rec = self.neg.record(t)
+        if self.committer is not None:
+            rec = self.committer(rec, self.neg.mirror)
+        self.records.append(rec)
+        k = t % self.coord.params["n_prosumers"]
+        r = self.coord.commit(rec, k)
+        return [TxRecord("commit", _hex(r["transactionHash"]), int(r["gasUsed"]), int(r["blockNumber"]), t, None, k)]
+
+    def history(self) -> History:
+        return History(steps=self.neg.mirror.steps, head=self.coord.head(), events=[])
 
 
 def _fund(chain: Chain, n: int, fund_wei: int | None, per_agent_txs: int) -> tuple[list, list[TxRecord]]:
@@ -306,16 +381,23 @@ def replay(
     period_s: int = 600,
     fund_wei: int | None = None,
     progress: bool = False,
+    coordination: str = "full",
+    committer=None,
 ) -> Replay:
     """Replay `sample` (made with `inputs`) through a fresh coordinator on `chain`.
 
     **Arguments:** `mode` "solve" (agents solve their QPs from the chain) or "stored" (upload
-    the stored iterates); `scale` the fixed-point scale; `period_s` the iteration deadline;
-    `fund_wei` per agent (default: enough for the replay); `progress` a tqdm bar on stderr.
-    **Returns:** a `Replay` (transactions, uploads, the negotiation rebuilt from the events).
+    the stored iterates); `scale` the fixed-point scale; `period_s` the iteration deadline
+    (commit mode: the challenge window); `fund_wei` per agent (default: enough for the replay);
+    `progress` a tqdm bar on stderr; `coordination` "full" (the paper's: every upload on chain)
+    or "commit" (off chain, one commitment per step; `committer` as in `CommitCoordination`).
+    **Returns:** a `Replay` (transactions, uploads, the negotiation rebuilt from the events, or
+    in commit mode from the off-chain messages, with the committed records).
     """
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}.")
+    if coordination not in COORDINATIONS:
+        raise ValueError(f"`coordination` must be one of {COORDINATIONS}, got {coordination!r}.")
     check_compatible(sample, inputs)
     t_start = time.perf_counter()
     c = inputs.community
@@ -325,11 +407,20 @@ def replay(
     ids = np.asarray(c.prosumers)
     config = coordinator_config(inputs, sample.risk, T, sample=sample.sample, scale=scale, period_s=period_s)
     bounds = Mirror.from_config(config)
-    agents, txs = _fund(chain, P, fund_wei, T * (config.p_max + 1))
-    coord = Coordinator.deploy(chain, config, agents)
+    if coordination == "commit":
+        from ecjax.chain.commit import DEFAULT_BOND, CommitCoordinator
+
+        if fund_wei is None and chain.kind == "rpc":  # the bonds of its commitments, and gas
+            fund_wei = DEFAULT_BOND * -(-T // P) + 2 * int(chain.w3.eth.gas_price) * 200_000 * T
+        agents, txs = _fund(chain, P, fund_wei, T)
+        coord = CommitCoordinator.deploy(chain, config, agents)
+        net = CommitCoordination(coord, committer=committer)
+    else:
+        agents, txs = _fund(chain, P, fund_wei, T * (config.p_max + 1))
+        coord = Coordinator.deploy(chain, config, agents)
+        net = FullCoordination(coord)
     r = coord.deploy_receipt
     txs.insert(0, TxRecord("deploy", _hex(r["transactionHash"]), int(r["gasUsed"]), int(r["blockNumber"])))
-    view = ChainView(coord)
     solvers = None
     if mode == "solve":
         solvers = ProsumerSolvers(
@@ -343,15 +434,11 @@ def replay(
 
     def send(t, p, k, plan, source, state=None):
         enc = encode(plan, bounds.block_bounds(k, p), scale)
-        if p == 0:
-            res = coord.upload_state(k, t, state[0], state[1], enc.q)
-        else:
-            res = coord.upload(k, t, p, enc.q, view.committed[k])
-        tx = TxRecord("initial" if p == 0 else "upload", res.tx_hash, res.gas_used, res.block, t, p, k)
-        txs.append(tx)
+        tx = net.send(k, t, p, enc.q, state)
+        if tx is not None:
+            txs.append(tx)
         uploads.append(Upload(t, p, k, source, np.asarray(plan), enc.outside, tx))
         bar.set_postfix(t=t, p=p, tx=len(txs))
-        return res
 
     failure = None
     t = p = 0
@@ -369,14 +456,13 @@ def replay(
                 plans = solvers.islanded()  # every prosumer's own solve, one batched call
                 t_solve += time.perf_counter() - t0
             stop = int(sample.iters[t])
-            results = []
             for k in range(P):
                 if plans is not None:
                     plan, source = plans[k], "solved"
                 else:
                     plan, source = sample.u_iter[t, 0, k], "stored"
-                results.append(send(t, 0, k, plan, source, (int(eb_q[k]), int(eev_q[k]))))
-            it = view.read(t, 0, [e for r in results for e in r.events], results[0].block)
+                send(t, 0, k, plan, source, (int(eb_q[k]), int(eev_q[k])))
+            it = net.read(t, 0)
             p = 0
             while not it.terminated:
                 p += 1
@@ -385,7 +471,6 @@ def replay(
                     t0 = time.perf_counter()
                     plans = solvers.cooperative(shared)
                     t_solve += time.perf_counter() - t0
-                results = []
                 for k in range(P):
                     if plans is not None:
                         plan, source = plans[k], "solved"
@@ -393,8 +478,9 @@ def replay(
                         plan, source = sample.u_star[t, p - 1, k], "stored"
                     else:
                         plan, source = sample.u_iter[t, stop, k], "held"
-                    results.append(send(t, p, k, plan, source))
-                it = view.read(t, p, [e for r in results for e in r.events], results[0].block)
+                    send(t, p, k, plan, source)
+                it = net.read(t, p)
+            txs += net.end_step(t)
             if solvers is not None:
                 qp_status[t] = int(solvers.qp_status.max())
                 solvers.end_step()
@@ -407,7 +493,7 @@ def replay(
     t_chain_end = time.perf_counter()
     history, mismatch = None, failure
     try:
-        history = coord.history()
+        history = net.history()
     except ChainMismatch as e:
         mismatch = (mismatch + "; " if mismatch else "") + str(e)
     t_end = time.perf_counter()
@@ -416,5 +502,6 @@ def replay(
     )
     return Replay(
         mode=mode, config=config, coordinator=coord, history=history, mismatch=mismatch, txs=txs,
-        uploads=uploads, qp_status=qp_status, seconds=seconds,
+        uploads=uploads, qp_status=qp_status, seconds=seconds, coordination=coordination,
+        records=list(getattr(net, "records", [])),
     )  # fmt: skip
