@@ -281,6 +281,43 @@ def find_frauds(rec: StepRecord, mirror: Mirror) -> list[Fraud]:
     return out
 
 
+def plant_fraud(rec: StepRecord, kind: str, mirror: Mirror) -> tuple[StepRecord, int, int | None]:
+    """A dishonest committer's record (tests, benchmarks, demonstrations): a copy of `rec` with
+    one wrong leaf of `kind` (combination, bounds, bounds0 (a trade at p = 0), theta, stop (a
+    premature stop at p = 2), applied), at iteration min(2, lastP) and prosumer 1. Returns
+    (record, p, i) of the leaf or iteration (i None) it is in."""
+    bad = rec.copy()
+    p, i = min(2, rec.last_p), 1
+    if kind == "combination":  # committed iterate one unit off the combination
+        bad.u_iter[p, i, 3] += 1
+    elif kind == "bounds":  # an optimum above the prosumer's bound, combined as if it were fine
+        hi = mirror.block_bounds(i, p)
+        bad.u_star[p, i, 0] = hi[0] + 1000
+        bad.u_iter[p, i] = fp.combine(bad.u_star[p, i], bad.u_iter[p - 1, i], mirror.w_num, mirror.w_den)
+        bad.theta2[p][i] = fp.theta2(bad.u_iter[p, i], bad.u_iter[p - 1, i])
+    elif kind == "bounds0":  # a trade at p = 0
+        p = 0
+        hi = mirror.block_bounds(i, 1)
+        bad.u_star[0, i, -1] = bad.u_iter[0, i, -1] = min(1000, int(hi[-1]))
+    elif kind == "theta":
+        bad.theta2[p][i] -= 1
+    elif kind == "stop":  # stopped at p although max θ > κ
+        assert rec.last_p > p and rec.max_theta2[p] > mirror.kappa2
+        bad = StepRecord(
+            t=rec.t, last_p=p, u_star=rec.u_star[: p + 1].copy(), u_iter=rec.u_iter[: p + 1].copy(),
+            theta2=[list(r) for r in rec.theta2[: p + 1]], max_theta2=list(rec.max_theta2[: p + 1]),
+            stop=list(rec.stop[:p]) + [True], eb=rec.eb.copy(), eev=rec.eev.copy(),
+            applied=rec.u_iter[p][:, :: mirror.N].copy(),
+        )  # fmt: skip
+        i = None
+    elif kind == "applied":
+        p = rec.last_p
+        bad.applied[i, 0] += 1
+    else:
+        raise ValueError(kind)
+    return bad, p, i
+
+
 # ------------------------------------------------------------------ off-chain negotiation
 
 

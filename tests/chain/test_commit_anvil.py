@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from ecjax.chain.commit import CommitCoordinator, Fraud, OffChainNegotiation, find_frauds
+from ecjax.chain.commit import plant_fraud as plant
 from ecjax.chain.mirror import Mirror
 
-from .commit_helpers import negotiate, plant
+from .commit_helpers import negotiate
 from .conftest import small_config
 
 pytestmark = pytest.mark.chain

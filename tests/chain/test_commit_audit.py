@@ -8,9 +8,9 @@ import pytest
 
 from ecjax.chain.audit import audit_run, main
 from ecjax.chain.client import Chain
+from ecjax.chain.commit import plant_fraud as plant
 from ecjax.chain.commit import read_records, records_path
 
-from .commit_helpers import plant
 from .tiny_store import DELTA, audit_args, write_store
 
 pytestmark = pytest.mark.chain

@@ -10,6 +10,7 @@ from eth_utils import keccak
 
 from ecjax.chain import fixedpoint as fp
 from ecjax.chain.client import Chain, Coordinator, CoordinatorError
+from ecjax.chain.commit import plant_fraud as plant
 from ecjax.chain.commit import (
     CommitCoordinator,
     Fraud,
@@ -22,7 +23,7 @@ from ecjax.chain.commit import (
 )
 from ecjax.chain.mirror import Mirror
 
-from .commit_helpers import negotiate, plant
+from .commit_helpers import negotiate
 from .conftest import paper_config, small_config
 
 pytestmark = pytest.mark.chain
