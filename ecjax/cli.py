@@ -132,7 +132,9 @@ def _err(msg: str) -> int:
     return 2
 
 
-def _run(argv: list[str]) -> int:
+def _run(argv: list[str], cwd: str | None = None) -> int:
+    """`ecjax [overrides]`; relative paths of the overrides are taken from `cwd` (default: the
+    working directory)."""
     from .config import ConfigError
     from .store import StoreError
 
@@ -162,7 +164,7 @@ def _run(argv: list[str]) -> int:
             _print_hydra_cfg(args.cfg, overrides, args.config_dir, args.resolve)
             if args.cfg == "hydra":
                 return 0
-        plan = sweep.plan(overrides, args.config_dir)
+        plan = sweep.plan(overrides, args.config_dir, cwd=cwd)
         if args.cfg:
             from omegaconf import OmegaConf
 
@@ -366,7 +368,15 @@ def _resume(argv: list[str]) -> int:
     report = report_dir(store, out) if out.get("report") else None
     pinned = [f"out.dir={_quote(str(Path(store).parent))}", f"out.store={_quote(store)}",
               f"out.report={_quote(report)}" if report else "out.report=null"]
-    return _run(["--config-dir", desc["config_dir"], *desc["argv"], *pinned])
+    # the run's other relative paths (a scheduler file, a price file) are taken from the
+    # directory it was planned in, when this machine has it
+    cwd = desc.get("cwd")
+    cwd = cwd if cwd and Path(cwd).is_dir() else None
+    argv = [a for a in desc["argv"] if a.partition("=")[0].strip() not in _OUT_KEYS]
+    return _run(["--config-dir", desc["config_dir"], *argv, *pinned], cwd=cwd)
+
+
+_OUT_KEYS = ("out.dir", "out.store", "out.report", "hydra.run.dir", "hydra.sweep.dir")
 
 
 def _cells(argv: list[str]) -> int:

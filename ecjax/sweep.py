@@ -9,7 +9,11 @@ before anything is compiled.
 
 Cells run in this process (`sweep.cluster=none`: one after another, or `sweep.workers`
 threads), on a dask.distributed LocalCluster of `sweep.workers` processes on 127.0.0.1
-(`sweep.cluster=local`), or on a running cluster (`sweep.scheduler=tcp://host:port`). Every
+(`sweep.cluster=local`), on a batch system's workers through dask-jobqueue
+(`sweep.cluster=jobqueue`, `sweep=slurm`), or on a running cluster (`sweep.scheduler`: an
+address or a scheduler file); see `ecjax.cluster`. Every path setting (`PATH_KEYS`) is made
+absolute when the run is planned, so a worker writes where the planning process said,
+whatever its own working directory. Every
 cell is written to the store atomically (`ecjax.store.CellWriter`), so an interrupted sweep
 resumes where it stopped: finished cells are skipped, an unfinished one continues from its
 last finished block, and a finished one whose data no longer match its manifest (a missing,
@@ -20,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import logging
 import os
 import re
 import time
@@ -48,6 +51,7 @@ class SweepPlan:
     base: dict  # resolved config without the sweep expanded
     cells: list  # CellSpec
     config_dir: str
+    cwd: str = ""  # the directory relative paths were taken from
 
     @property
     def store(self) -> str:
@@ -63,6 +67,7 @@ class SweepPlan:
             "axes": self.axes,
             "cells": [c.id for c in self.cells],
             "config_dir": self.config_dir,
+            "cwd": self.cwd,
             "out": dict(self.base["out"]),
             "title": self.base.get("title"),
         }
@@ -122,22 +127,76 @@ def cell_id(params: Mapping, config: Mapping) -> str:
     return text
 
 
-def plan(argv: Sequence[str] = (), config_dir=None) -> SweepPlan:
+# Settings that name a file or directory. `plan` makes each relative one absolute (from the
+# planning directory), so that a dask worker started anywhere reads and writes the same files.
+# cache_dir `auto`/null and paths from `~` stay as they are: they are taken on the machine
+# that compiles; a scheduler address stays an address.
+PATH_KEYS = ("out.dir", "out.store", "out.report", "data.price.path", "chain.keystore", "cache_dir",
+             "sweep.scheduler")
+
+
+def _get(cfg: Mapping, key: str):
+    for part in key.split("."):
+        if not isinstance(cfg, Mapping) or part not in cfg:
+            return None
+        cfg = cfg[part]
+    return cfg
+
+
+def _set(cfg: dict, key: str, value) -> None:
+    *head, last = key.split(".")
+    for part in head:
+        cfg = cfg[part]
+    cfg[last] = value
+
+
+def absolute_paths(cfg: Mapping, here) -> dict[str, str]:
+    """The path settings of a resolved config that are relative, made absolute from the
+    directory `here`: key -> absolute path."""
+    from .cluster import is_address
+
+    out = {}
+    for key in PATH_KEYS:
+        v = _get(cfg, key)
+        if not isinstance(v, str) or not v.strip():
+            continue
+        if key == "cache_dir" and (v.startswith("~") or jax_cache_dir(v) is None or v.strip().lower() == "auto"):
+            continue
+        if key == "sweep.scheduler" and is_address(v):
+            continue
+        p = Path(v).expanduser()
+        if not p.is_absolute():
+            out[key] = os.path.normpath(Path(here) / p)
+        elif str(p) != v:
+            out[key] = str(p)
+    return out
+
+
+def plan(argv: Sequence[str] = (), config_dir=None, cwd=None) -> SweepPlan:
     """Compose, expand and validate every cell of a run; nothing is computed or compiled.
 
     **Arguments:** `argv` Hydra overrides (sweep overrides like ``community.n=5,10`` expand
-    into cells); `config_dir` the config directory (default: `default_config_dir()`).
+    into cells); `config_dir` the config directory (default: `default_config_dir()`); `cwd`
+    the directory relative paths are taken from (default: the working directory). Every
+    path setting (`PATH_KEYS`) of the plan's configs is absolute.
 
     **Returns:** a `SweepPlan` whose cells hold their resolved, validated configs. Raises
-    `ConfigError` naming the key (and the cell) of the first bad value.
+    `ConfigError` naming the key (and the cell) of the first bad value, or of a scheduler
+    file or a dask-jobqueue setting that cannot serve (`ecjax.cluster.check`).
     """
+    from . import cluster
+
     argv = [a for a in argv if a not in ("-m", "--multirun")]
-    cdir = str(config_dir) if config_dir is not None else None
+    here = Path(os.path.abspath(cwd if cwd is not None else os.getcwd()))
+    cdir = str(here / Path(config_dir).expanduser()) if config_dir is not None else None
     parsed = _parse(argv)
     plain = [o.input_line for o in parsed if not o.is_sweep_override()]
     cli_sweeps = [o for o in parsed if o.is_sweep_override()]
     base_cfg = compose(plain, cdir)
     base = to_dict(base_cfg)
+    fixed = absolute_paths(base, here)
+    for key, value in fixed.items():
+        _set(base, key, value)
     given = {o.key_or_group for o in parsed}
     axes: dict[str, list[str]] = {}
     params = ((base.get("sweep") or {}).get("params")) or {}
@@ -152,6 +211,7 @@ def plan(argv: Sequence[str] = (), config_dir=None) -> SweepPlan:
         axes[o.key_or_group] = _values(o)
     out = base.get("out") or {}
     pinned = [f"out.{k}={_quote(v)}" if v is not None else f"out.{k}=null" for k, v in out.items()]
+    pinned += [f"{k}={_quote(v)}" for k, v in fixed.items() if not k.startswith("out.") and k not in axes]
     cells = []
     seen = {}
     keys = list(axes)
@@ -159,6 +219,9 @@ def plan(argv: Sequence[str] = (), config_dir=None) -> SweepPlan:
         params_c = dict(zip(keys, combo))
         ovr = plain + [f"{k}={v}" for k, v in params_c.items()] + pinned
         cfg = to_dict(compose(ovr, cdir)) if keys else base
+        for key, value in absolute_paths(cfg, here).items():  # a swept path
+            _set(cfg, key, value)
+            ovr = [*ovr, f"{key}={_quote(value)}"]
         cid = cell_id(params_c, cfg)
         try:
             check_config(cfg)
@@ -170,8 +233,9 @@ def plan(argv: Sequence[str] = (), config_dir=None) -> SweepPlan:
         cells.append(CellSpec(id=cid, params=params_c, overrides=ovr, config=cfg))
     if not keys:
         check_config(base)
+    cluster.check(base.get("sweep") or {})
     return SweepPlan(argv=list(argv), overrides=plain, axes=axes, base=base, cells=cells,
-                config_dir=cdir or str(default_config_dir()))
+                     config_dir=str(Path(cdir or default_config_dir()).resolve()), cwd=str(here))
 
 
 def check_store_configs(p: SweepPlan) -> None:
@@ -321,12 +385,14 @@ def run(p: SweepPlan, progress: bool | None = None, on_cell: Callable[[dict], No
             on_cell(r)
 
     if pending:
-        if sw.get("scheduler") or sw.get("cluster", "none") == "local":
+        if sw.get("scheduler") or sw.get("cluster", "none") in ("local", "jobqueue"):
             _run_distributed(p, pending, sw, progress, record)
         else:
             _run_local(p, pending, int(sw.get("workers", 1)), progress, record)
     failed = {r["id"]: r["error"] for r in results if not r["ok"]}
-    computed = [r["id"] for r in results if r["ok"] and r["blocks"]]
+    # every result is of a cell unfinished when the run started: finished by this run, even one
+    # whose worker died after its last write (its task, run again, found it finished)
+    computed = [r["id"] for r in results if r["ok"]]
     return SweepResult(store=p.store, computed=computed, skipped=skipped, failed=failed,
                        seconds=time.perf_counter() - t0, damaged=damaged)
 
@@ -360,17 +426,14 @@ def _run_local(p: SweepPlan, pending, workers: int, progress: bool, record) -> N
 
 
 def _run_distributed(p: SweepPlan, pending, sw: Mapping, progress: bool, record) -> None:
-    from distributed import Client, LocalCluster, as_completed
+    """Each pending cell is one task. A worker that dies mid-cell (killed, its batch job
+    ended) loses only its unfinished block: the scheduler gives the task to another worker,
+    whose `CellWriter` continues the cell from its last finished block."""
+    from distributed import as_completed
 
-    cluster = None
-    if sw.get("scheduler"):
-        client = Client(sw["scheduler"])
-    else:
-        cluster = LocalCluster(
-            n_workers=int(sw.get("workers", 1)), threads_per_worker=1, processes=True,
-            host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
-        )  # fmt: skip
-        client = Client(cluster)
+    from .cluster import open_client
+
+    client, cluster = open_client(sw)
     bar = _bar(len(pending), progress)
     try:
         futures = {client.submit(_safe, p.store, c.id, c.config, c.params, False,

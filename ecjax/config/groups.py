@@ -12,7 +12,9 @@ from ._fields import (
     object_error, setting,
 )  # fmt: skip
 
-CLUSTERS = ("none", "local")  # where `ecjax.sweep` runs cells: this process, or a local dask cluster
+# where `ecjax.sweep` runs cells: this process, a local dask cluster, or a batch system's
+# workers through dask-jobqueue (`ecjax.cluster`)
+CLUSTERS = ("none", "local", "jobqueue")
 CHAIN_KINDS = ("tester", "anvil", "rpc")  # `ecjax.chain.replay.open_chain` kinds
 SEED = Int(0, 2**31 - 1)
 _SCHEDULER = re.compile(r"^(tcp|tls|inproc|ucx)://")
@@ -177,6 +179,7 @@ class SweepConfig(Section):
     cluster: str = setting("none", Choice(CLUSTERS))
     scheduler: str | None = setting(None, Text(null=True))
     workers: int = setting(1, Int(1, 4096))
+    jobqueue: dict = setting({}, Table())  # cluster=jobqueue: `kind` and the class's keywords (ecjax.cluster)
 
     def check(self) -> None:
         for k, v in self.params.items():
@@ -186,8 +189,11 @@ class SweepConfig(Section):
                 isinstance(v, (list, tuple)) and v and all(isinstance(x, (str, numbers.Real)) for x in v))
             if not ok or isinstance(v, bool):
                 fail(f"sweep.params.{k}", "a Hydra sweep string ('a,b', 'range(1,4)') or a non-empty list", v)
-        if self.scheduler is not None and not _SCHEDULER.match(self.scheduler):
-            fail("sweep.scheduler", "null or a dask scheduler address like tcp://host:8786", self.scheduler)
+        # an address, or a scheduler file (checked when the run is planned: ecjax.cluster.check)
+        if self.scheduler is not None and (not self.scheduler.strip() or (
+                "://" in self.scheduler and not _SCHEDULER.match(self.scheduler))):
+            fail("sweep.scheduler", "null, a dask scheduler address like tcp://host:8786 or a "
+                 "scheduler file", self.scheduler)
 
 
 @dataclasses.dataclass(frozen=True)
