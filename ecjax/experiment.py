@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from . import ccmpc, metrics, ocp
+from . import ccmpc, cf, metrics, ocp
 from .community import Community
 from .disturbance import Profiles, check_profiles, sample_day
 from .fcmpc import FCMPCSettings, check_agent_batch, make_controller
@@ -314,8 +314,9 @@ def _summary_dataset(c: Community, deltas, ids, summ: dict, opt: Options) -> xr.
     coords = {
         "risk": ("risk", deltas),
         "sample": ("sample", ids.astype(np.int64)),
-        "agent": ("agent", np.arange(c.n)),
         "time": ("time", np.arange(opt.T)),
+        "agent": ("agent", np.arange(c.n)),
+        "is_prosumer": ("agent", np.asarray(c.is_prosumer, bool)),
     }
     data = {}
     for k, v in summ.items():
@@ -323,18 +324,12 @@ def _summary_dataset(c: Community, deltas, ids, summ: dict, opt: Options) -> xr.
         if k in INDEX_NAMES or v.ndim == 2:
             data[k] = (("risk", "sample"), v)
         elif k in ("viol_lo", "viol_hi"):
-            data[k] = (("risk", "sample", "agent", "time"), v)
+            data[k] = (("risk", "sample", "time", "agent"), v)
         else:
             data[k] = (("risk", "sample", "time"), v)
     ds = xr.Dataset(data, coords=coords)
-    ds["is_prosumer"] = ("agent", c.is_prosumer)
-    for k, doc in metrics.INDEX_DOC.items():
-        ds[k].attrs["long_name"] = doc
-    for k, doc in metrics.STATUS_DOC.items():
-        if k in ds:
-            ds[k].attrs["long_name"] = doc
     ds.attrs.update(scenario=opt.scenario, tightening=opt.tightening, T=opt.T)
-    return ds
+    return cf.describe(ds, "summary")
 
 
 def _trajectory_dataset(c: Community, deltas, ids, rec, opt: Options) -> xr.Dataset:
@@ -359,24 +354,29 @@ def _trajectory_dataset(c: Community, deltas, ids, rec, opt: Options) -> xr.Data
             data[f.name] = (("risk", "sample", "time", "iteration", "prosumer", "input"), v)
         else:
             data[f.name] = (dims[extra + 1], v)
-    coords = {"risk": deltas, "sample": ids.astype(np.int64), "time": np.arange(opt.T), "agent": np.arange(c.n)}
-    ds = xr.Dataset(data, coords=coords)
-    ds["prosumer_agent"] = ("prosumer", np.asarray(c.prosumers))
-    return ds
+    ds = xr.Dataset(data)
+    coords = {"risk": deltas, "sample": ids.astype(np.int64), "time": np.arange(opt.T), "agent": np.arange(c.n),
+              "is_prosumer": ("agent", np.asarray(c.is_prosumer, bool)),
+              "prosumer": np.arange(len(c.prosumers)),
+              "prosumer_agent": ("prosumer", np.asarray(c.prosumers, np.int64))}
+    for d in ("to_agent", "iterate0", "iteration", "input"):  # every dimension has its coordinate
+        if d in ds.dims:
+            coords[d] = np.arange(ds.sizes[d]) + (1 if d == "iteration" else 0)
+    return cf.describe(ds.assign_coords(coords), "trajectories")
 
 
 def violation_rates(summary: xr.Dataset, level: float = 0.99) -> xr.Dataset:
     """Closed-loop violation rates of each chance-constrained bound over the samples, per
     (risk, agent, time), with Clopper–Pearson intervals at `level` (prosumers only).
 
-    **Returns:** dims (side, risk, agent, time), `side` = lo, hi: `count`, `rate`, `ci_low`,
+    **Returns:** dims (risk, side, time, agent), `side` = lo, hi: `count`, `rate`, `ci_low`,
     `ci_high`; and `n` (the number of samples).
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"`level` must be in (0, 1), got {level}.")
     pro = summary["is_prosumer"].values
     viol = xr.concat([summary["viol_lo"], summary["viol_hi"]], dim="side").isel(agent=np.flatnonzero(pro))
-    viol = viol.assign_coords(side=["lo", "hi"])
+    viol = cf.conform(viol.assign_coords(side=["lo", "hi"]).to_dataset(name="v"))["v"]
     n = summary.sizes["sample"]
     count = viol.sum("sample").astype(np.int64)
     lo, hi = metrics.clopper_pearson(count.values, n, level)

@@ -85,8 +85,8 @@ def summary(c: Community, gamma: float, rec: StepRecord) -> dict:
         qp_fallback=rec.qp_fallback,  # [T]
         qp_weight_fallback=jnp.zeros_like(rec.qp_held) if rec.qp_weight_fallback is None else rec.qp_weight_fallback,
         qp_steps=rec.qp_steps,  # [T]
-        viol_lo=rec.viol_lo.T & pro[:, None],  # [n, T]
-        viol_hi=rec.viol_hi.T & pro[:, None],
+        viol_lo=rec.viol_lo & pro[None, :],  # [T, n], as in the trajectories
+        viol_hi=rec.viol_hi & pro[None, :],
     )
     return out
 

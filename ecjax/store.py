@@ -2,9 +2,18 @@
 
     <store>/                                root group; attrs: format, ecjax version, created, sweep
     <store>/cells/<cell_id>/                cell group; attrs below
-    <store>/cells/<cell_id>/summary         xarray Dataset, dims (risk, sample[, agent, time])
+    <store>/cells/<cell_id>/summary         xarray Dataset, dims (risk, sample[, time][, agent])
     <store>/cells/<cell_id>/trajectories    xarray Dataset of the kept samples (if any)
     <store>/cells/<cell_id>/open_loop       open-loop validation of the first plan (if asked)
+
+Format `ecjax-store/2` (root attr `format`; a store of another format is refused with its
+format named). Every variable and coordinate carries CF attributes (`units`, `long_name`;
+`flag_values` / `flag_meanings` on status codes and roles), dimensions follow one order for
+every dataset, and the agents' roles are coordinates (`is_prosumer` on `agent`,
+`prosumer_agent` on `prosumer`): `ecjax.cf`. The root holds zarr's consolidated metadata,
+written at the end of each run (`consolidate`), so that xarray opens any dataset of a finished
+store without a warning; ecjax itself lists the store and never reads that copy.
+`ecjax.open_results` opens every cell at once, along a `cell` dimension.
 
 A cell is one (scenario, community, tightening, ...) combination; its risk levels and samples
 are vectorized inside it (`ecjax.experiment.run_batch`). Samples are written in blocks of
@@ -55,9 +64,10 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from . import cf
 from .config import config_hash
 
-FORMAT = "ecjax-store/1"
+FORMAT = "ecjax-store/2"  # 2: CF attributes, one dimension order, agent roles as coordinates
 INTEGRITY = "crc32c+manifest/1"  # cell attr `integrity` of cells whose finish writes a manifest
 MANIFEST = "manifest.json"
 AUDITS = "audits.json"  # audit receipts of a cell, beside its manifest and outside it
@@ -152,19 +162,37 @@ def _event(kind: str, **kw) -> dict:
 
 
 # ----------------------------------------------------------------------------- root
+# ecjax reads and writes its groups without the root's consolidated metadata (`consolidate`):
+# that copy is written at the end of a run for other readers and is stale while cells change.
+def _open_group(store, mode="r", **kw):
+    return zarr.open_group(store=str(store), mode=mode, zarr_format=3, use_consolidated=False, **kw)
+
+
 def _root(path, mode="r"):
     try:
-        return zarr.open_group(store=str(path), mode=mode, zarr_format=3)
+        return _open_group(path, mode)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as e:
         raise StoreError(f"{path} is not an ecjax store (no zarr group there).") from e
 
 
+def _check_format(path, attrs: Mapping) -> None:
+    fmt = attrs.get("format")
+    if fmt == FORMAT:
+        return
+    if isinstance(fmt, str) and fmt.startswith("ecjax-store/"):
+        raise StoreError(
+            f"{path} is an ecjax store of format {fmt!r} (written by ecjax "
+            f"{attrs.get('ecjax_version', '?')}); this ecjax reads and writes {FORMAT!r}. Open it with "
+            "the ecjax that wrote it, or run its sweep again into a new out.dir.")
+    raise StoreError(f"{path} is not an ecjax store (root attr format {fmt!r}, not {FORMAT!r}).")
+
+
 def init_store(path, description: Mapping | None = None) -> None:
     """Create the store (or reopen it) and record the sweep description in its root attrs."""
-    root = zarr.open_group(store=str(path), mode="a", zarr_format=3)
+    root = _open_group(path, "a")
     attrs = dict(root.attrs)
-    if attrs and attrs.get("format") not in (None, FORMAT):
-        raise StoreError(f"{path} holds format {attrs.get('format')!r}, not {FORMAT!r}.")
+    if attrs and attrs.get("format") is not None:
+        _check_format(path, attrs)
     new = {}
     if "format" not in attrs:
         new.update(format=FORMAT, created=_now(), ecjax_version=versions()["ecjax"])
@@ -176,6 +204,40 @@ def init_store(path, description: Mapping | None = None) -> None:
         root.create_group("cells")
 
 
+def consolidate(path) -> bool:
+    """Write the store's consolidated metadata: zarr's inline copy of every group's and array's
+    metadata in the root `zarr.json`, so that xarray opens a dataset of the store without listing
+    it and without a warning (`xr.open_zarr(store, group="cells/<cell>/summary")`).
+
+    Written at the end of a run (`ecjax.sweep.run`) and when a cell is sealed; it reads every
+    `zarr.json` of the store (about 3 ms each). While a run writes cells the copy is stale, so
+    ecjax itself never reads it (`_open_group`). zarr-python warns that consolidated metadata is
+    its extension of Zarr 3, not part of the specification: a reader without it lists the store
+    as usual. One writer at a time (an exclusive lock on the store directory). Where a damaged
+    `zarr.json` stops zarr, the root's copy is removed instead (readers list the store) and
+    False returned.
+    """
+    import fcntl
+
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+                warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
+                zarr.consolidate_metadata(str(path), zarr_format=3)
+            return True
+        except Exception:
+            root = Path(path) / "zarr.json"
+            meta = json.loads(root.read_bytes())
+            if meta.pop("consolidated_metadata", None) is not None:
+                _write_atomic(root, json.dumps(meta, indent=2).encode())
+            return False
+    finally:
+        os.close(fd)
+
+
 def store_attrs(path) -> dict:
     """Root attributes (format, created, ecjax_version, sweep)."""
     return dict(_root(path).attrs)
@@ -183,8 +245,7 @@ def store_attrs(path) -> dict:
 
 def _cells_group(path):
     root = _root(path)
-    if root.attrs.get("format") != FORMAT:
-        raise StoreError(f"{path} is not an ecjax store (root attr format != {FORMAT!r}).")
+    _check_format(path, root.attrs)
     if "cells" not in root:
         return None
     return root["cells"]
@@ -491,8 +552,9 @@ def seal_cell(path, cell_id: str) -> str:
     if a is None or a.get("complete") is not True:
         raise StoreError(f"cell {cell_id!r} of {path} is not a finished cell.")
     digest = _write_manifest(path, cell_id, build_manifest(path, cell_id, _datasets(a)))
-    group = zarr.open_group(store=str(path), path=f"cells/{cell_id}", mode="r+", zarr_format=3)
+    group = _open_group(path, "r+", path=f"cells/{cell_id}")
     group.update_attributes({"integrity": INTEGRITY, "manifest_sha256": digest})
+    consolidate(path)
     return digest
 
 
@@ -555,7 +617,7 @@ class CellWriter:
         self.n_blocks = -(-self.S // self.block)
         self.keep = int(sim.get("keep", 0))
         init_store(self.path)
-        root = zarr.open_group(store=self.path, mode="a", zarr_format=3)
+        root = _open_group(self.path, "a")
         cells = root.require_group("cells")
         a = cell_attrs(self.path, cell_id)
         self.finished = False
@@ -619,6 +681,7 @@ class CellWriter:
                     seconds: float = 0.0, compile_seconds: float = 0.0) -> None:
         """Write block k's summary (and, for the block holding them, the kept trajectories)."""
         base = f"cells/{self.cell_id}"
+        summary = cf.describe(summary, "summary")
         lo = k * self.block
         hi = min(lo + self.block, self.S)
         ids = summary["sample"].values
@@ -636,6 +699,7 @@ class CellWriter:
                        consolidated=False, zarr_format=3)
         extra = {}
         if trajectories is not None:
+            trajectories = cf.describe(trajectories, "trajectories")
             trajectories.to_zarr(self.path, group=f"{base}/trajectories", mode="w",
                                  consolidated=False, zarr_format=3, encoding=_encoding(trajectories))
             extra["trajectories"] = True
@@ -649,6 +713,7 @@ class CellWriter:
         """Write a further Dataset of the cell (e.g. `open_loop`) and flag it in the attrs."""
         if name in ("summary", "trajectories"):
             raise StoreError(f"{name!r} is written by write_block.")
+        ds = cf.describe(ds, name) if name in cf.VARIABLES else ds
         ds.to_zarr(self.path, group=f"cells/{self.cell_id}/{name}", mode="w", consolidated=False,
                    zarr_format=3, encoding=_encoding(ds))
         log = list(self.group.attrs.get("log", []))
@@ -669,7 +734,7 @@ class CellWriter:
             else:
                 data[name] = v.variable
         coords = {k: c.variable for k, c in first.coords.items() if k != "sample"}
-        coords["sample"] = ("sample", ids)
+        coords["sample"] = xr.Variable("sample", ids, first["sample"].attrs)
         return xr.Dataset(data, coords=coords, attrs=first.attrs)
 
     def finish(self, **extra: Any) -> None:

@@ -126,11 +126,11 @@ def test_dataset_layout_and_violation_rates(world):
     ds = b.summary
     assert dict(ds.sizes) == {"risk": 2, "sample": 3, "agent": 4, "time": 3}
     np.testing.assert_array_equal(ds.risk.values, DELTAS)
-    assert ds.E1.dims == ("risk", "sample") and ds.viol_lo.dims == ("risk", "sample", "agent", "time")
+    assert ds.E1.dims == ("risk", "sample") and ds.viol_lo.dims == ("risk", "sample", "time", "agent")
     assert ds.iters.dims == ("risk", "sample", "time")
     assert ds.attrs["scenario"] == "islanded" and ds.attrs["T"] == 3
     v = experiment.violation_rates(ds, level=0.95)
-    assert v["rate"].dims == ("side", "risk", "agent", "time")
+    assert v["rate"].dims == ("risk", "side", "time", "agent")
     np.testing.assert_array_equal(v.agent.values, [0, 1])  # prosumers only
     want = ds.viol_lo.isel(agent=[0, 1]).mean("sample").values
     np.testing.assert_allclose(v["rate"].sel(side="lo").values, want)

@@ -293,8 +293,8 @@ def test_indices_on_a_planted_record():
     assert float(s["spilled"]) == pytest.approx(0.25)
     assert int(s["empty_steps"]) == 3
     np.testing.assert_allclose(s["gap"], [0.1, 0.0], atol=1e-15)
-    np.testing.assert_array_equal(s["viol_lo"], [[True, False], [False, False], [False, False]])  # [agent, time]
-    np.testing.assert_array_equal(s["viol_hi"], [[False, False], [False, True], [False, False]])
+    np.testing.assert_array_equal(s["viol_lo"], [[True, False, False], [False, False, False]])  # [time, agent]
+    np.testing.assert_array_equal(s["viol_hi"], [[False, False, False], [False, True, False]])
 
 
 def test_binomial_intervals():

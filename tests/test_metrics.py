@@ -194,14 +194,15 @@ def test_summary_reduces_and_passes_through(name, T):
     for k in ("iters", "theta", "phi", "central_status", "qp_status", "qp_held", "qp_fallback", "qp_steps"):
         np.testing.assert_array_equal(np.asarray(s[k]), np.asarray(getattr(rec, k)), err_msg=k)
     np.testing.assert_allclose(np.asarray(s["gap"]), np.asarray(rec.phi) - np.asarray(rec.phi_central), rtol=1e-15)
-    # violation indicators: [agent, step], prosumers only (consumers have no battery bound)
+    # violation indicators: [step, agent] as in the trajectories, prosumers only (consumers have
+    # no battery bound)
     for side in ("viol_lo", "viol_hi"):
         got = np.asarray(s[side])
         flags = np.asarray(getattr(rec, side))
-        assert got.shape == (c.n, T), side
+        assert got.shape == (T, c.n), side
         for i in range(c.n):
             for t in range(T):
-                assert got[i, t] == (bool(flags[t, i]) and i in c.prosumers), (side, i, t)
+                assert got[t, i] == (bool(flags[t, i]) and i in c.prosumers), (side, i, t)
 
 
 def _tail_ge(k, n, p):

@@ -210,13 +210,19 @@ class _Compare:
             ))  # fmt: skip
 
 
+def _compared(ds: xr.Dataset) -> set:
+    """The data variables and the coordinates that hold data (the agents' roles), not the labels."""
+    return set(ds.data_vars) | {k for k, v in ds.coords.items() if k not in ds.indexes and v.ndim > 0}
+
+
 def compare(rerun: xr.Dataset, stored: xr.Dataset, part: str, cmp: _Compare, prosumers, names=None) -> None:
     """Compare every variable of the stored selection (and any the re-run adds) with the re-run."""
-    names = sorted(set(stored.data_vars) | set(rerun.data_vars)) if names is None else names
+    have, made = _compared(stored), _compared(rerun)
+    names = sorted(have | made) if names is None else names
     for k in names:
         q = k if part == "trajectories" or k in INDEX_NAMES else f"summary.{k}"
-        if k not in stored.data_vars or k not in rerun.data_vars:
-            side = "the store lacks it" if k not in stored.data_vars else "the re-run does not produce it"
+        if k not in have or k not in made:
+            side = "the store lacks it" if k not in have else "the re-run does not produce it"
             cmp.stats.setdefault(q, CheckStats()).failed += 1
             cmp.diffs.append(Difference(q, note=f"{part}: {side}"))
             continue
@@ -280,7 +286,7 @@ def check_origin(cell, sample: int, risk: float) -> OriginCheck:
     compare(rerun_t, stored_t, "trajectories", cmp, prosumers)
     stored_s = _one(cell.summary, risk, sample).load()
     rerun_s = _one(res.summary, risk, sample)
-    # the summary's per-sample variables (is_prosumer is the community's, compared with it)
+    # the summary's per-sample variables and the agents' roles (the community's, compared with it)
     compare(rerun_s, stored_s, "summary", cmp, prosumers)
     stats.update(cmp.stats)
     _borderline(cmp.diffs, stored_t, float(inputs.fc.kappa), tol)

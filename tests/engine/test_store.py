@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import dask.array as da
 import numpy as np
 import pytest
 import xarray as xr
 
-from ecjax import store, sweep
+from ecjax import cf, store, sweep
 from ecjax.store import CellWriter, StoreError
 
 from .conftest import CONF, TINY
@@ -25,16 +26,16 @@ def _summary(lo: int, n: int, R: int = 2, A: int = 3, T: int = 2) -> xr.Dataset:
     ids = np.arange(lo, lo + n)
     r = np.arange(R)[:, None]
     e1 = 100.0 * r + ids[None, :]
-    viol = ((ids[None, :, None, None] + np.arange(A)[None, None, :, None] + np.arange(T)) % 3 == 0)
-    viol = np.broadcast_to(viol, (R, n, A, T))
+    viol = ((ids[None, :, None, None] + np.arange(T)[None, None, :, None] + np.arange(A)) % 3 == 0)
+    viol = np.broadcast_to(viol, (R, n, T, A))
     return xr.Dataset(
         {
             "E1": (("risk", "sample"), e1),
             "iters": (("risk", "sample", "time"), np.broadcast_to(e1[..., None], (R, n, T)).astype(np.int32)),
-            "viol_lo": (("risk", "sample", "agent", "time"), viol),
-            "is_prosumer": ("agent", np.array([True, True, False])[:A]),
+            "viol_lo": (("risk", "sample", "time", "agent"), viol),
         },
-        coords={"risk": [0.05, 0.1][:R], "sample": ids, "agent": np.arange(A), "time": np.arange(T)},
+        coords={"risk": [0.05, 0.1][:R], "sample": ids, "time": np.arange(T), "agent": np.arange(A),
+                "is_prosumer": ("agent", np.array([True, True, False])[:A])},
         attrs={"scenario": "ccdmpc"},
     )
 
@@ -56,7 +57,10 @@ def test_block_round_trip_and_lazy_open(tmp_path):
     cell = store.open_cell(path, "c1")
     assert isinstance(cell.summary["E1"].data, da.Array)  # lazy, dask-backed
     assert cell.summary["E1"].data.chunks[1] == (2, 2, 1)  # one zarr chunk per block
-    xr.testing.assert_identical(cell.summary.compute(), _summary(0, 5).assign_coords(sample=np.arange(5)))
+    # stored as written, with the CF attributes of every variable and coordinate
+    want = cf.describe(_summary(0, 5).assign_coords(sample=np.arange(5)), "summary")
+    xr.testing.assert_identical(cell.summary.compute(), want)
+    assert cf.undescribed(cell.summary) == []
     np.testing.assert_array_equal(cell.trajectories["eb"].values, traj["eb"].values)
     assert cell.config == json.loads(json.dumps(cfg))
     assert cell.attrs["seed"] == cfg["sim"]["seed"] and cell.attrs["params"] == {"scenario": "ccdmpc"}
@@ -131,3 +135,36 @@ def test_listing_ignores_a_writers_temporary_metadata(tmp_path):
     (path / "cells" / "zarr.0123456789abcdef0123456789abcdef.partial").write_text("{}")
     assert store.all_cells(path) == ["c1"]
     assert store.list_cells(path) == ["c1"]
+
+
+def test_store_of_another_format_is_refused_by_name(tmp_path):
+    path = tmp_path / "s.zarr"
+    w = CellWriter(path, "c", _config(tmp_path))
+    w.write_block(0, _summary(0, 2))
+    w.finish()
+    root = path / "zarr.json"
+    meta = json.loads(root.read_text())
+    meta["attributes"]["format"] = "ecjax-store/1"
+    root.write_text(json.dumps(meta))
+    for call in (store.list_cells, lambda p: store.open_cell(p, "c"), store.init_store):
+        with pytest.raises(StoreError, match="format 'ecjax-store/1'.*reads and writes 'ecjax-store/2'"):
+            call(path)
+
+
+def test_consolidated_metadata_opens_without_warning_and_stays_unread(tmp_path):
+    """After `consolidate` xarray opens a cell's dataset with its defaults and no warning; a
+    cell written later (the copy is stale) is still listed and opened by ecjax."""
+    path = tmp_path / "s.zarr"
+    cfg = _config(tmp_path)
+    for cid in ("c1", "c2"):
+        w = CellWriter(path, cid, cfg)
+        w.write_block(0, _summary(0, 2))
+        w.finish()
+        if cid == "c1":
+            assert store.consolidate(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = xr.open_zarr(path, group="cells/c1/summary")
+    assert ds["E1"].attrs["units"] == "EUR" and ds["viol_lo"].dims == ("risk", "sample", "time", "agent")
+    assert store.list_cells(path) == ["c1", "c2"]
+    assert store.open_cell(path, "c2").summary["E1"].shape == (2, 2)
