@@ -393,6 +393,7 @@ def run(p: SweepPlan, progress: bool | None = None, on_cell: Callable[[dict], No
     # every result is of a cell unfinished when the run started: finished by this run, even one
     # whose worker died after its last write (its task, run again, found it finished)
     computed = [r["id"] for r in results if r["ok"]]
+    _store.consolidate(p.store)  # xarray then opens the store's datasets without listing it
     return SweepResult(store=p.store, computed=computed, skipped=skipped, failed=failed,
                        seconds=time.perf_counter() - t0, damaged=damaged)
 
