@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 import re
 from pathlib import Path
 from typing import Mapping
@@ -148,18 +147,14 @@ def job_script(sw: Mapping, scheduler: str = "tcp://scheduler:8786") -> str:
     """The batch script one job of `sweep.jobqueue` runs (for the record and for checks); no
     scheduler is started and nothing is submitted."""
     cls, opts = jobqueue_options(sw)
-    job = {k: v for k, v in opts.items() if k in _parameters(cls.job_cls.__init__, _job_base())}
+    from dask_jobqueue.core import Job
+
+    job = {k: v for k, v in opts.items() if k in _parameters(cls.job_cls.__init__, Job.__init__)}
     try:
         return cls.job_cls(scheduler=scheduler, name="ecjax-worker", **job).job_script()
     except (ValueError, TypeError, KeyError) as e:
         raise ConfigError(f"sweep.jobqueue: dask_jobqueue.{cls.__name__} refuses these settings: "
                           f"{str(e).strip()}") from None
-
-
-def _job_base():
-    from dask_jobqueue.core import Job
-
-    return Job.__init__
 
 
 # ----------------------------------------------------------------------------- checks
@@ -194,8 +189,7 @@ def open_client(sw: Mapping):
         cls, opts = jobqueue_options(sw)
         cluster = cls(**opts)
         try:
-            per_job = int(getattr(cluster, "_dummy_job").worker_processes or 1)
-            cluster.scale(jobs=math.ceil(workers / per_job))
+            cluster.scale(workers)  # ceil(workers / processes) jobs
             return Client(cluster), cluster
         except BaseException:
             cluster.close()
