@@ -19,6 +19,10 @@ import {FCMPCBase} from "./FCMPCBase.sol";
 /// the iteration's stop rule, or the applied inputs, and slashes the bond. A challenge that
 /// proves nothing forfeits the challenger's stake to the committer. A slashed step may be
 /// committed again; a step whose window passed without a successful challenge is final.
+/// Every iteration leaf carries its prosumer's signature of its message (EIP-712 `Message`,
+/// bound to this contract and chain, the step, the iteration and the prosumer index), so a leaf
+/// whose message its prosumer did not sign is provable fraud, and a prosumer cannot deny what it
+/// sent.
 contract FCMPCCommitCoordinator is FCMPCBase {
     /// @notice One iteration leaf (p, i) of a step's negotiation.
     /// @param eb battery energy uploaded at p = 0 (fixed point; 0 at p >= 1).
@@ -28,6 +32,10 @@ contract FCMPCCommitCoordinator is FCMPCBase {
     /// @param stop whether the step terminated with this iteration.
     /// @param uStarHash keccak256 of the uploaded vector u_i^{p,*} (u_i^0 at p = 0).
     /// @param iterateHash keccak256 of the committed iterate u_i^p.
+    /// @param v, r, s prosumer i's ECDSA signature of its message (t, p, i, eb, eev, u_i^{p,*}) as
+    /// the EIP-712 struct `Message` (see messageDigest); v = 0: the prosumer sent nothing, and its
+    /// leaf holds the default (at p = 0 the zero plan with eb = eev = 0, at p >= 1 its previous
+    /// committed iterate).
     struct Leaf {
         uint32 t;
         uint32 p;
@@ -39,6 +47,9 @@ contract FCMPCCommitCoordinator is FCMPCBase {
         bool stop;
         bytes32 uStarHash;
         bytes32 iterateHash;
+        uint8 v;
+        bytes32 r;
+        bytes32 s;
     }
 
     /// @notice A step's commitment (two storage slots).
@@ -58,7 +69,8 @@ contract FCMPCCommitCoordinator is FCMPCBase {
         Theta, // theta_i^2 != ||u_i^p - u_i^{p-1}||^2
         Stop, // max theta^2 or stop decision of an iteration not the stop rule's
         Applied, // applied first inputs != lane k = 0 of the final committed iterate
-        Malformed // a committed vector without 4 * nu bytes (n + 3 lanes for applied inputs)
+        Malformed, // a committed vector without 4 * nu bytes (n + 3 lanes for applied inputs)
+        Signature // a message its prosumer did not sign (or, unsigned, not the default of a silent prosumer)
     }
 
     uint8 internal constant PENDING = 1;
@@ -68,6 +80,16 @@ contract FCMPCCommitCoordinator is FCMPCBase {
     uint8 internal constant UPDATE = 1;
     uint8 internal constant ITERATION = 2;
     uint8 internal constant APPLIED = 3;
+    /// @notice EIP-712 type of a prosumer's message; `u` enters the struct hash as keccak256(u),
+    /// the leaf's uStarHash.
+    bytes32 public constant MESSAGE_TYPEHASH =
+        keccak256("Message(uint32 t,uint32 p,uint32 i,int32 eb,int32 eev,bytes u)");
+    bytes32 internal constant DOMAIN_TYPEHASH =
+        keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
+    bytes32 internal constant NAME_HASH = keccak256("FCMPCCommitCoordinator");
+    bytes32 internal constant VERSION_HASH = keccak256("1");
+    /// @dev secp256k1 order / 2: signatures with a larger s (the malleable twin) are not accepted.
+    uint256 internal constant HALF_ORDER = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0;
 
     // ---------------------------------------------------------------- errors
     /// @notice A commitment for step t is not accepted now (next new step: nextStep).
@@ -110,6 +132,8 @@ contract FCMPCCommitCoordinator is FCMPCBase {
     mapping(address => uint256) public credit;
     /// @notice Wei slashed and kept by no one.
     uint256 public burned;
+    /// @notice keccak256 of the zero plan (4 * nu zero bytes), the vector of a prosumer silent at p = 0.
+    bytes32 public immutable zeroHash;
 
     constructor(
         Config memory c,
@@ -122,6 +146,7 @@ contract FCMPCCommitCoordinator is FCMPCBase {
         if (bond_ < 2 || challengeBond_ == 0) revert InvalidConfig(9);
         bond = bond_;
         challengeBond = challengeBond_;
+        zeroHash = keccak256(new bytes(((uint256(c.nAgents) + 3) * c.horizon) << 2));
     }
 
     // ---------------------------------------------------------------- commitments
@@ -183,9 +208,11 @@ contract FCMPCCommitCoordinator is FCMPCBase {
 
     // ---------------------------------------------------------------- fraud proofs
 
-    /// @notice Challenge iteration leaf (p, i): re-execute prosumer i's upload as FCMPCCoordinator
-    /// would (bounds of uStar, committed iterate, theta^2) from uStar and, at p >= 1, the
-    /// committed iterate of its predecessor leaf (p - 1, i). Send `challengeBond` with it.
+    /// @notice Challenge iteration leaf (p, i): check prosumer i's signature of its message, then
+    /// re-execute its upload as FCMPCCoordinator would (bounds of uStar, committed iterate,
+    /// theta^2) from uStar and, at p >= 1, the committed iterate of its predecessor leaf
+    /// (p - 1, i). An unsigned leaf (v = 0) must hold the default of a silent prosumer (p = 0: the
+    /// zero plan and eb = eev = 0; p >= 1: uStar = the previous iterate). Send `challengeBond`.
     /// @param leaf the leaf, with its Merkle proof `proof`.
     /// @param prev the leaf (p - 1, i) with its proof `prevProof` (ignored at p = 0).
     /// @param uStar the vector that hashes to leaf.uStarHash.
@@ -210,7 +237,8 @@ contract FCMPCCommitCoordinator is FCMPCBase {
             if (h != prev.iterateHash) revert WitnessMismatch(h, prev.iterateHash);
         }
         Fraud f;
-        try this.reexecute(leaf.i, leaf.p, uStar, uPrev) returns (uint256 th2, bytes32 hc) {
+        if (!_signedOrSilent(leaf, prev.iterateHash)) f = Fraud.Signature;
+        else try this.reexecute(leaf.i, leaf.p, uStar, uPrev) returns (uint256 th2, bytes32 hc) {
             if (hc != leaf.iterateHash) f = Fraud.Combination;
             else if (th2 != leaf.theta2) f = Fraud.Theta;
         } catch (bytes memory err) {
@@ -314,6 +342,27 @@ contract FCMPCCommitCoordinator is FCMPCBase {
         return _combine(b, uStar, uPrev);
     }
 
+    /// @notice EIP-712 domain separator: name "FCMPCCommitCoordinator", version "1", this chain
+    /// and this contract.
+    function domainSeparator() public view returns (bytes32) {
+        return keccak256(abi.encode(DOMAIN_TYPEHASH, NAME_HASH, VERSION_HASH, block.chainid, address(this)));
+    }
+
+    /// @notice The digest prosumer l.i signs for its message of leaf l: EIP-712
+    /// `Message(t, p, i, eb, eev, u)` with u the uploaded vector (keccak256(u) = l.uStarHash).
+    function messageDigest(Leaf calldata l) public view returns (bytes32) {
+        bytes32 sh = keccak256(abi.encode(MESSAGE_TYPEHASH, l.t, l.p, l.i, l.eb, l.eev, l.uStarHash));
+        return keccak256(abi.encodePacked(hex"1901", domainSeparator(), sh));
+    }
+
+    /// @notice Whether leaf l carries prosumer l.i's signature of its message (v 27 or 28, s in
+    /// the lower half of the curve order, ecrecover = the prosumer's address).
+    function isSigned(Leaf calldata l) public view returns (bool) {
+        if ((l.v != 27 && l.v != 28) || uint256(l.s) > HALF_ORDER || l.i >= nProsumers) return false;
+        address a = ecrecover(messageDigest(l), l.v, l.r, l.s);
+        return a != address(0) && a == agents[l.i];
+    }
+
     /// @notice Hash of an iteration leaf.
     function leafHash(Leaf calldata l) public pure returns (bytes32) {
         return keccak256(abi.encode(l));
@@ -355,6 +404,14 @@ contract FCMPCCommitCoordinator is FCMPCBase {
         index = uint256(l.p) * nProsumers + l.i;
         if (l.t != t || l.p > c.lastP || l.i >= nProsumers) revert BadProof(index);
         _verify(c, keccak256(abi.encode(l)), index, proof);
+    }
+
+    /// @dev Signed by its prosumer, or unsigned (v = 0) with a silent prosumer's default: at p = 0
+    /// the zero plan and eb = eev = 0, at p >= 1 uStar = the previous iterate (`prevIterate`).
+    function _signedOrSilent(Leaf calldata l, bytes32 prevIterate) internal view returns (bool) {
+        if (l.v != 0) return isSigned(l);
+        if (l.p == 0) return l.uStarHash == zeroHash && l.eb == 0 && l.eev == 0;
+        return l.uStarHash == prevIterate;
     }
 
     function _verify(Commitment memory c, bytes32 leaf, uint256 index, bytes32[] calldata proof) internal view {

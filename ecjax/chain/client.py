@@ -263,9 +263,13 @@ class Chain:
         key_env: str = KEY_ENV,
         keystore: str | os.PathLike | None = None,
         password_env: str = KEYSTORE_PASSWORD_ENV,
+        require_key: bool = True,
     ) -> "Chain":
-        """Connect to a JSON-RPC URL; the funder/deployer key comes from `key_env` or `keystore`."""
+        """Connect to a JSON-RPC URL; the funder/deployer key comes from `key_env` or `keystore`.
+        Without `require_key`, a connection without a key (neither set) can read but not send."""
         w3 = Web3(Web3.HTTPProvider(url))
+        if keystore is None and not require_key and not os.environ.get(key_env):
+            return cls(w3, "rpc", funder=None, gas=None)
         if keystore is not None:
             password = os.environ.get(password_env)
             if password is None:

@@ -9,7 +9,8 @@ the step's leaves and the iteration at which it stopped (`StepRecord`):
 
 - leaf (p, i) at position p·P + i, p = 0..lastP: `Leaf` (the uploaded vector u_i^{p,*}, the
   islanded plan at p = 0, and the committed iterate u_i^p as keccak256 of their packed bytes,
-  θ_i², the iteration's max θ² and stop decision; the measured state at p = 0);
+  θ_i², the iteration's max θ² and stop decision; the measured state at p = 0; prosumer i's
+  signature of its message, `MessageDomain`);
 - applied leaf at (lastP + 1)·P + i: the applied first inputs of prosumer i (lane k = 0 of each
   block of u_i^lastP, n + 3 values);
 - zero leaves up to a power of two.
@@ -18,6 +19,13 @@ During the challenge window anyone holding the step's data (`StepRecord`, kept i
 store for audited samples) re-executes every leaf with the contract's arithmetic
 (`find_frauds`) and proves a wrong one on chain (`CommitCoordinator.challenge`): the contract
 re-executes that leaf with the code of the paper's contract and slashes the committer's bond.
+
+Every prosumer signs its own message (EIP-712 typed data bound to the chain, the contract, the
+step, the iteration and its index; `MessageDomain`), and every prosumer accepts only messages
+signed by their sender. The committer puts each signature in its leaf, so a leaf whose message
+its prosumer did not sign is provable fraud, and no prosumer can deny what it sent. A prosumer
+that sent nothing has an unsigned leaf holding the contract's default (the zero plan at p = 0,
+its previous iterate later).
 """
 
 from __future__ import annotations
@@ -29,20 +37,104 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 from eth_abi import encode as abi_encode
-from eth_utils import keccak
+from eth_keys import keys as eth_keys
+from eth_utils import keccak, to_checksum_address
 
 from ecjax.chain import fixedpoint as fp
-from ecjax.chain.client import COMMIT_ARTIFACT, Chain, CoordinatorError, DeployedCoordinator, _hex
+from ecjax.chain.client import COMMIT_ARTIFACT, Chain, CoordinatorError, DeployedCoordinator, _hex, load_artifact
 from ecjax.chain.config import CoordinatorConfig
 from ecjax.chain.mirror import Mirror, StepNegotiation, initial_data
 
 ZERO32 = b"\x00" * 32
-LEAF_TYPES = ("uint32", "uint32", "uint32", "int32", "int32", "uint256", "uint256", "bool", "bytes32", "bytes32")
-FRAUDS = ("none", "combination", "bounds", "theta", "stop", "applied", "malformed")  # contract's `Fraud`
+LEAF_TYPES = ("uint32", "uint32", "uint32", "int32", "int32", "uint256", "uint256", "bool", "bytes32", "bytes32",
+              "uint8", "bytes32", "bytes32")  # fmt: skip
+FRAUDS = ("none", "combination", "bounds", "theta", "stop", "applied", "malformed", "signature")  # contract's `Fraud`
 CHALLENGES = {"combination": "update", "bounds": "update", "theta": "update", "malformed": "update",
-              "stop": "iteration", "applied": "applied"}  # fmt: skip
+              "signature": "update", "stop": "iteration", "applied": "applied"}  # fmt: skip
+SIG_BYTES = 65  # r ‖ s ‖ v; all zero: no message (a silent prosumer)
 DEFAULT_BOND = 10**17  # wei per commitment (see contracts/README.md: what a bond must cover)
 DEFAULT_CHALLENGE_BOND = 10**16  # wei staked by a challenger
+
+
+# ------------------------------------------------------------------ prosumer signatures
+
+DOMAIN_NAME, DOMAIN_VERSION = "FCMPCCommitCoordinator", "1"
+MESSAGE_TYPE = "Message(uint32 t,uint32 p,uint32 i,int32 eb,int32 eev,bytes u)"
+_DOMAIN_TYPEHASH = keccak(text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
+_MESSAGE_TYPEHASH = keccak(text=MESSAGE_TYPE)
+_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141  # secp256k1
+_HALF_ORDER = _ORDER // 2
+
+
+@dataclasses.dataclass(frozen=True)
+class MessageDomain:
+    """The EIP-712 domain of a commit coordinator: what a prosumer's signature is bound to (the
+    chain and the contract; the message binds the step, the iteration and the prosumer index).
+    `digest` is the contract's `messageDigest`, `signer` its `isSigned` check."""
+
+    chain_id: int
+    contract: str
+
+    @functools.cached_property
+    def separator(self) -> bytes:
+        return keccak(abi_encode(
+            ["bytes32", "bytes32", "bytes32", "uint256", "address"],
+            [_DOMAIN_TYPEHASH, keccak(text=DOMAIN_NAME), keccak(text=DOMAIN_VERSION), int(self.chain_id),
+             to_checksum_address(self.contract)],
+        ))  # fmt: skip
+
+    def typed_data(self, t: int, p: int, i: int, eb: int, eev: int, u: bytes) -> dict:
+        """The message as EIP-712 typed data (what a wallet shows and signs)."""
+        field = lambda name, ty: {"name": name, "type": ty}  # noqa: E731
+        return {
+            "types": {
+                "EIP712Domain": [field("name", "string"), field("version", "string"), field("chainId", "uint256"),
+                                 field("verifyingContract", "address")],
+                "Message": [field("t", "uint32"), field("p", "uint32"), field("i", "uint32"), field("eb", "int32"),
+                            field("eev", "int32"), field("u", "bytes")],
+            },
+            "primaryType": "Message",
+            "domain": {"name": DOMAIN_NAME, "version": DOMAIN_VERSION, "chainId": int(self.chain_id),
+                       "verifyingContract": to_checksum_address(self.contract)},
+            "message": {"t": int(t), "p": int(p), "i": int(i), "eb": int(eb), "eev": int(eev), "u": bytes(u)},
+        }  # fmt: skip
+
+    def digest(self, t: int, p: int, i: int, eb: int, eev: int, u_hash: bytes) -> bytes:
+        """keccak256(0x1901 ‖ separator ‖ hashStruct(Message)), with keccak256(u) = `u_hash`."""
+        sh = keccak(abi_encode(
+            ["bytes32", "uint32", "uint32", "uint32", "int32", "int32", "bytes32"],
+            [_MESSAGE_TYPEHASH, int(t), int(p), int(i), int(eb), int(eev), bytes(u_hash)],
+        ))  # fmt: skip
+        return keccak(b"\x19\x01" + self.separator + sh)
+
+    def sign(self, account, t: int, p: int, i: int, eb: int, eev: int, u: bytes) -> bytes:
+        """Prosumer i's signature (r ‖ s ‖ v, 65 bytes) of its message with `account` (its key,
+        in memory)."""
+        sig = account.unsafe_sign_hash(self.digest(t, p, i, eb, eev, keccak(u)))
+        return sig.r.to_bytes(32, "big") + sig.s.to_bytes(32, "big") + bytes([sig.v])
+
+    def signer(self, t: int, p: int, i: int, eb: int, eev: int, u_hash: bytes, sig: bytes) -> str | None:
+        """The address that signed the message, or None: as the contract's `isSigned`, v must be
+        27 or 28 and s in the lower half of the curve order."""
+        sig = bytes(sig)
+        if len(sig) != SIG_BYTES:
+            return None
+        r, s_, v = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:64], "big"), sig[64]
+        if v not in (27, 28) or not 0 < s_ <= _HALF_ORDER or not 0 < r < _ORDER:
+            return None
+        try:
+            key = eth_keys.Signature(vrs=(v - 27, r, s_)).recover_public_key_from_msg_hash(
+                self.digest(t, p, i, eb, eev, u_hash)
+            )
+        except Exception:  # no point on the curve for this r: ecrecover returns 0
+            return None
+        return key.to_checksum_address()
+
+
+def signature_parts(sig: bytes) -> tuple[int, bytes, bytes]:
+    """(v, r, s) of a 65-byte signature r ‖ s ‖ v."""
+    sig = bytes(sig)
+    return sig[64], sig[:32], sig[32:64]
 
 
 # ------------------------------------------------------------------ leaves and the tree
@@ -50,7 +142,8 @@ DEFAULT_CHALLENGE_BOND = 10**16  # wei staked by a challenger
 
 @dataclasses.dataclass(frozen=True)
 class Leaf:
-    """Iteration leaf (p, i) of step t, as the contract's `Leaf` struct."""
+    """Iteration leaf (p, i) of step t, as the contract's `Leaf` struct; `sig` prosumer i's
+    signature of its message (r ‖ s ‖ v; zero: no message)."""
 
     t: int
     p: int
@@ -62,10 +155,16 @@ class Leaf:
     stop: bool
     u_star_hash: bytes
     iterate_hash: bytes
+    sig: bytes = bytes(SIG_BYTES)
 
     def as_tuple(self) -> tuple:
+        v, r, s = signature_parts(self.sig)
         return (self.t, self.p, self.i, self.eb, self.eev, int(self.theta2), int(self.max_theta2), bool(self.stop),
-                self.u_star_hash, self.iterate_hash)  # fmt: skip
+                self.u_star_hash, self.iterate_hash, v, r, s)  # fmt: skip
+
+    def signed_by(self, domain: MessageDomain) -> str | None:
+        """The address that signed this leaf's message, or None (unsigned or invalid)."""
+        return domain.signer(self.t, self.p, self.i, self.eb, self.eev, self.u_star_hash, self.sig)
 
     def hash(self) -> bytes:
         """keccak256(abi.encode(leaf)), the contract's `leafHash`."""
@@ -120,7 +219,8 @@ class StepRecord:
     fields are the committed data whatever they are, so a wrong one is what a challenge proves.
 
     Shapes: `u_star`, `u_iter` [lastP + 1, P, nu]; `theta2` [lastP + 1][P] and `max_theta2`
-    [lastP + 1] Python integers; `stop` [lastP + 1]; `eb`, `eev` [P]; `applied` [P, n + 3].
+    [lastP + 1] Python integers; `stop` [lastP + 1]; `eb`, `eev` [P]; `applied` [P, n + 3];
+    `sig` [lastP + 1, P, 65] uint8, each prosumer's signature of its message (zero: none sent).
     """
 
     t: int
@@ -133,16 +233,22 @@ class StepRecord:
     eb: np.ndarray
     eev: np.ndarray
     applied: np.ndarray
+    sig: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.sig is None:
+            self.sig = np.zeros(self.u_star.shape[:2] + (SIG_BYTES,), dtype=np.uint8)
 
     @property
     def n_prosumers(self) -> int:
         return int(self.u_star.shape[1])
 
     @classmethod
-    def from_negotiation(cls, step: StepNegotiation, N: int) -> "StepRecord":
-        """The record of a negotiated step (`Mirror` record). A prosumer without an upload at
-        p >= 1 re-sent its iterate (combine(u, u) = u, θ = 0); without one at p = 0 it holds the
-        zero plan, as in the paper's contract."""
+    def from_negotiation(cls, step: StepNegotiation, N: int, sigs: dict | None = None) -> "StepRecord":
+        """The record of a negotiated step (`Mirror` record) with the prosumers' signatures
+        `sigs` {(p, i): 65 bytes}. A prosumer without an upload at p >= 1 re-sent its iterate
+        (combine(u, u) = u, θ = 0); without one at p = 0 it holds the zero plan, as in the
+        paper's contract; its leaf is unsigned."""
         its = [it for it in step.iterations if it.closed]
         P, nu = its[0].committed.shape
         last = len(its) - 1
@@ -153,19 +259,23 @@ class StepRecord:
             for i in range(P):
                 u_star[p, i] = it.uploads[i] if i in it.uploads else (u_iter[p - 1, i] if p else 0)
         states = [step.states.get(i, (0, 0)) for i in range(P)]
+        sig = np.zeros((last + 1, P, SIG_BYTES), dtype=np.uint8)
+        for (p, i), b in (sigs or {}).items():
+            if p <= last and i in its[p].uploads:
+                sig[p, i] = np.frombuffer(bytes(b), dtype=np.uint8)
         return cls(
             t=int(step.t), last_p=last, u_star=u_star, u_iter=u_iter,
             theta2=[[int(it.theta2.get(i, 0)) for i in range(P)] for it in its],
             max_theta2=[int(it.max_theta2) for it in its], stop=[bool(it.terminated) for it in its],
             eb=np.array([s[0] for s in states], dtype=np.int64), eev=np.array([s[1] for s in states], dtype=np.int64),
-            applied=u_iter[last][:, ::N].copy(),
+            applied=u_iter[last][:, ::N].copy(), sig=sig,
         )  # fmt: skip
 
     def copy(self) -> "StepRecord":
         return StepRecord(
             t=self.t, last_p=self.last_p, u_star=self.u_star.copy(), u_iter=self.u_iter.copy(),
             theta2=[list(r) for r in self.theta2], max_theta2=list(self.max_theta2), stop=list(self.stop),
-            eb=self.eb.copy(), eev=self.eev.copy(), applied=self.applied.copy(),
+            eb=self.eb.copy(), eev=self.eev.copy(), applied=self.applied.copy(), sig=self.sig.copy(),
         )  # fmt: skip
 
     # ---------------------------------------------------------- leaves
@@ -174,7 +284,14 @@ class StepRecord:
             t=self.t, p=p, i=i, eb=int(self.eb[i]) if p == 0 else 0, eev=int(self.eev[i]) if p == 0 else 0,
             theta2=self.theta2[p][i], max_theta2=self.max_theta2[p], stop=self.stop[p],
             u_star_hash=keccak(fp.pack(self.u_star[p, i])), iterate_hash=keccak(fp.pack(self.u_iter[p, i])),
+            sig=self.sig[p, i].tobytes(),
         )  # fmt: skip
+
+    def sign(self, p: int, i: int, account, domain: MessageDomain) -> None:
+        """Put `account`'s signature of leaf (p, i)'s message into the record."""
+        leaf = self.leaf(p, i)
+        sig = domain.sign(account, self.t, p, i, leaf.eb, leaf.eev, fp.pack(self.u_star[p, i]))
+        self.sig[p, i] = np.frombuffer(sig, dtype=np.uint8)
 
     def applied_bytes(self, i: int) -> bytes:
         return fp.pack(self.applied[i])
@@ -203,7 +320,7 @@ class StepRecord:
             t=np.array(self.t), last_p=np.array(self.last_p), u_star=self.u_star, u_iter=self.u_iter,
             theta2=np.array([[str(v) for v in r] for r in self.theta2]),
             max_theta2=np.array([str(v) for v in self.max_theta2]), stop=np.array(self.stop, dtype=bool),
-            eb=self.eb, eev=self.eev, applied=self.applied,
+            eb=self.eb, eev=self.eev, applied=self.applied, sig=self.sig,
         )  # fmt: skip
 
     @classmethod
@@ -214,6 +331,7 @@ class StepRecord:
             max_theta2=[int(v) for v in a["max_theta2"]], stop=[bool(v) for v in a["stop"]],
             eb=np.asarray(a["eb"], dtype=np.int64), eev=np.asarray(a["eev"], dtype=np.int64),
             applied=np.asarray(a["applied"], dtype=np.int64),
+            sig=np.asarray(a["sig"], dtype=np.uint8) if "sig" in a else None,
         )  # fmt: skip
 
 
@@ -236,20 +354,47 @@ class Fraud:
         return f"step {self.t}, {who}: {self.kind} ({self.detail})"
 
 
-def find_frauds(rec: StepRecord, mirror: Mirror) -> list[Fraud]:
+def silent_default(rec: StepRecord, p: int, i: int) -> bool:
+    """Whether leaf (p, i) holds what the contract accepts unsigned: at p = 0 the zero plan with
+    eb = eev = 0, at p >= 1 the previous committed iterate as the uploaded vector."""
+    leaf = rec.leaf(p, i)
+    if p == 0:
+        return leaf.eb == 0 and leaf.eev == 0 and not np.any(rec.u_star[0, i])
+    return leaf.u_star_hash == keccak(fp.pack(rec.u_iter[p - 1, i]))
+
+
+def signature_problem(rec: StepRecord, p: int, i: int, domain: MessageDomain, address: str) -> str | None:
+    """Why leaf (p, i) fails the contract's signature check (prosumer i at `address`), or None."""
+    leaf = rec.leaf(p, i)
+    if leaf.sig[64] == 0:
+        return None if silent_default(rec, p, i) else "no signature, and not a silent prosumer's default"
+    who = leaf.signed_by(domain)
+    if who is None:
+        return "not a valid signature"
+    if who.lower() != str(address).lower():
+        return f"signed by {who}, not by the prosumer ({address})"
+    return None
+
+
+def find_frauds(rec: StepRecord, mirror: Mirror, domain: MessageDomain | None = None) -> list[Fraud]:
     """Re-execute every leaf of `rec` as the contract's challenges do, with the contract's
     integers (`fixedpoint`, `mirror`: bounds, w, κ², p_max). Returns every wrong leaf, per leaf
-    the first of: malformed, bounds, combination, θ; then per iteration the stop rule; then the
-    applied inputs. An honest record gives []."""
+    the first of: signature (with `domain` and the prosumers' addresses in `mirror`), malformed,
+    bounds, combination, θ; then per iteration the stop rule; then the applied inputs. An honest
+    record gives []."""
     out: list[Fraud] = []
     P, nu = rec.n_prosumers, mirror.nu
+    check_sigs = domain is not None and mirror.addresses is not None
     for p in range(rec.last_p + 1):
         for i in range(P):
             a = rec.u_star[p, i]
             hi = mirror.block_bounds(i, p)
             prev = rec.u_iter[p - 1, i] if p else None
             bad = np.flatnonzero((a < 0) | (a > hi)) if a.shape == (nu,) else None
-            if a.shape != (nu,) or rec.u_iter[p, i].shape != (nu,):
+            why = signature_problem(rec, p, i, domain, mirror.addresses[i]) if check_sigs else None
+            if why is not None:
+                out.append(Fraud(rec.t, "signature", p, i, why))
+            elif a.shape != (nu,) or rec.u_iter[p, i].shape != (nu,):
                 out.append(Fraud(rec.t, "malformed", p, i, "a vector without nu values"))
             elif bad.size:
                 k = int(bad[0])
@@ -281,13 +426,43 @@ def find_frauds(rec: StepRecord, mirror: Mirror) -> list[Fraud]:
     return out
 
 
-def plant_fraud(rec: StepRecord, kind: str, mirror: Mirror) -> tuple[StepRecord, int, int | None]:
+def plant_fraud(
+    rec: StepRecord, kind: str, mirror: Mirror, domain: MessageDomain | None = None, accounts=None
+) -> tuple[StepRecord, int, int | None]:
     """A dishonest committer's record (tests, benchmarks, demonstrations): a copy of `rec` with
     one wrong leaf of `kind` (combination, bounds, bounds0 (a trade at p = 0), theta, stop (a
-    premature stop at p = 2), applied), at iteration min(2, lastP) and prosumer 1. Returns
-    (record, p, i) of the leaf or iteration (i None) it is in."""
+    premature stop at p = 2), applied), at iteration min(2, lastP) and prosumer 1; or, at the
+    last iteration, a misreported message with every number recomputed to match it (the leaf is
+    consistent but for its signature): `misreport` (the prosumer's signature of its true message
+    kept), `unsigned` (no signature), `forged` (signed with another key; needs `domain`),
+    `replayed` (the message and signature of the prosumer's previous iteration: the same vector,
+    signed for another iteration). With `domain` and the prosumers' `accounts`, a `bounds` or
+    `bounds0` message is signed by its prosumer (one that sent a vector outside its bounds).
+    Returns (record, p, i) of the leaf or iteration (i None)."""
     bad = rec.copy()
     p, i = min(2, rec.last_p), 1
+    if kind in ("misreport", "unsigned", "forged", "replayed"):
+        p = rec.last_p
+        if kind == "replayed":
+            assert p >= 2, "a replayed message needs an earlier optimum (p - 1 >= 1)"
+            bad.u_star[p, i] = rec.u_star[p - 1, i]
+            bad.sig[p, i] = rec.sig[p - 1, i]
+        else:
+            hi = mirror.block_bounds(i, p)
+            k = 1  # not a first input: the applied inputs stay what they were
+            bad.u_star[p, i, k] = rec.u_star[p, i, k] + 1000 if rec.u_star[p, i, k] + 1000 <= hi[k] else 0
+        bad.u_iter[p, i] = fp.combine(bad.u_star[p, i], bad.u_iter[p - 1, i], mirror.w_num, mirror.w_den)
+        bad.theta2[p][i] = fp.theta2(bad.u_iter[p, i], bad.u_iter[p - 1, i])
+        bad.max_theta2[p] = max(bad.theta2[p])
+        assert bad.stop[p] == (p == mirror.p_max or bad.max_theta2[p] <= mirror.kappa2), "the stop rule changed"
+        assert np.array_equal(bad.applied[i], bad.u_iter[p, i][:: mirror.N]), "the applied inputs changed"
+        if kind == "unsigned":
+            bad.sig[p, i] = 0
+        elif kind == "forged":
+            from eth_account import Account
+
+            bad.sign(p, i, Account.create(), domain)
+        return bad, p, i
     if kind == "combination":  # committed iterate one unit off the combination
         bad.u_iter[p, i, 3] += 1
     elif kind == "bounds":  # an optimum above the prosumer's bound, combined as if it were fine
@@ -307,7 +482,7 @@ def plant_fraud(rec: StepRecord, kind: str, mirror: Mirror) -> tuple[StepRecord,
             t=rec.t, last_p=p, u_star=rec.u_star[: p + 1].copy(), u_iter=rec.u_iter[: p + 1].copy(),
             theta2=[list(r) for r in rec.theta2[: p + 1]], max_theta2=list(rec.max_theta2[: p + 1]),
             stop=list(rec.stop[:p]) + [True], eb=rec.eb.copy(), eev=rec.eev.copy(),
-            applied=rec.u_iter[p][:, :: mirror.N].copy(),
+            applied=rec.u_iter[p][:, :: mirror.N].copy(), sig=rec.sig[: p + 1].copy(),
         )  # fmt: skip
         i = None
     elif kind == "applied":
@@ -315,6 +490,8 @@ def plant_fraud(rec: StepRecord, kind: str, mirror: Mirror) -> tuple[StepRecord,
         bad.applied[i, 0] += 1
     else:
         raise ValueError(kind)
+    if kind in ("bounds", "bounds0") and domain is not None and accounts is not None:
+        bad.sign(p, i, accounts[i], domain)
     return bad, p, i
 
 
@@ -324,8 +501,9 @@ def plant_fraud(rec: StepRecord, kind: str, mirror: Mirror) -> tuple[StepRecord,
 class Channel(Protocol):
     """How the prosumers exchange an iteration's messages off chain. A message is bytes: at
     p = 0 `int32 eb ‖ int32 eev ‖ u^0`, at p >= 1 `u^{p,*}` (big-endian int32 lanes, the data
-    the paper's contract hashes into its chain). A network transport implements the same two
-    calls; `collect` returns what every prosumer received (the same for all)."""
+    the paper's contract hashes into its chain), followed by the sender's 65-byte signature
+    (`MessageDomain.sign`). A network transport implements the same two calls; `collect`
+    returns what every prosumer received (the same for all)."""
 
     def publish(self, t: int, p: int, sender: int, data: bytes) -> None: ...
 
@@ -350,35 +528,62 @@ class LocalChannel:
 
 class OffChainNegotiation:
     """The iterations of the paper's contract run by the prosumers themselves: messages through
-    `channel`, the state machine and the integers of `mirror` (the contract's mirror)."""
+    `channel`, the state machine and the integers of `mirror` (the contract's mirror).
 
-    def __init__(self, mirror: Mirror, channel: Channel | None = None):
+    With `domain` (the commit coordinator's, `CommitCoordinator.domain`), each prosumer i signs
+    its messages with its key (`accounts[i]`, in memory, or the `account` of a call), and a
+    message that does not carry its sender's signature (checked against `mirror.addresses`) is
+    not received: its sender counts as silent. Without a domain, messages go unsigned."""
+
+    def __init__(self, mirror: Mirror, channel: Channel | None = None, *, domain: MessageDomain | None = None,
+                 accounts=None):  # fmt: skip
         self.mirror = mirror
         self.channel = channel if channel is not None else LocalChannel()
+        self.domain = domain
+        self.accounts = list(accounts) if accounts is not None else []
+        self.sigs: dict[tuple[int, int, int], bytes] = {}  # (t, p, i) -> signature of a received message
+        self.refused: list[tuple[int, int, int]] = []  # (t, p, i) of messages without their sender's signature
 
-    def send_initial(self, i: int, t: int, eb: int, eev: int, u) -> None:
-        self.channel.publish(t, 0, i, initial_data(int(eb), int(eev), fp.pack(u)))
+    def _signature(self, i, t, p, eb, eev, u: bytes, account) -> bytes:
+        if self.domain is None:
+            return bytes(SIG_BYTES)
+        account = account if account is not None else self.accounts[i]
+        return self.domain.sign(account, t, p, i, eb, eev, u)
 
-    def send(self, i: int, t: int, p: int, u_star) -> None:
-        self.channel.publish(t, p, i, fp.pack(u_star))
+    def send_initial(self, i: int, t: int, eb: int, eev: int, u, account=None) -> None:
+        u = fp.pack(u)
+        sig = self._signature(i, t, 0, int(eb), int(eev), u, account)
+        self.channel.publish(t, 0, i, initial_data(int(eb), int(eev), u) + sig)
+
+    def send(self, i: int, t: int, p: int, u_star, account=None) -> None:
+        u = fp.pack(u_star)
+        self.channel.publish(t, p, i, u + self._signature(i, t, p, 0, 0, u, account))
 
     def close(self, t: int, p: int):
-        """Apply the messages of iteration (t, p) in prosumer order and close it; returns the
-        closed `IterationRecord`."""
+        """Apply the messages of iteration (t, p) signed by their senders, in prosumer order, and
+        close it; returns the closed `IterationRecord`."""
         m, nu = self.mirror, self.mirror.nu
-        for i, data in sorted(self.channel.collect(t, p).items()):
+        for i, msg in sorted(self.channel.collect(t, p).items()):
+            data, sig = msg[:-SIG_BYTES], msg[-SIG_BYTES:]
+            eb, eev, u = (*(int(v) for v in fp.unpack(data[:8])), data[8:]) if p == 0 else (0, 0, data)
+            if self.domain is not None:
+                who = self.domain.signer(t, p, i, eb, eev, keccak(u), sig)
+                if who is None or m.addresses is None or who.lower() != str(m.addresses[i]).lower():
+                    self.refused.append((t, p, i))
+                    continue
             if p == 0:
-                head = fp.unpack(data[:8])
-                m.initial(i, t, int(head[0]), int(head[1]), fp.unpack(data[8:], nu))
+                m.initial(i, t, eb, eev, fp.unpack(u, nu))
             else:
-                m.upload(i, t, p, fp.unpack(data, nu))
+                m.upload(i, t, p, fp.unpack(u, nu))
+            self.sigs[(t, p, i)] = bytes(sig) if self.domain is not None else bytes(SIG_BYTES)
         if (m.t, m.p) == (t, p):  # someone was missing: closed as after the deadline
             m.close()
         return [it for s in m.steps if s.t == t for it in s.iterations if it.p == p][-1]
 
     def record(self, t: int) -> StepRecord:
         step = next(s for s in self.mirror.steps if s.t == t)
-        return StepRecord.from_negotiation(step, self.mirror.N)
+        sigs = {(p, i): b for (tt, p, i), b in self.sigs.items() if tt == t}
+        return StepRecord.from_negotiation(step, self.mirror.N, sigs)
 
 
 # ------------------------------------------------------------------ the contract
@@ -397,10 +602,37 @@ class ChallengeResult:
         return self.fraud != "none"
 
 
+class NotCommitCoordinator(ValueError):
+    """An address that holds no `FCMPCCommitCoordinator` (not an address, no contract, or a
+    contract with other code)."""
+
+
 class CommitCoordinator(DeployedCoordinator):
     """A deployed `FCMPCCommitCoordinator` and the accounts of its prosumers."""
 
     ARTIFACT = COMMIT_ARTIFACT
+
+    @classmethod
+    def at(cls, chain: Chain, address: str) -> "CommitCoordinator":
+        """The commit coordinator already deployed at `address`, as a watcher sees it (no
+        prosumer accounts). Its runtime code must be the committed artifact's, byte for byte
+        outside the immutables (the deployment parameters, zero in the artifact); raises
+        `NotCommitCoordinator` otherwise."""
+        from web3 import Web3
+
+        if not isinstance(address, str) or not Web3.is_address(address):
+            raise NotCommitCoordinator(f"{address!r} is not an address.")
+        address = to_checksum_address(address)
+        code = np.frombuffer(bytes(chain.w3.eth.get_code(address)), dtype=np.uint8)
+        if not code.size:
+            raise NotCommitCoordinator(f"no contract at {address} on chain {chain.chain_id}.")
+        want = np.frombuffer(bytes.fromhex(load_artifact(COMMIT_ARTIFACT)["deployedBytecode"][2:]), dtype=np.uint8)
+        if code.size != want.size or np.any((code != want) & (want != 0)):
+            raise NotCommitCoordinator(
+                f"the contract at {address} on chain {chain.chain_id} is not an FCMPCCommitCoordinator "
+                "(its code is not the commit coordinator's)."
+            )
+        return cls(chain, address)
 
     @classmethod
     def deploy(
@@ -419,6 +651,15 @@ class CommitCoordinator(DeployedCoordinator):
     def _more_params(self) -> dict[str, Any]:
         f = self.functions
         return dict(bond=f.bond().call(), challenge_bond=f.challengeBond().call())
+
+    def domain(self) -> MessageDomain:
+        """The EIP-712 domain the prosumers sign their messages in (this chain and contract)."""
+        return MessageDomain(self.chain.chain_id, self.address)
+
+    def negotiation(self, channel: Channel | None = None) -> OffChainNegotiation:
+        """An off-chain negotiation of this contract's prosumers: its parameters and addresses,
+        its domain, and the prosumers' accounts this object holds."""
+        return OffChainNegotiation(self.mirror(), channel, domain=self.domain(), accounts=self.agents)
 
     # ---------------------------------------------------------- reads
     def commitment(self, t: int) -> dict[str, Any]:
@@ -546,18 +787,92 @@ def read_records(path: Path) -> tuple[list[StepRecord], dict]:
     return [StepRecord.from_arrays(steps[t]) for t in sorted(steps)], meta
 
 
+def commitment_problem(rec: StepRecord, c: dict) -> str | None:
+    """Why the commitment `c` on chain (`CommitCoordinator.commitment`) is not `rec`'s, or None."""
+    if c["status"] == "none":
+        return f"step {rec.t}: no commitment on chain"
+    if c["root"] != rec.root or c["last_p"] != rec.last_p:
+        return (f"step {rec.t}: the stored data give root 0x{rec.root.hex()[:16]}… (lastP {rec.last_p}), "
+                f"the chain holds 0x{c['root'].hex()[:16]}… (lastP {c['last_p']})")  # fmt: skip
+    return None
+
+
 def check_commitments(coord: CommitCoordinator, records: Sequence[StepRecord]) -> list[str]:
     """Compare every record's root and lastP with the commitment on chain; returns the
     differences (a record that is not what was committed cannot be used to challenge)."""
-    out = []
+    problems = (commitment_problem(rec, coord.commitment(rec.t)) for rec in records)
+    return [x for x in problems if x is not None]
+
+
+@dataclasses.dataclass
+class OnChainCheck:
+    """The check of commitments already on chain against the records a watcher holds
+    (`check_onchain`): per step its status and what was found, the problems (records that are
+    not what was committed, or a contract that does not commit to the run), the wrong leaves,
+    the challenges raised."""
+
+    address: str
+    chain_id: int
+    steps: list[dict]
+    problems: list[str]
+    frauds: list[Fraud]
+    challenges: list[ChallengeResult]
+    notes: list[str]
+
+    @property
+    def verified(self) -> bool:
+        return not self.problems and not self.frauds
+
+    def first_problem(self) -> str | None:
+        if self.problems:
+            return self.problems[0]
+        return f"wrong leaf: {self.frauds[0].describe()}" if self.frauds else None
+
+    def to_dict(self) -> dict:
+        return dict(
+            verdict="verified" if self.verified else "not verified", address=self.address, chain_id=self.chain_id,
+            steps=self.steps, problems=self.problems, frauds=[dataclasses.asdict(f) for f in self.frauds],
+            challenges=[dataclasses.asdict(r) for r in self.challenges], notes=self.notes,
+        )  # fmt: skip
+
+
+def check_onchain(
+    coord: CommitCoordinator, records: Sequence[StepRecord], *, challenge: bool = False, challenger=None
+) -> OnChainCheck:
+    """Check the commitments already posted to `coord` (`CommitCoordinator.at`) against
+    `records` (`read_records`): every step's root and lastP, then every leaf of the steps whose
+    records are what was committed re-executed (`find_frauds`, signatures included). With
+    `challenge`, the first wrong leaf of each step still open to challenges is proven on chain
+    by `challenger` (an account or an unlocked address; default: the chain's funder)."""
+    mirror, domain = coord.mirror(), coord.domain()
+    period, now = int(coord.params["period"]), coord.chain.timestamp()
+    problems, frauds, results, notes, steps = [], [], [], [], []
     for rec in records:
         c = coord.commitment(rec.t)
-        if c["status"] == "none":
-            out.append(f"step {rec.t}: no commitment on chain")
-        elif c["root"] != rec.root or c["last_p"] != rec.last_p:
-            out.append(f"step {rec.t}: the stored data give root 0x{rec.root.hex()[:16]}… (lastP {rec.last_p}), "
-                       f"the chain holds 0x{c['root'].hex()[:16]}… (lastP {c['last_p']})")  # fmt: skip
-    return out
+        why = commitment_problem(rec, c)
+        found = [] if why is not None else find_frauds(rec, mirror, domain)
+        open_until = int(c["posted_at"]) + period if c["status"] == "pending" else None
+        steps.append(dict(step=rec.t, status=c["status"], matches=why is None, wrong_leaves=len(found),
+                          window_end=open_until, committer=c["committer"]))  # fmt: skip
+        if why is not None:
+            problems.append(why)
+            continue
+        frauds += found
+        if not (found and challenge):
+            continue
+        if open_until is None or now > open_until:
+            why_not = f"its commitment is {c['status']}" if open_until is None else f"its window closed at {open_until}"
+            notes.append(f"step {rec.t}: not challenged ({why_not})")
+            continue
+        res = coord.challenge(rec, found[0], challenger if challenger is not None else coord.chain._funder)
+        results.append(res)
+        verdict = f"slashed ({res.fraud})" if res.slashed else "not proven"
+        notes.append(f"step {rec.t}: challenged {found[0].describe()} on chain: {verdict}, {res.gas_used} gas, "
+                     f"tx {res.tx_hash}")  # fmt: skip
+    n = coord.next_step()
+    if n > len(records):
+        notes.append(f"the contract holds commitments of steps 0..{n - 1}; the records cover {len(records)}")
+    return OnChainCheck(coord.address, coord.chain.chain_id, steps, problems, frauds, results, notes)
 
 
 # ------------------------------------------------------------------ audit
@@ -575,11 +890,12 @@ def check_replay(rep, chk, detail: dict, *, challenge: bool = False, challenger=
     coord: CommitCoordinator = rep.coordinator
     ids = list(coord.params["ids"])
     mirror = coord.mirror()
+    domain = coord.domain()
     results: list[ChallengeResult] = []
     for problem in check_commitments(coord, rep.records):
         chk.diffs.append(Difference("commitment", note=problem))
     for rec in rep.records:
-        frauds = find_frauds(rec, mirror)
+        frauds = find_frauds(rec, mirror, domain)
         stats = chk.stats.setdefault("commitment_leaves", CheckStats())
         stats.count += (rec.last_p + 2) * rec.n_prosumers
         stats.failed += len(frauds)

@@ -69,10 +69,12 @@ def open_chain(
     key_env: str | None = None,
     keystore: str | None = None,
     password_env: str | None = None,
+    require_key: bool = True,
 ) -> Iterator[Chain]:
     """The chain of an audit: `tester` (embedded, default), `anvil` (started on 127.0.0.1 and
     stopped afterwards) or `rpc` (`url`; the deployer key from the environment variable
-    `key_env` or the encrypted `keystore`, whose password is in `password_env`)."""
+    `key_env` or the encrypted `keystore`, whose password is in `password_env`; without
+    `require_key` it may be absent, for reading only)."""
     if kind == "tester":
         yield Chain.tester()
     elif kind == "anvil":
@@ -82,8 +84,9 @@ def open_chain(
         if not url:
             raise ValueError("`chain.url` (--url) is required with chain=rpc.")
         yield Chain.rpc(
-            url, key_env=key_env or KEY_ENV, keystore=keystore, password_env=password_env or KEYSTORE_PASSWORD_ENV
-        )
+            url, key_env=key_env or KEY_ENV, keystore=keystore, password_env=password_env or KEYSTORE_PASSWORD_ENV,
+            require_key=require_key,
+        )  # fmt: skip
     else:
         raise ValueError(f"`chain.kind` must be one of {CHAINS}, got {kind!r}.")
 
@@ -308,10 +311,8 @@ class CommitCoordination:
     demonstrations), `mirror` holding the contract's parameters."""
 
     def __init__(self, coord, channel=None, committer=None):
-        from ecjax.chain.commit import OffChainNegotiation
-
         self.coord = coord
-        self.neg = OffChainNegotiation(coord.mirror(), channel)
+        self.neg = coord.negotiation(channel)  # each prosumer signs its messages
         self.committer = committer
         self.records: list = []
 

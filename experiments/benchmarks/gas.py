@@ -12,7 +12,8 @@ every step runs them all), T = 24 steps per community-day:
 - commit mode: the whole day on chain, exactly: T commitments, then one `finalize` after the
   challenge window (bonds released);
 - one challenge of each kind (update re-execution, iteration stop rule, applied inputs) against
-  a planted fraud of the paper-size day, and the dearest of them.
+  a planted fraud of the paper-size day, and the dearest of them; and the challenge of a
+  misreported message (a leaf consistent but for its prosumer's signature).
 
 Last line: `gas: full_per_day=<x> commit_per_day=<x> ratio=<full/commit> challenge=<x>` (paper size).
 
@@ -37,9 +38,8 @@ import numpy as np
 
 from ecjax.chain import fixedpoint as fp
 from ecjax.chain.client import Chain, Coordinator
-from ecjax.chain.commit import CommitCoordinator, OffChainNegotiation, find_frauds, plant_fraud
+from ecjax.chain.commit import CommitCoordinator, find_frauds, plant_fraud
 from ecjax.chain.config import CoordinatorConfig
-from ecjax.chain.mirror import Mirror
 
 T_DAY = 24  # MPC steps of a community-day
 
@@ -132,9 +132,10 @@ def full_step(chain: Chain, config: CoordinatorConfig, iterations: int, probe: i
                 max_upload=max(ups), mean_upload=float(np.mean(ups)), deploy=coord.deploy_receipt["gasUsed"])  # fmt: skip
 
 
-def negotiated(config: CoordinatorConfig, iterations: int, seed: int = 0):
-    """The same synthetic step negotiated off chain (`OffChainNegotiation`): its record."""
-    neg = OffChainNegotiation(Mirror.from_config(config))
+def negotiated(coord: CommitCoordinator, config: CoordinatorConfig, iterations: int, seed: int = 0):
+    """The same synthetic step negotiated off chain (`OffChainNegotiation`, every message signed
+    by its prosumer): its record."""
+    neg = coord.negotiation()
     states, u0, target = synthetic(config, seed)
     P = config.n_prosumers
     for i in range(P):
@@ -149,33 +150,39 @@ def negotiated(config: CoordinatorConfig, iterations: int, seed: int = 0):
     return neg.record(0)
 
 
-def at_step(rec, t: int):
-    """The record of a step with the same negotiation at step t (its leaves carry t)."""
+def at_step(rec, t: int, coord: CommitCoordinator):
+    """The record of a step with the same negotiation at step t (its leaves carry t, and every
+    message is signed again by its prosumer for step t)."""
     out = rec.copy()
     out.t = t
+    domain = coord.domain()
+    for p in range(out.last_p + 1):
+        for i in range(out.n_prosumers):
+            out.sign(p, i, coord.agents[i], domain)
     return out
 
 
 def commit_day(chain: Chain, config: CoordinatorConfig, iterations: int, seed: int = 0) -> dict:
     """A whole community-day in commit mode, on chain: T_DAY commitments (prosumer t mod P),
     then one `finalize` after the challenge window. Then one challenge of each kind against a
-    planted fraud (steps T_DAY, T_DAY + 1, T_DAY + 2)."""
+    planted fraud (steps T_DAY .. T_DAY + 3; the last a misreported message, its signature)."""
     coord = CommitCoordinator.deploy(chain, config)
-    rec = negotiated(config, iterations, seed)
+    rec = negotiated(coord, config, iterations, seed)
     P = config.n_prosumers
-    commits = [coord.commit(at_step(rec, t), t % P)["gasUsed"] for t in range(T_DAY)]
+    commits = [coord.commit(at_step(rec, t, coord), t % P)["gasUsed"] for t in range(T_DAY)]
     chain.increase_time(config.period_s + 1)
     fin = coord.finalize(0, T_DAY)["gasUsed"]
     assert all(coord.commitment(t)["status"] == "final" for t in range(T_DAY))
     (challenger,) = chain.new_accounts(1)
-    mirror = coord.mirror()
+    mirror, domain = coord.mirror(), coord.domain()
     challenge = {}
-    for t, kind in enumerate(("combination", "stop", "applied"), start=T_DAY):
-        bad = plant_fraud(at_step(rec, t), kind, mirror)[0]
+    for t, kind in enumerate(("combination", "stop", "applied", "misreport"), start=T_DAY):
+        bad = plant_fraud(at_step(rec, t, coord), kind, mirror, domain, coord.agents)[0]
         coord.commit(bad, t % P)
-        res = coord.challenge(bad, find_frauds(bad, mirror)[0], challenger)
+        res = coord.challenge(bad, find_frauds(bad, mirror, domain)[0], challenger)
+        kind = "signature" if kind == "misreport" else kind
         assert res.slashed and res.fraud == kind, res
-        challenge[res.challenge] = res.gas_used
+        challenge[res.challenge if kind != "signature" else "signature"] = res.gas_used
     return dict(day_gas=sum(commits) + fin, commit_mean=float(np.mean(commits)), commit_max=max(commits),
                 finalize=fin, leaves=(rec.last_p + 2) * P, depth=len(rec.proof(0, 0)), challenge=challenge,
                 deploy=coord.deploy_receipt["gasUsed"])  # fmt: skip

@@ -4,6 +4,8 @@ a false challenge costs the challenger."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from eth_utils import keccak
@@ -36,7 +38,7 @@ def setup(chain):
     config = small_config()
     coord = CommitCoordinator.deploy(chain, config, bond=BOND, challenge_bond=STAKE)
     (challenger,) = chain.new_accounts(1)
-    return coord, config, challenger, OffChainNegotiation(Mirror.from_config(config))
+    return coord, config, challenger, coord.negotiation()
 
 
 def test_offchain_negotiation_is_the_full_contracts(chain, rng):
@@ -117,15 +119,23 @@ def test_honest_day_finalizes_and_false_challenges_cost_the_challenger(setup, rn
     assert meta["address"] == coord.address and [r.root for r in back] == [r.root for r in recs]
 
 
-@pytest.mark.parametrize("kind", ["combination", "bounds", "bounds0", "theta", "stop", "applied"])
+SIGNATURE_FRAUDS = ["misreport", "unsigned", "forged", "replayed"]
+
+
+@pytest.mark.parametrize("kind", ["combination", "bounds", "bounds0", "theta", "stop", "applied"] + SIGNATURE_FRAUDS)
 def test_planted_fraud_is_proven_and_slashed(setup, rng, kind):
+    """Each kind of wrong leaf, the committer's misreport of a prosumer's message among them (its
+    numbers recomputed to match, so that only the signature is wrong: kept from the true
+    message, removed, made with another key, or replayed from another iteration)."""
     coord, config, challenger, neg = setup
-    mirror = coord.mirror()
+    mirror, domain = coord.mirror(), coord.domain()
     honest = negotiate(neg, config, rng, 0)
-    bad, p, i = plant(honest, kind, mirror)
-    frauds = find_frauds(bad, mirror)
-    want = kind.rstrip("0")
+    bad, p, i = plant(honest, kind, mirror, domain, coord.agents)
+    frauds = find_frauds(bad, mirror, domain)
+    want = "signature" if kind in SIGNATURE_FRAUDS else kind.rstrip("0")
     assert frauds and frauds[0].kind == want and (frauds[0].p, frauds[0].i) == (p, i), frauds
+    if kind in SIGNATURE_FRAUDS:  # consistent but for the signature: without it, nothing to prove
+        assert len(frauds) == 1 and find_frauds(bad, mirror) == []
     coord.commit(bad, 0)
     res = coord.challenge(bad, frauds[0], challenger)
     assert res.slashed and res.fraud == want
@@ -139,6 +149,52 @@ def test_planted_fraud_is_proven_and_slashed(setup, rng, kind):
     # the step is committed again, honestly, by another prosumer
     coord.commit(honest, 1)
     assert coord.commitment(0)["status"] == "pending" and coord.next_step() == 1
+
+
+def test_prosumer_signatures(setup, rng):
+    """The message digest is EIP-712 as wallets compute it and as the contract does; a prosumer's
+    signature holds only for its own (chain, contract, step, iteration, index); a message not
+    signed by its sender is not received; a silent prosumer's unsigned leaf is honest."""
+    from eth_account.messages import encode_typed_data
+
+    coord, config, challenger, neg = setup
+    domain, f = coord.domain(), coord.functions
+    rec = negotiate(neg, config, rng, 0, skip=(1,))  # prosumer 1 silent at p = 1
+    assert find_frauds(rec, coord.mirror(), domain) == []
+    leaf = rec.leaf(2, 0)
+    typed = domain.typed_data(0, 2, 0, 0, 0, fp.pack(rec.u_star[2, 0]))
+    digest = domain.digest(0, 2, 0, 0, 0, leaf.u_star_hash)
+    m = encode_typed_data(full_message=typed)  # eth_account's EIP-712 encoding
+    want = keccak(b"\x19" + m.version + m.header + m.body)
+    assert digest == want == bytes(f.messageDigest(leaf.as_tuple()).call())
+    assert bytes(f.domainSeparator().call()) == domain.separator
+    assert leaf.signed_by(domain) == coord.agents[0].address and f.isSigned(leaf.as_tuple()).call()
+    p0 = rec.leaf(0, 2)
+    assert p0.eb == rec.eb[2] and f.isSigned(p0.as_tuple()).call()  # the state is signed with u^0
+    # the same message signed for another step, iteration, prosumer, contract or chain
+    a = coord.agents[0]
+    u = fp.pack(rec.u_star[2, 0])
+    other = [domain.sign(a, 1, 2, 0, 0, 0, u), domain.sign(a, 0, 3, 0, 0, 0, u), domain.sign(a, 0, 2, 1, 0, 0, u),
+             type(domain)(domain.chain_id, challenger.address).sign(a, 0, 2, 0, 0, 0, u),
+             type(domain)(domain.chain_id + 1, coord.address).sign(a, 0, 2, 0, 0, 0, u)]  # fmt: skip
+    for sig in other:
+        moved = dataclasses.replace(leaf, sig=sig)
+        assert moved.signed_by(domain) != a.address and not f.isSigned(moved.as_tuple()).call()
+    # the malleable twin (s > n/2) is not accepted, on chain or off
+    sig, order = leaf.sig, 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+    twin = sig[:32] + (order - int.from_bytes(sig[32:64], "big")).to_bytes(32, "big") + bytes([55 - sig[64]])
+    moved = dataclasses.replace(leaf, sig=twin)
+    assert moved.signed_by(domain) is None and not f.isSigned(moved.as_tuple()).call()
+    # the silent prosumer's leaf is unsigned and honest: a challenge of it proves nothing
+    assert rec.leaf(1, 1).sig == bytes(65) and rec.sig[1, 0].any()
+    coord.commit(rec, 0)
+    assert coord.challenge(rec, Fraud(0, "signature", 1, 1), challenger).fraud == "none"
+    # a message signed by someone else is not received: its sender counts as silent
+    neg.send_initial(0, 1, 5, 6, rec.u_star[0, 0], account=challenger)
+    neg.send_initial(1, 1, 5, 6, rec.u_star[0, 1])
+    neg.send_initial(2, 1, 5, 6, rec.u_star[0, 2])
+    it = neg.close(1, 0)
+    assert neg.refused == [(1, 0, 0)] and sorted(it.uploads) == [1, 2] and not it.committed[0].any()
 
 
 def test_commit_rejections(setup, rng):
@@ -182,7 +238,7 @@ def test_challenge_gas_at_paper_size():
     config = paper_config(p_max=4)
     coord = CommitCoordinator.deploy(chain, config)
     (challenger,) = chain.new_accounts(1)
-    neg = OffChainNegotiation(Mirror.from_config(config))
+    neg = coord.negotiation()
     rng = np.random.default_rng(5)
     honest = negotiate(neg, config, rng, 0)
     bad, p, i = plant(honest, "combination", coord.mirror())
