@@ -270,7 +270,10 @@ def jax_cache_dir(setting) -> str | None:
     return str(Path(str(setting)).expanduser())
 
 
-def _jax_setup(config: Mapping) -> None:
+def jax_setup(config: Mapping) -> None:
+    """x64 and the persistent compilation cache of `config` (its key `cache_dir`), for a
+    process about to compile the batch code: a cell's worker, or the audit's re-run of a
+    sample (which then loads what the run compiled)."""
     import jax
 
     jax.config.update("jax_enable_x64", True)
@@ -287,7 +290,7 @@ def run_cell(store_path: str, cell_id: str, config: Mapping, params: Mapping,
     **Returns:** ``{"id", "blocks": [computed block indices], "seconds"}``; a cell that was
     already finished computes nothing.
     """
-    _jax_setup(config)
+    jax_setup(config)
     from .config import cell_inputs
     from .experiment import run_batch
 

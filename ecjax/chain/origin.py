@@ -250,6 +250,7 @@ def check_origin(cell, sample: int, risk: float) -> OriginCheck:
     against the config stored with it (see the module docstring). Raises
     `ecjax.config.ConfigError` if the stored config is no longer a valid config."""
     from ecjax.config import cell_inputs, config_hash
+    from ecjax.sweep import jax_setup
 
     t0 = time.perf_counter()
     diffs: list[Difference] = []
@@ -262,6 +263,7 @@ def check_origin(cell, sample: int, risk: float) -> OriginCheck:
             f"the stored config hashes to {recomputed[:16]}…, the store recorded {str(recorded)[:16]}… when the run "
             "started: the config was changed after the run")))  # fmt: skip
     inputs = cell_inputs(cell.config)
+    jax_setup(cell.config)  # the run's compilation cache: the re-run loads what the run compiled
     if "seed" in cell.attrs:
         stats["seed"] = CheckStats(count=1)
         if int(cell.attrs["seed"]) != inputs.seed:
