@@ -27,6 +27,11 @@ iterations off chain and posts one commitment per step (`ecjax.chain.commit`); t
 also checks every step's root on chain against the prosumers' records and re-executes every
 leaf, and with `--challenge` proves a wrong leaf on chain. The records of the audited sample are
 kept in the store (`cells/<cell>/commitments/`), for anyone to challenge within the window.
+With `--contract ADDRESS` (and `--chain rpc --url URL`) nothing is replayed or posted: the
+commitments already at that contract are checked against the records kept in the store (roots,
+every leaf re-executed, prosumer signatures included; the contract's configHash against the
+stored config), and `--challenge` proves the first wrong leaf of each step still open
+(`audit_commitments`).
 
 After the audit of a store, a receipt is appended to `cells/<cell>/audits.json` (chain kind and
 id, contract address, block range, config hashes, verdict, mode, date; `ecjax.store`); an
@@ -35,7 +40,7 @@ at its address must still commit to the configuration recomputed from the stored
 
     ecjax audit STORE --cell ID --sample S --risk DELTA [--chain tester|anvil|rpc] [--url URL]
                 [--key-env NAME] [--keystore PATH] [--mode stored|solve] [--out DIR]
-                [--coordination full|commit] [--challenge]
+                [--coordination full|commit] [--challenge] [--contract ADDRESS]
 
 Exit status: 0 verified, 1 not verified (the first difference is printed), 2 bad arguments or
 data that cannot be audited, 3 the chain could not be used.
@@ -56,6 +61,7 @@ import xarray as xr
 
 from ecjax.chain import fixedpoint as fp
 from ecjax.chain.client import Chain, Coordinator
+from ecjax.chain.commit import NotCommitCoordinator, check_onchain
 from ecjax.chain.origin import OriginCheck, check_origin
 from ecjax.chain.plant import APPLIED, applied_controls, bounds, run_plant
 from ecjax.chain.replay import CHAINS, COORDINATIONS, MODES, Replay, open_chain, replay
@@ -65,7 +71,7 @@ from ecjax.chain.tolerance import FLOAT_SLACK, MEANING, AuditTolerance, derive
 from ecjax.layout import AgentLayout
 from ecjax.metrics import INDEX_NAMES, indices
 
-__all__ = ["audit_run", "audit_store", "check_receipts", "compare", "main"]
+__all__ = ["audit_commitments", "audit_run", "audit_store", "check_receipts", "compare", "main"]
 
 
 # ------------------------------------------------------------------ comparisons
@@ -453,6 +459,54 @@ def audit_store(
     return report
 
 
+def audit_commitments(
+    store: str | Path,
+    cell: str,
+    sample: int,
+    risk: float,
+    address: str,
+    *,
+    url: str,
+    key_env: str | None = None,
+    keystore: str | None = None,
+    password_env: str | None = None,
+    challenge: bool = False,
+):
+    """Check the commitments already posted to the commit coordinator at `address` on the
+    chain at `url` against the records the store keeps for the sample
+    (`ecjax.chain.commit.records_path`): every step's root and lastP, every leaf re-executed
+    (signatures included), and the contract's configHash against the one recomputed from the
+    stored config (for this sample, risk level and the contract's challenge window). With
+    `challenge`, the first wrong leaf of each step still open is proven on chain by the account
+    whose key is in `key_env` (or `keystore`); without it no key is needed.
+    **Returns:** `ecjax.chain.commit.OnChainCheck`. **Raises:** `SampleError` (no records kept,
+    or the cell cannot be read), `NotCommitCoordinator` (nothing or something else at `address`)."""
+    from ecjax.chain.commit import CommitCoordinator, read_records, records_path
+    from ecjax.chain.replay import coordinator_config
+
+    path = records_path(store, cell, sample, risk)
+    if not path.is_file():
+        raise SampleError(f"no committed records of sample {sample} at δ = {risk:g} in cell {cell!r} ({path}); "
+                          "`ecjax audit --coordination commit` keeps them.")  # fmt: skip
+    records, meta = read_records(path)
+    with open_chain("rpc", url=url, key_env=key_env, keystore=keystore, password_env=password_env,
+                    require_key=challenge) as ch:  # fmt: skip
+        coord = CommitCoordinator.at(ch, address)
+        inputs = load_cell_sample(store, cell, sample, risk)[2]
+        check = check_onchain(coord, records, challenge=challenge)
+        cfg = coordinator_config(
+            inputs, float(risk), int(inputs.options.T), sample=int(sample), scale=_chain_scale(inputs),
+            period_s=int(coord.params["period"]),
+        )  # fmt: skip
+        want, got = cfg.config_hash(), coord.params["config_hash"]
+        if got != want:
+            check.problems.insert(0, f"the contract at {coord.address} commits to configHash 0x{got.hex()[:16]}…, "
+                                     f"the stored config gives 0x{want.hex()[:16]}…")  # fmt: skip
+    if str(meta.get("address", "")).lower() != coord.address.lower():
+        check.notes.append(f"the records were kept for the contract at {meta.get('address')} ({meta.get('kind')})")
+    return check
+
+
 def chain_settings(inputs, **override) -> dict:
     """The cell's chain settings with the non-None `override`s applied."""
     spec = dict(getattr(inputs, "chain", None) or {})
@@ -625,6 +679,12 @@ def _parser() -> argparse.ArgumentParser:
               "Merkle commitment per MPC step, every leaf re-executed against the chain's roots"),
     )  # fmt: skip
     ap.add_argument("--challenge", action="store_true", help="commit: prove a wrong leaf on chain (slashes its bond)")
+    ap.add_argument(
+        "--contract", metavar="ADDRESS",
+        help=("commit: check the commitments already posted to the commit coordinator at ADDRESS (on --chain rpc "
+              "--url URL) against the records kept in the store, instead of replaying; no key needed unless "
+              "--challenge"),
+    )  # fmt: skip
     ap.add_argument("--out", help="report directory (default: audit-<cell>-s<sample>-r<risk>-<mode>)")
     ap.add_argument("--no-receipt", action="store_true", help="do not append a receipt to the store (read-only store)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -649,6 +709,8 @@ def main(argv: list[str] | None = None) -> int:
     from ecjax.config import ConfigError
     from ecjax.store import StoreError
 
+    if args.contract:
+        return _main_contract(args)
     try:
         traj, summ, inputs, cell = load_cell_sample(args.store, args.cell, args.sample, args.risk)
         earlier = store_mod.audits(args.store, args.cell)
@@ -693,6 +755,44 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if report.verified else 1
 
 
+def _main_contract(args) -> int:
+    """`ecjax audit --coordination commit --contract ADDRESS`: the commitments on chain checked
+    against the store's records (`audit_commitments`); report `commitments.json` in --out."""
+    import json
+
+    from ecjax.config import ConfigError
+    from ecjax.store import StoreError
+
+    try:
+        check = audit_commitments(
+            args.store, args.cell, args.sample, args.risk, args.contract, url=args.url, key_env=args.key_env,
+            keystore=args.keystore, password_env=args.password_env, challenge=args.challenge,
+        )  # fmt: skip
+    except NotCommitCoordinator as e:
+        print(f"ecjax audit: error: --contract: {e}", file=sys.stderr)
+        return 2
+    except (SampleError, StoreError, ConfigError) as e:
+        print(f"ecjax audit: error: {e}", file=sys.stderr)
+        return 2
+    except (KeyError, ValueError, ConnectionError, TimeoutError, RuntimeError, OSError) as e:
+        print(f"ecjax audit: chain error: {e}", file=sys.stderr)
+        return 3
+    out = Path(args.out or f"audit-{args.cell}-s{args.sample}-r{args.risk:g}-commitments")
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "commitments.json"
+    path.write_text(json.dumps(check.to_dict(), indent=2, sort_keys=True, default=str) + "\n")
+    n = len(check.steps)
+    if check.verified:
+        print(f"verified: {n} step commitments at {check.address} (chain {check.chain_id}) are the store's records; "
+              "every leaf re-executed")  # fmt: skip
+    else:
+        print(f"not verified: first problem: {check.first_problem()}")
+    for note in check.notes:
+        print(f"note: {note}")
+    print(f"report: {path}")
+    return 0 if check.verified else 1
+
+
 def _check_args(args) -> str | None:
     if not 0.0 < args.risk <= 0.5:
         return f"--risk must be in (0, 0.5], got {args.risk}."
@@ -706,6 +806,15 @@ def _check_args(args) -> str | None:
         return f"--url/--key-env/--keystore apply to --chain rpc only, not {args.chain}."
     if args.challenge and args.coordination != "commit":
         return "--challenge applies to --coordination commit only."
+    if args.contract is not None:
+        from web3 import Web3
+
+        if args.coordination != "commit":
+            return "--contract applies to --coordination commit only."
+        if not Web3.is_address(args.contract):
+            return f"--contract {args.contract!r} is not an address."
+        if args.chain != "rpc":
+            return "--contract needs --chain rpc --url URL (the chain that holds the contract)."
     return None
 
 
