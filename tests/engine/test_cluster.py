@@ -95,6 +95,23 @@ def test_plan_makes_every_path_absolute(dirs):
     assert p.store == str(dirs["elsewhere"] / "o" / "results.zarr")
 
 
+def test_resume_takes_relative_paths_from_the_planning_directory(dirs, monkeypatch):
+    """`ecjax resume` from elsewhere: the store's outputs pinned beside it (the run's own out.*
+    and hydra.*.dir overrides dropped), its other relative paths taken from the directory the
+    run was planned in."""
+    path = dirs["client"] / "o" / "results.zarr"
+    store.init_store(path, {"argv": ["hydra.run.dir=o", "sim.S=2", "sweep.scheduler=s.json"],
+                            "config_dir": str(CONF), "cwd": str(dirs["client"]),
+                            "out": {"dir": "o", "store": "o/results.zarr", "report": "o/report"}})
+    seen = {}
+    monkeypatch.setattr(cli, "_run", lambda argv, cwd=None: seen.update(argv=argv, cwd=cwd) or 0)
+    monkeypatch.chdir(dirs["elsewhere"])
+    assert cli.main(["resume", str(path)]) == 0
+    assert seen["cwd"] == str(dirs["client"])
+    assert seen["argv"] == ["--config-dir", str(CONF), "sim.S=2", "sweep.scheduler=s.json",
+                            f"out.dir='{path.parent}'", f"out.store='{path}'", f"out.report='{path.parent / 'report'}'"]
+
+
 BAD = [
     (["sweep.scheduler=nowhere.json"], "sweep.scheduler must be a dask scheduler address"),
     (["sweep.scheduler=notjson.json"], "sweep.scheduler: '"),
