@@ -15,6 +15,7 @@ th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 th { background: #f2f2f2; }
 p.note { font-size: 0.8em; color: #555; max-width: 1000px; }
+ul.cols { font-size: 0.8em; color: #555; max-width: 1000px; margin: 0.2em 0; padding-left: 1.2em; }
 figure { margin: 1.5em 0; } figure img { max-width: 100%; }
 figcaption { font-size: 0.85em; color: #444; }
 code { background: #f5f5f5; padding: 0 0.2em; }
@@ -23,10 +24,17 @@ code { background: #f5f5f5; padding: 0 0.2em; }
 
 def _table(t: Table) -> str:
     e = html.escape
-    head = "".join(f"<th>{e(str(h))}</th>" for h in t.header)
+    means = t.meanings or [""] * len(t.header)
+    head = "".join(f'<th title="{e(m)}">{e(str(h))}</th>' if m else f"<th>{e(str(h))}</th>"
+                   for h, m in zip(t.header, means))
     body = "".join("<tr>" + "".join(f"<td>{e(str(x))}</td>" for x in row) + "</tr>" for row in t.rows)
+    cols = ""
+    if t.meanings:
+        items = "".join(f"<li><b>{e(str(h))}</b>: {e(m)}</li>" for h, m in zip(t.header, t.meanings))
+        cols = f'<ul class="cols">{items}</ul>'
     note = f'<p class="note">{e(t.note)}</p>' if t.note else ""
-    return f'<h2 id="{e(t.key)}">{e(t.title)}</h2>\n<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}\n'
+    return (f'<h2 id="{e(t.key)}">{e(t.title)}</h2>\n<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
+            f"</table>{cols}{note}\n")
 
 
 def render(title: str, intro: list[str], tables: list[Table], figures: list[tuple[str, Path]]) -> str:

@@ -15,6 +15,9 @@ def table(t: Table) -> str:
     lines.append("|" + "|".join("---" for _ in t.header) + "|")
     for row in t.rows:
         lines.append("| " + " | ".join(_cell(x) for x in row) + " |")
+    if t.meanings:
+        lines += ["", "Columns:", ""]
+        lines += [f"- **{_cell(h)}**: {_cell(m)}" for h, m in zip(t.header, t.meanings)]
     if t.note:
         lines += ["", t.note]
     return "\n".join(lines) + "\n"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ..metrics import INDEX_NAMES
 from .data import LEVEL, CellView
@@ -29,13 +30,15 @@ def indices_bars(views: list[CellView], delta: float, path: Path) -> Path:
         x = np.arange(len(names))
         for j, v in enumerate(views):
             r = v.nearest(delta)
+            err = [v.sd[k][r] for k in names] if v.S > 1 else None  # no spread of one sample
             ax.bar(x + (j - (len(views) - 1) / 2) * width, [v.mean[k][r] for k in names], width,
-                   yerr=[v.sd[k][r] for k in names], capsize=2, label=column_title(v, views))
+                   yerr=err, capsize=2, label=column_title(v, views))
         ax.set_xticks(x, names)
         ax.set_ylabel(unit)
         ax.grid(axis="y", alpha=0.3)
     axes[1].legend(fontsize=8)
-    fig.suptitle(f"Indices per cell (δ nearest {delta:g}; mean ± sd over samples)", fontsize=10)
+    spread = "mean ± sd over samples" if any(v.S > 1 for v in views) else "one day per cell"
+    fig.suptitle(f"Indices per cell (δ nearest {delta:g}; {spread})", fontsize=10)
     return _save(fig, path)
 
 
@@ -74,6 +77,7 @@ def trajectories(view: CellView, traj, community, delta: float, path: Path, samp
              label="consumers")
     ax_g.set_ylabel("grid import ug [kW]")
     ax_g.set_xlabel("hour")
+    ax_g.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_p = ax_g.twinx()
     ax_p.step(np.append(steps, steps[-1] + 1), np.append(t["price"].values, t["price"].values[-1]),
               "k--", where="post", linewidth=1, label="price")
@@ -118,7 +122,8 @@ def indices_vs_delta(views: list[CellView], path: Path) -> Path:
     axes = fig.subplots(1, 3)
     for ax, k, unit in zip(axes, ("E3", "E4", "E6"), ("€", "kWh", "kWh")):
         for v in views:
-            ax.errorbar(v.deltas, v.mean[k], yerr=v.sd[k], marker="o", capsize=2, label=v.label)
+            ax.errorbar(v.deltas, v.mean[k], yerr=v.sd[k] if v.S > 1 else None, marker="o", capsize=2,
+                        label=v.label)
         ax.set_xlabel("risk level δ")
         ax.set_ylabel(f"{k} [{unit}]")
         ax.grid(alpha=0.3)
@@ -150,6 +155,7 @@ def community_size(views: list[CellView], path: Path) -> Path:
                 ax.plot([v.n for v in vs], [v.attrs.get("compile_seconds", np.nan) for v in vs], "o--",
                         color=line.get_color())
         ax.set_xlabel("agents n")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # a count: no fractional agents
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)

@@ -7,11 +7,15 @@ import base64
 import io
 import re
 
+import warnings
+
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
+import xarray as xr
 
-from ecjax import store, sweep
+import ecjax
+from ecjax import cf, store, sweep
 from ecjax.cli import main
 
 from .conftest import CONF, TINY
@@ -92,6 +96,8 @@ def test_experiment_runs_tiny_and_reports(name, tmp_path, capsys):
             np.testing.assert_allclose(ol["p_model"].values[act], p[act], atol=2e-3)
         else:
             assert cell.open_loop is None
+    if name == "paper_table1":
+        check_self_describing(path, plan)
     report = tmp_path / "report"
     written = {p.name for p in report.glob("*.png")}
     assert written == figures
@@ -107,6 +113,42 @@ def test_experiment_runs_tiny_and_reports(name, tmp_path, capsys):
     for b64 in images:  # embedded, decodable
         assert mpimg.imread(io.BytesIO(base64.b64decode(b64)), format="png").size > 0
     assert not re.search(r'(src|href)="(?!data:)', html)  # nothing external
+    if name == "paper_table1":  # beside the paper's values, its relations marked
+        assert "Table 1 beside the paper's published values" in md and "| E1 [€] | 38.59 |" in md
+        assert "of 12 held by ecjax's means" in md and "| E4 = 0 islanded | Table 1; §6.2" in md
+        assert "Columns:" in md and "empty-band entries per day" in md
+
+
+def check_self_describing(path, plan):
+    """The store of the paper's three scenarios read as a user would: xarray's defaults open a
+    dataset without a warning, every variable and coordinate has units and a long name, and
+    `ecjax.open_results` gives one Dataset with the standard DMPC beside the others at δ."""
+    import cf_xarray  # noqa: F401  (registers the .cf accessor)
+
+    ids = [c.id for c in plan.cells]
+    for cid in ids:
+        cell = store.open_cell(path, cid, verify=False)
+        for ds in (cell.summary, cell.trajectories):
+            assert cf.undescribed(ds) == [], cid
+        assert cell.summary["viol_lo"].dims == ("risk", "sample", "time", "agent")
+        assert cell.trajectories["viol_lo"].dims == ("risk", "sample", "time", "agent")
+        assert "prosumer_agent" in cell.trajectories.coords and "is_prosumer" in cell.summary.coords
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            raw = xr.open_zarr(path, group=f"cells/{cid}/summary")  # consolidated: no warning
+        assert raw["qp_status"].attrs["flag_meanings"].split()[0] == "solved"
+    ds = ecjax.open_results(path)
+    assert ds["cell"].values.tolist() == ids and ds["scenario"].values.tolist() == ["islanded", "ccdmpc", "dmpc"]
+    assert ds["risk"].values.tolist() == [0.05]  # the level asked; dmpc ran at 0.5 (run_risk)
+    assert ds["run_risk"].values[:, 0].tolist() == [0.05, 0.05, 0.5]
+    assert not ds["E1"].isnull().any() and cf.undescribed(ds) == []
+    dmpc = store.open_cell(path, "scenario=dmpc", verify=False).summary
+    np.testing.assert_array_equal(ds.sel(scenario="dmpc", risk=0.05)["E3"].values, dmpc["E3"].values[0])
+    np.testing.assert_array_equal((ds["qp_status"].cf == "solved").values, ds["qp_status"].values == 0)
+    np.testing.assert_array_equal((ds["is_prosumer"].cf == "prosumer").values, ds["is_prosumer"].values)
+    assert "Data Variables" in repr(ds.cf)
+    traj = ecjax.open_results(path, "trajectories")
+    assert traj.sizes["cell"] == 3 and "prosumer_agent" in traj.coords and cf.undescribed(traj) == []
 
 
 def test_report_command_rerenders_from_the_store(tmp_path, capsys):
