@@ -43,6 +43,10 @@ def _pm(m: float, s: float, S: int = 2) -> str:
     return f"{m:.2f}" if S <= 1 else f"{m:.2f} ± {s:.2f}"
 
 
+def _one(v: CellView) -> str:
+    return "one closed-loop day (S = 1), no spread" if v.S <= 1 else f"mean ± sd over S = {v.S} closed-loop days"
+
+
 def _spread(views: list[CellView]) -> str:
     if all(v.S <= 1 for v in views):
         return "one closed-loop day per cell (S = 1): no spread to show"
@@ -62,11 +66,11 @@ def column_title(v: CellView, views: list[CellView]) -> str:
 def table1(views: list[CellView], delta: float) -> Table:
     """Paper Table 1: E1..E8 (mean ± sd over samples) per cell at the risk level nearest δ."""
     used = [float(v.deltas[v.nearest(delta)]) for v in views]
-    note = (_spread(views).capitalize() + f", at the stored risk level nearest δ = {delta:g} (used: "
+    spread = _spread(views)
+    note = (spread[0].upper() + spread[1:] + f", at the stored risk level nearest δ = {delta:g} (used: "
             + ", ".join(f"{column_title(v, views)}: δ = {d:g}" for v, d in zip(views, used))
             + "; the standard DMPC runs at δ = 0.5, no tightening).")
-    cell_meaning = lambda v: (f"{column_title(v, views)}: cell {v.id}, S = {v.S}, "  # noqa: E731
-                              f"δ = {v.deltas[v.nearest(delta)]:g}; {_spread([v])}")
+    cell_meaning = lambda v: f"cell {v.id} at δ = {v.deltas[v.nearest(delta)]:g}: {_one(v)}"  # noqa: E731
     if len(views) <= 5:
         header = ["index"] + [column_title(v, views) for v in views]
         rows = []
@@ -98,18 +102,20 @@ def paper_table1(views: list[CellView], delta: float) -> list[Table]:
     cells = _paper_cells(views)
     if cells is None:
         return []
-    mean, se = {}, {}
+    mean, se, empty = {}, {}, {}
     for s, v in cells.items():
         r = v.nearest(delta)
         mean[s] = {k: float(v.mean[k][r]) for k in INDEX_NAMES}
         se[s] = {k: float(v.sd[k][r]) / np.sqrt(v.S) if v.S > 1 else 0.0 for k in INDEX_NAMES}
+        total = v.T * v.N * v.n_prosumers
+        empty[s] = 100.0 * float(v.mean.get("empty_steps", [np.nan] * len(v.deltas))[r]) / total if total else np.nan
     header = ["index"]
     meanings = ["the paper's index, with its unit"]
     for s in paper.SCENARIOS:
         v = cells[s]
         header += [f"{paper.COLUMNS[s]}: paper", f"{paper.COLUMNS[s]}: ecjax", f"{paper.COLUMNS[s]}: ecjax − paper"]
         meanings += [f"{paper.COLUMNS[s]}, the paper's Table 1 (one day of its data)",
-                     f"{paper.COLUMNS[s]}, ecjax: cell {v.id}, {_spread([v])}, δ = {v.deltas[v.nearest(delta)]:g}",
+                     f"{paper.COLUMNS[s]}, ecjax: cell {v.id} at δ = {v.deltas[v.nearest(delta)]:g}: {_one(v)}",
                      "difference of the two, in the index's unit"]
     rows = []
     for i, k in enumerate(INDEX_NAMES):
@@ -128,7 +134,7 @@ def paper_table1(views: list[CellView], delta: float) -> list[Table]:
         held += ok
         theirs = bool(rel.holds(paper.MEANS, paper.ZERO_SE))
         rel_rows.append([rel.text, rel.source, "held" if theirs else "NOT held", "held" if ok else "NOT held",
-                         "" if ok else rel.why])
+                         "" if ok else rel.reason(mean, empty)])
     relations = Table(
         "paper_relations", f"The paper's relations between its scenarios: {held} of {len(paper.RELATIONS)} "
         "held by ecjax's means", ["relation", "where the paper has it", "paper", "ecjax", "why ecjax differs"],
