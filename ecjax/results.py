@@ -129,20 +129,20 @@ def open_results(store, dataset: str = "summary", cells=None, verify: str | bool
             if key not in ("scenario", "ccmpc.tightening"):  # those are `scenario`, `tightening`
                 row[key] = _setting(cell.config, key, given)
         parts.append(ds)
-        rows.append((cid, row))
+        rows.append((cid, row, cell.config))
     if not parts:
         raise _store.StoreError(f"no finished cell of {store} has a {dataset!r} dataset.")
     # a swept key that some cells lack (cells added by another run) is read from every config
-    keys = list(dict.fromkeys(k for _, r in rows for k in r))
-    for cid, r in rows:
+    keys = list(dict.fromkeys(k for _, r, _ in rows for k in r))
+    for _, r, config in rows:
         for k in keys:
             if k not in r:
-                r[k] = _setting(_store.open_cell(store, cid, verify=False).config, k, None)
+                r[k] = _setting(config, k, None)
     out = xr.concat(parts, dim="cell", data_vars="all", coords="different", compat="equals", join="outer",
                     fill_value=_fill(parts), combine_attrs="drop_conflicts")
-    settings = {"cell": ("cell", np.asarray([c for c, _ in rows]))}
+    settings = {"cell": ("cell", np.asarray([c for c, _, _ in rows]))}
     for k in keys:
-        settings[k] = ("cell", np.asarray([r[k] for _, r in rows]))
+        settings[k] = ("cell", np.asarray([r[k] for _, r, _ in rows]))
     out = out.assign_coords(settings)
     for k in keys:
         doc = SETTINGS[k][1] if k in SETTINGS else _DOCS.get(k, f"setting `{k}` of the cell's config")

@@ -85,7 +85,10 @@ def test_experiment_runs_tiny_and_reports(name, tmp_path, capsys):
             np.testing.assert_array_equal(cell.summary["risk"].values, c.config["ccmpc"]["deltas"])
         assert len([e for e in cell.attrs["log"] if e["event"] == "block"]) == -(-S // (c.config["sim"]["block"] or S))
         assert np.isfinite(cell.summary["E3"].values).all()
+        assert cf.undescribed(cell.summary) == []  # units and long_name on every variable and coordinate
         if c.config["validate"]["open_loop"]:
+            assert cf.undescribed(cell.open_loop) == [] and cell.open_loop["count"].dims == ("risk", "side", "k", "agent")
+            assert ecjax.open_results(path, "open_loop")["rate"].dims == ("cell", "risk", "side", "k", "agent")
             ol = cell.open_loop.compute()
             np.testing.assert_array_equal(ol["risk"].values, c.config["ccmpc"]["deltas"])
             np.testing.assert_array_equal(ol["delta"].values, c.config["ccmpc"]["deltas"])

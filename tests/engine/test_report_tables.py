@@ -80,3 +80,22 @@ def test_no_paper_comparison_without_the_three_scenarios():
     assert tables.paper_table1(views, 0.05) == []
     with pytest.raises(ValueError, match="meanings"):
         tables.Table("x", "x", ["a", "b"], [], meanings=["only one"])
+
+
+def test_community_size_axis_counts_agents_in_integers(tmp_path, monkeypatch):
+    from matplotlib.ticker import MaxNLocator
+
+    from ecjax.report import plots
+
+    figs = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figs.append(fig) or path)
+    views = [view("ccdmpc", 2, paper.MEANS["ccdmpc"], n=n) for n in (5, 10, 20)]
+    for v in views:
+        v.params = {"community.n": v.n, "scenario": "ccdmpc"}
+        v.attrs = {"seconds": 2.0 * v.n, "compile_seconds": 10.0}
+    plots.community_size(views, tmp_path / "x.png")
+    (fig,) = figs
+    for ax in fig.axes:
+        loc = ax.xaxis.get_major_locator()
+        assert isinstance(loc, MaxNLocator) and loc._integer
+        assert all(float(t).is_integer() for t in ax.get_xticks()), ax.get_xticks()
