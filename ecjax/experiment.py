@@ -165,7 +165,8 @@ def run_batch(
     callable(done, total); `agent_batch` prosumer subproblems solved at once within a pair
     (None: `auto_agent_batch`; >= |P|: all of them).
 
-    **Returns:** a `BatchResult` with `summary` dims (risk, sample[, agent, time]).
+    **Returns:** a `BatchResult` with `summary` dims (risk, sample[, time][, agent]) and, with
+    `keep`, `trajectories`; both carry the CF attributes of `ecjax.cf`.
     """
     deltas = np.atleast_1d(np.asarray(deltas, dtype=np.float64))
     _check(deltas, S, chunk, keep, options, N, fc, community, dtype, agent_batch)
@@ -367,7 +368,7 @@ def _trajectory_dataset(c: Community, deltas, ids, rec, opt: Options) -> xr.Data
 
 def violation_rates(summary: xr.Dataset, level: float = 0.99) -> xr.Dataset:
     """Closed-loop violation rates of each chance-constrained bound over the samples, per
-    (risk, agent, time), with Clopper–Pearson intervals at `level` (prosumers only).
+    (risk, time, agent), with Clopper–Pearson intervals at `level` (prosumers only).
 
     **Returns:** dims (risk, side, time, agent), `side` = lo, hi: `count`, `rate`, `ci_low`,
     `ci_high`; and `n` (the number of samples).

@@ -120,7 +120,7 @@ class Cell:
     """One finished cell, opened lazily."""
 
     id: str
-    summary: xr.Dataset  # dims (risk, sample[, agent, time]); dask-backed
+    summary: xr.Dataset  # dims (risk, sample[, time][, agent]); dask-backed
     trajectories: xr.Dataset | None  # kept samples: (risk, sample, time, agent, ...); dask-backed
     config: dict  # the resolved config of the cell
     attrs: dict  # seed, versions, device, params, timings, log, ...

@@ -114,7 +114,7 @@ EXTRA = ("curtailed", "deficit", "spilled", "slack", "empty_steps")
 
 
 def _rate(v, pro, S: int, T: int) -> Rate:
-    """v: (risk, sample, agent, time) booleans; pooled over samples, prosumers and steps."""
+    """v: (risk, sample, time, agent) booleans; pooled over samples, prosumers and steps."""
     vp = v.isel(agent=np.flatnonzero(pro))
     k = vp.sum(("sample", "agent", "time")).values.astype(np.int64)
     n = np.full_like(k, S * int(pro.sum()) * T)
