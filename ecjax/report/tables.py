@@ -125,8 +125,14 @@ def paper_table1(views: list[CellView], delta: float) -> list[Table]:
             row += [f"{p:.2f}", _pm(mean[s][k], cells[s].sd[k][cells[s].nearest(delta)], cells[s].S),
                     f"{mean[s][k] - p:+.2f}"]
         rows.append(row)
+    kinds = sorted({f"community={(v.config.get('community') or {}).get('kind', '?')}, "
+                    f"data={(v.config.get('data') or {}).get('kind', '?')}, n={v.n}" for v in cells.values()})
+    case = "" if kinds == ["community=paper, data=real, n=15"] else (
+        f"These cells are not the paper's case ({'; '.join(kinds)}; the paper's: community=paper, "
+        "data=real, n=15): their levels are not comparable with the paper's at all, and only the "
+        "relations that do not depend on the community (E4 = 0 islanded, the identities) must hold. ")
     values = Table("paper_table1", "Table 1 beside the paper's published values", header, rows,
-                   paper.DATA_NOTE, meanings)
+                   case + paper.DATA_NOTE, meanings)
     rel_rows = []
     held = 0
     for rel in paper.RELATIONS:

@@ -61,6 +61,11 @@ def test_paper_relations_held_or_not_with_the_reason():
     values, rel = tables.paper_table1(paper_views(4), 0.05)
     assert values.header[1:4] == ["Islanded CC-MPC: paper", "Islanded CC-MPC: ecjax", "Islanded CC-MPC: ecjax − paper"]
     assert values.rows[0][1:4] == ["38.59", "38.59 ± 1.00", "+0.00"]
+    assert "not the paper's case" in values.note  # hand-made views: no community config
+    views = paper_views(4)
+    for v in views:
+        v.config = {"community": {"kind": "paper"}, "data": {"kind": "real"}}
+    assert "not the paper's case" not in tables.paper_table1(views, 0.05)[0].note
     assert [r[2:4] for r in rel.rows] == [["held", "held"]] * len(paper.RELATIONS)
     assert all(r[4] == "" for r in rel.rows) and rel.title.startswith(f"The paper's relations between its "
                                                                        f"scenarios: {len(paper.RELATIONS)} of")
