@@ -45,6 +45,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from . import blocktri, schur
 from .sparse import Mat, SplitA
+from .take import Take
 
 
 def _ell_lists(lists, n_src_pad):
@@ -69,7 +70,8 @@ class NormalKKT(eqx.Module):
     pair_col: Int[Array, "npair k"]  # pair (r, r') of coupling rows sharing strong columns
     pair_coef: Float[Array, "npair k"]  # C[r,j] C[r',j]
     const: Float[Array, " nconst"]  # C[r, w] entries of the quasi-definite system
-    slot_src: Int[Array, "nslot k2"]  # storage slot <- sum of sources
+    slot_one: Take  # (nslot,): storage slot <- one entry of [sources | sums]
+    slot_sum: Take  # (nsum, k2): the sums of the slots with more than one source
     order: Int[Array, " u"]  # padded position -> unknown (u0 = pad)
     where: Int[Array, " u0"]  # unknown -> padded position
     nb: int = eqx.field(static=True)
@@ -137,7 +139,7 @@ class NormalKKT(eqx.Module):
             pair_col=jnp.asarray(pair_col),
             pair_coef=jnp.asarray(pair_coef, dtype),
             const=jnp.asarray(const, dtype),
-            slot_src=jnp.asarray(slot_src.astype(np.int32)),
+            **_slot_maps(slot_src, one_src),
             order=jnp.asarray(order.astype(np.int32)),
             where=jnp.asarray(where.astype(np.int32)),
             nb=nb,
@@ -145,6 +147,20 @@ class NormalKKT(eqx.Module):
             nw=nw,
             mc=mc,
         )
+
+
+def _slot_maps(slot_src: np.ndarray, one_src: int) -> dict:
+    """`slot_src` (slots, k: sources summed into each slot, padded with the zero source
+    `one_src + 1`) as one index per slot into [sources | sums], the sums taken only for the
+    few slots with two sources or more: most slots of the blocks are zero or hold a single
+    source, and a gather of k entries per slot costs k times one of a single entry."""
+    zero = one_src + 1
+    count = np.sum(slot_src != zero, axis=1)
+    multi = np.flatnonzero(count >= 2)
+    one = np.where(count >= 1, slot_src[:, 0], zero)
+    one[multi] = zero + 1 + np.arange(len(multi))
+    sums = slot_src[multi] if len(multi) else np.full((1, 1), zero)
+    return dict(slot_one=Take.build(one), slot_sum=Take.build(sums))
 
 
 def schur_is_stable(C: np.ndarray, weak: np.ndarray, eq_c) -> bool:
@@ -183,7 +199,7 @@ def factor(kkt: "NormalKKT | schur.SchurKKT", A: SplitA, pdiag, d, reg_p, reg_d)
     src = jnp.concatenate(
         [Kd[kkt.weak_cols], -(dc_inv + reg_d), -pairs, kkt.const, jnp.ones((1,), dt), jnp.zeros((1,), dt)]
     )
-    flat = jnp.sum(src[kkt.slot_src], axis=-1)
+    flat = kkt.slot_one(jnp.concatenate([src, jnp.sum(kkt.slot_sum(src), axis=-1)]))
     nd = kkt.nb * kkt.bs * kkt.bs
     D = flat[:nd].reshape(kkt.nb, kkt.bs, kkt.bs)
     L = flat[nd:].reshape(kkt.nb - 1, kkt.bs, kkt.bs)
