@@ -28,6 +28,7 @@ import xarray as xr
 
 from . import cf
 from . import store as _store
+from .config import lookup
 from .scenario import run_delta
 
 SETTINGS = {  # coordinate -> (config path, long name); always present
@@ -36,19 +37,10 @@ SETTINGS = {  # coordinate -> (config path, long name); always present
 }
 
 
-def _at(config: dict, key: str):
-    node = config
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def _setting(config: dict, key: str, given) -> object:
     """The value of swept key `key` in a cell's resolved config: a config group by its name
     (or kind), a list as JSON text, else the value as the config holds it."""
-    v = _at(config, key)
+    v = lookup(config, key)
     if isinstance(v, dict):
         v = v.get("name", v.get("kind", given))
     if isinstance(v, (list, tuple, dict)) or v is None:

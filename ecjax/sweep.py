@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from . import store as _store
-from .config import ConfigError, check_config, compose, config_hash, default_config_dir, to_dict
+from .config import ConfigError, check_config, compose, config_hash, default_config_dir, lookup, to_dict
 
 
 @dataclasses.dataclass
@@ -135,14 +135,6 @@ PATH_KEYS = ("out.dir", "out.store", "out.report", "data.price.path", "chain.key
              "sweep.scheduler")
 
 
-def _get(cfg: Mapping, key: str):
-    for part in key.split("."):
-        if not isinstance(cfg, Mapping) or part not in cfg:
-            return None
-        cfg = cfg[part]
-    return cfg
-
-
 def _set(cfg: dict, key: str, value) -> None:
     *head, last = key.split(".")
     for part in head:
@@ -157,7 +149,7 @@ def absolute_paths(cfg: Mapping, here) -> dict[str, str]:
 
     out = {}
     for key in PATH_KEYS:
-        v = _get(cfg, key)
+        v = lookup(cfg, key)
         if not isinstance(v, str) or not v.strip():
             continue
         if key == "cache_dir" and (v.startswith("~") or jax_cache_dir(v) is None or v.strip().lower() == "auto"):

@@ -20,4 +20,5 @@ from .compose import EXECUTION_KEYS as EXECUTION_KEYS
 from .compose import compose as compose
 from .compose import config_hash as config_hash
 from .compose import default_config_dir as default_config_dir
+from .compose import lookup as lookup
 from .compose import to_dict as to_dict

@@ -139,6 +139,17 @@ def to_dict(cfg) -> dict:
         raise ConfigError(f"{key}: {e.msg if hasattr(e, 'msg') else e}" if key else str(e)) from None
 
 
+def lookup(config: Mapping, key: str):
+    """The value at dotted `key` ("sim.S") of a nested config mapping; None where a part of
+    the path is missing."""
+    node = config
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
 def config_hash(config: Mapping) -> str:
     """sha256 of the canonical JSON of the keys that determine a cell's numbers.
 
