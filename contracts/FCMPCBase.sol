@@ -76,6 +76,8 @@ abstract contract FCMPCBase {
     uint256[] internal packedBounds;
 
     uint256 internal constant LANE = 0xffffffff;
+    /// @notice Denominator of a proposed weight: lambda_i = lane / WEIGHT_ONE (FCMPCCoordinator).
+    uint256 public constant WEIGHT_ONE = 1_000_000_000;
     /// @dev Packed bounds with the trade bound cleared (p = 0: trades must be 0).
     uint256 internal constant BT_MASK = ~(LANE << 96);
 
@@ -182,18 +184,25 @@ abstract contract FCMPCBase {
         }
     }
 
-    /// @dev Bounds check of uStar, then lane by lane
-    /// c = (wNum * a + (wDen - wNum) * b + wDen / 2) / wDen, theta2 += (c - b)^2; returns theta2
-    /// and keccak256 of the packed committed iterate.
+    /// @dev `_combineWith` at the deployment's uniform weight w = wNum / wDen.
     function _combine(uint256 b, bytes calldata uStar, bytes calldata uPrev)
+        internal
+        view
+        returns (uint256 th2, bytes32 h)
+    {
+        return _combineWith(b, uStar, uPrev, wNum, wDen);
+    }
+
+    /// @dev Bounds check of uStar, then lane by lane, with the weight num / den (0 <= num <= den)
+    /// c = (num * a + (den - num) * b + den / 2) / den, theta2 += (c - b)^2; returns theta2
+    /// and keccak256 of the packed committed iterate.
+    function _combineWith(uint256 b, bytes calldata uStar, bytes calldata uPrev, uint256 num, uint256 den)
         internal
         view
         returns (uint256 th2, bytes32 h)
     {
         uint256 n_ = nu;
         uint256 N = horizon;
-        uint256 num = wNum;
-        uint256 den = wDen;
         bytes4 sel = OutOfBounds.selector;
         assembly {
             let cmp := sub(den, num)

@@ -551,6 +551,7 @@ class Coordinator(DeployedCoordinator):
         super().__init__(chain, address, agents, from_block=from_block)
         self._committed: dict[int, np.ndarray] = {}
         self._own: list = []  # events of the transactions sent through this object, in chain order
+        self._submitted: dict[tuple[int, int, int], np.ndarray] = {}  # (t, p, i) -> submitted optimum
 
     def _more_params(self) -> dict[str, Any]:
         return dict(zero_hash=bytes(self.functions.zeroHash().call()))
@@ -569,7 +570,8 @@ class Coordinator(DeployedCoordinator):
     def _topics(self) -> dict[bytes, Any]:
         """Event topic -> event class of the coordinator's events."""
         ev = self.contract.events
-        return {bytes.fromhex(e.topic[2:]): e for e in (ev.InitialUploaded(), ev.Uploaded(), ev.IterationClosed())}
+        kinds = (ev.InitialUploaded(), ev.Uploaded(), ev.Submitted(), ev.WeightsApplied(), ev.IterationClosed())
+        return {bytes.fromhex(e.topic[2:]): e for e in kinds}
 
     def decode_logs(self, logs) -> list:
         """The coordinator events among raw `logs` (of this contract's address), in their order."""
@@ -625,6 +627,51 @@ class Coordinator(DeployedCoordinator):
         res = self._result(receipt, i)
         self._committed[i] = fp.combine(u_star, u_prev, self.params["w_num"], self.params["w_den"])
         return res
+
+    def submit(self, i: int, t: int, p: int, u_star, *, sender=None) -> UploadResult:
+        """Weighted iteration p >= 1: prosumer i's subproblem optimum (fixed point), checked and
+        hashed on chain, combined when the weights are proposed (`propose_weights`).
+        `committed_hash` of the result is empty (nothing is committed yet)."""
+        u_star = np.asarray(u_star)
+        fn = self.functions.submit(int(t), int(p), fp.pack(u_star))
+        receipt = self.chain.transact(fn, sender or self._sender(i))
+        evs = self._record(receipt)
+        a = evs[0]["args"]
+        self._submitted[(int(t), int(p), i)] = u_star.astype(np.int64)
+        return UploadResult(
+            t=a["t"], p=a["p"], agent=i, theta2=0, committed_hash=b"", head=bytes(a["head"]),
+            gas_used=receipt["gasUsed"], closed=False, terminated=False, tx_hash=_hex(receipt["transactionHash"]),
+            block=int(receipt["blockNumber"]), events=tuple(evs),
+        )  # fmt: skip
+
+    def propose_weights(self, k: int, t: int, p: int, q, u_stars=None, u_prevs=None, *, sender=None) -> UploadResult:
+        """Prosumer k proposes the weights q [P] (fixed point, λ_i = q_i / WEIGHT_ONE) of the open
+        weighted iteration (t, p), with every prosumer's submitted optimum and committed iterate
+        (defaults: those this client sent and knows; an empty vector for a prosumer that did not
+        submit). The contract combines them and closes the iteration; the result's `theta2` is
+        the largest θ_i², `committed_hash` empty (one per prosumer in its events)."""
+        P = self.params["n_prosumers"]
+        if u_stars is None:
+            u_stars = [self._submitted.get((int(t), int(p), i)) for i in range(P)]
+        if u_prevs is None:
+            u_prevs = [self.committed_iterate(i) if u_stars[i] is not None else None for i in range(P)]
+        pk = lambda v: b"" if v is None else fp.pack(np.asarray(v))  # noqa: E731
+        fn = self.functions.proposeWeights(
+            int(t), int(p), fp.pack(np.asarray(q)), [pk(v) for v in u_stars], [pk(v) for v in u_prevs]
+        )
+        receipt = self.chain.transact(fn, sender or self._sender(k))
+        evs = self._record(receipt)
+        a = next(e for e in evs if e["event"] == "WeightsApplied")["args"]
+        closed = [e for e in evs if e["event"] == "IterationClosed"]
+        qq = fp.unpack(a["lam"])
+        for i in range(P):
+            if u_stars[i] is not None:
+                self._committed[i] = fp.combine_weight(u_stars[i], u_prevs[i], int(qq[i]))
+        return UploadResult(
+            t=a["t"], p=a["p"], agent=k, theta2=max(a["theta2"]), committed_hash=b"", head=bytes(a["head"]),
+            gas_used=receipt["gasUsed"], closed=bool(closed), terminated=bool(closed and closed[0]["args"]["terminated"]),
+            tx_hash=_hex(receipt["transactionHash"]), block=int(receipt["blockNumber"]), events=tuple(evs),
+        )  # fmt: skip
 
     def close_iteration(self, sender=None):
         """Close the open iteration after its deadline (any account; default: the funder)."""
@@ -695,6 +742,12 @@ class Coordinator(DeployedCoordinator):
             elif name == "Uploaded":
                 th2, h = m.upload(a["agent"], a["t"], a["p"], fp.unpack(a["uStar"]))
                 ok = h == bytes(a["committedHash"]) and th2 == a["theta2"]
+            elif name == "Submitted":
+                m.submit(a["agent"], a["t"], a["p"], fp.unpack(a["uStar"]))
+                ok = True
+            elif name == "WeightsApplied":
+                th2s, hs = m.propose(a["agent"], a["t"], a["p"], fp.unpack(a["lam"]))
+                ok = th2s == list(a["theta2"]) and hs == [bytes(x) for x in a["committedHash"]]
             else:
                 if (a["t"], a["p"]) == (m.t, m.p):  # closed by closeIteration
                     m.close()

@@ -13,6 +13,13 @@ lane, with w = num/den and 0 ≤ a, b < 2³¹,
 
 and θ² = Σ (c − b)², computed exactly (no overflow: each term < 2⁶², the sum < 2²⁵⁶).
 `combine` and `theta2` below are the exact mirror. The tolerance enters as κ² = round(κ·scale)².
+
+Optimal convex weights (docs/fcmpc.md): a weight λ_i travels as the integer
+q_i = ⌊λ_i·WEIGHT_ONE⌋ (WEIGHT_ONE = 10⁹, whatever the value scale), the vector λ packed like a
+value vector (int32 lanes, 4·|P| bytes). The contract accepts it when every q_i >= 0 and
+Σ q_i <= WEIGHT_ONE (`check_weights`), and combines prosumer i with num/den = q_i/WEIGHT_ONE
+(`combine_weight`: the same rounding as `combine`, q_i = 0 allowed). Rounding each λ_i down keeps
+Σ q_i <= WEIGHT_ONE whenever Σ λ_i <= 1 (`weights_to_fixed`).
 """
 
 from __future__ import annotations
@@ -117,6 +124,53 @@ def combine(u_star, u_prev, num: int, den: int) -> np.ndarray:
     ao, bo = a.astype(object), b.astype(object)
     c = (num * ao + (den - num) * bo + den // 2) // den
     return c.astype(np.int64)
+
+
+WEIGHT_ONE = 10**9
+
+
+def weights_to_fixed(lam) -> np.ndarray:
+    """Weights λ (reals, on the simplex up to rounding) as the contract's integers
+    q_i = ⌊max(λ_i, 0)·WEIGHT_ONE⌋, lowered further (largest first) if their sum still exceeds
+    WEIGHT_ONE (a λ whose float sum lies above 1 by rounding)."""
+    a = np.asarray(lam, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(a)):
+        raise FixedPointRangeError("weights must be finite.")
+    q = np.floor(np.clip(a, 0.0, 1.0) * WEIGHT_ONE).astype(np.int64)
+    excess = int(q.sum()) - WEIGHT_ONE
+    while excess > 0:
+        k = int(np.argmax(q))
+        cut = min(excess, int(q[k]))
+        q[k] -= cut
+        excess -= cut
+    return q
+
+
+def check_weights(q, n: int) -> None:
+    """Raise `ValueError` (named like the contract's error) unless `q` is a weight vector the
+    contract accepts: n lanes, each >= 0, Σ <= WEIGHT_ONE."""
+    a = _as_lanes(q).reshape(-1)
+    if a.size != n:
+        raise ValueError(f"BadLength: {a.size} weights, expected {n}.")
+    if a.size and a.min() < 0:
+        k = int(np.argmin(a))
+        raise ValueError(f"NegativeWeight: weight {k} is {int(a[k])}.")
+    if int(a.sum()) > WEIGHT_ONE:
+        raise ValueError(f"WeightsAboveOne: sum {int(a.sum())} > {WEIGHT_ONE}.")
+
+
+def combine_weight(u_star, u_prev, q: int) -> np.ndarray:
+    """The contract's committed iterate with a proposed weight q/WEIGHT_ONE, 0 <= q <= WEIGHT_ONE:
+    `combine` with num = q, den = WEIGHT_ONE (q = 0 keeps u_prev)."""
+    q = int(q)
+    if not 0 <= q <= WEIGHT_ONE:
+        raise ValueError(f"a weight must satisfy 0 <= q <= {WEIGHT_ONE}, got {q}.")
+    if q == 0:
+        b = _as_lanes(u_prev)
+        if _as_lanes(u_star).shape != b.shape:
+            raise ValueError("shapes differ.")
+        return b.copy()
+    return combine(u_star, u_prev, q, WEIGHT_ONE)
 
 
 def theta2(u_new, u_prev) -> int:

@@ -48,6 +48,9 @@ class IterationRecord:
     max_theta2: int = 0
     closed: bool = False
     terminated: bool = False
+    weighted: bool = False  # optima submitted, combined with proposed weights
+    weights: np.ndarray | None = None  # [P] proposed weights q_i (λ_i = q_i / WEIGHT_ONE), if applied
+    proposer: int | None = None  # prosumer that proposed them
 
 
 @dataclasses.dataclass
@@ -82,6 +85,7 @@ class Mirror:
         self.t, self.p = 0, 0
         self.committed = np.zeros((self.n_prosumers, self.nu), dtype=np.int64)
         self.head = ZERO32
+        self.last_weights: tuple[int, int] | None = None
         self.steps: list[StepNegotiation] = []
         self._open_iteration()
 
@@ -162,6 +166,8 @@ class Mirror:
         u_star = np.asarray(u_star, dtype=np.int64)
         if p == 0:
             raise ProtocolError("WrongRound", "p = 0 needs `initial`")
+        if (t, p) == (self.t, self.p) and self.current.weighted:
+            raise ProtocolError("MixedIteration", f"({t}, {p}) is a weighted iteration")
         self._check(i, t, p, u_star)
         prev = self.committed[i]
         new = fp.combine(u_star, prev, self.w_num, self.w_den)
@@ -176,8 +182,57 @@ class Mirror:
         self._after_upload()
         return th2, keccak(fp.pack(new))
 
+    def submit(self, i: int, t: int, p: int, u_star) -> None:
+        """Weighted iteration p >= 1: prosumer i's optimum, checked and recorded, not combined."""
+        u_star = np.asarray(u_star, dtype=np.int64)
+        if p == 0 or (t, p) != (self.t, self.p):
+            raise ProtocolError("WrongRound", f"({t}, {p}) but open is ({self.t}, {self.p})")
+        it = self.current
+        if it.uploads and not it.weighted:
+            raise ProtocolError("MixedIteration", f"({t}, {p}) is a uniform iteration")
+        self._check(i, t, p, u_star)
+        it.weighted = True
+        it.uploads[i] = u_star.copy()
+        it.theta2[i] = 0
+        self._chain(i, t, p, fp.pack(u_star))
+
+    def propose(self, k: int, t: int, p: int, q) -> tuple[list[int], list[bytes]]:
+        """Prosumer k proposes the weights q [P] (λ_i = q_i / WEIGHT_ONE) of the open weighted
+        iteration: every submitted optimum is combined with its weight, the others keep their
+        iterate; the iteration closes. Returns (θ² per prosumer, committed hash per prosumer)."""
+        if not 0 <= k < self.n_prosumers:
+            raise ProtocolError("NotAgent", f"prosumer {k}")
+        if self.last_weights == (t, p):
+            raise ProtocolError("WeightsAlreadyProposed", f"({t}, {p})")
+        if p == 0 or (t, p) != (self.t, self.p):
+            raise ProtocolError("WrongRound", f"({t}, {p}) but open is ({self.t}, {self.p})")
+        it = self.current
+        if not it.weighted:
+            raise ProtocolError("NoSubmissions", f"({t}, {p})")
+        q = np.asarray(q, dtype=np.int64).reshape(-1)
+        try:
+            fp.check_weights(q, self.n_prosumers)
+        except ValueError as e:
+            name, _, msg = str(e).partition(": ")
+            raise ProtocolError(name, msg) from None
+        self.last_weights = (t, p)
+        th = [0] * self.n_prosumers
+        for i, u_star in it.uploads.items():
+            prev = self.committed[i]
+            new = fp.combine_weight(u_star, prev, int(q[i]))
+            th[i] = fp.theta2(new, prev)
+            self.committed[i] = new
+            it.committed[i] = new
+            it.theta2[i] = th[i]
+        it.max_theta2 = max(th)
+        it.weights, it.proposer = q.copy(), int(k)
+        self._chain(k, t, p, fp.pack(q))
+        hashes = [self.committed_hash(i) for i in range(self.n_prosumers)]
+        self.close()
+        return th, hashes
+
     def _after_upload(self):
-        if len(self.current.uploads) == self.n_prosumers:
+        if len(self.current.uploads) == self.n_prosumers and not self.current.weighted:
             self.close()
 
     def close(self) -> tuple[int, bool]:
