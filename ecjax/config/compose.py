@@ -1,7 +1,9 @@
-"""Hydra composition of `conf/` and the identity of a resolved config."""
+"""Hydra composition of `conf/` into the typed schema (`ecjax.config.schema`), its resolved
+plain-dict form, and the identity of a resolved config."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -89,11 +91,45 @@ def _default(*, _node_):
 
 
 def register_resolvers() -> None:
-    """Make ``${ecjax.default:}`` known to OmegaConf (before any config is resolved)."""
+    """Make ``${ecjax.default:}`` known to OmegaConf and store the schema in Hydra's
+    ConfigStore (`ecjax.config.schema.register`), before any config is composed or resolved."""
     from omegaconf import OmegaConf
+
+    from .schema import register
 
     if not OmegaConf.has_resolver(DEFAULT_RESOLVER):
         OmegaConf.register_new_resolver(DEFAULT_RESOLVER, _default)
+    register()
+
+
+def typed_overrides(overrides: Sequence[str]) -> list[str]:
+    """The overrides, with ``+key=value`` of a key the schema defines taken as ``++key=value``.
+
+    Every setting is in the composed config now (its schema value, if no file sets it), where
+    Hydra's ``+`` (add a new key) would refuse it; ``+community.params.bt_max=1`` (an entry of
+    a mapping setting) adds it as before. ``+key`` of a key inside a config group's section
+    that the schema does not have is refused here, worded as the sections do.
+    """
+    from .cell import Config
+    from .schema import is_known, unknown
+
+    groups = {f.name for f in dataclasses.fields(Config) if "section" in f.metadata}
+    out = []
+    for line in overrides:
+        line = str(line)
+        key, sep, _ = line.partition("=")
+        key = key.strip()
+        if not sep or not key.startswith("+") or key.startswith("++") or "@" in key or "/" in key:
+            out.append(line)
+            continue
+        name = key[1:]
+        dotted = "." in name
+        if dotted and name.split(".", 1)[0] in groups and not is_known(name):
+            raise unknown(name)
+        if is_known(name) and (dotted or name not in groups):
+            line = "+" + line.lstrip()
+        out.append(line)
+    return out
 
 
 def compose(overrides: Sequence[str] = (), config_dir: str | os.PathLike | None = None,
@@ -109,8 +145,11 @@ def compose(overrides: Sequence[str] = (), config_dir: str | os.PathLike | None 
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from .schema import config_error
+
     register_resolvers()
     check_hydra_overrides(overrides)
+    overrides = typed_overrides(overrides)
     try:
         if GlobalHydra.instance().is_initialized() and config_dir is None:
             return _compose(config_name, overrides=list(overrides))
@@ -123,20 +162,52 @@ def compose(overrides: Sequence[str] = (), config_dir: str | os.PathLike | None 
         with initialize_config_dir(config_dir=str(cdir.resolve()), version_base=None):
             return _compose(config_name, overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(str(e).strip()) from None
+        raise config_error(e) from None
 
 
-def to_dict(cfg) -> dict:
-    """The resolved plain-dict form of a DictConfig (missing `???` values raise ConfigError)."""
+def _unset_paths(raw, path=()):
+    """The paths of a raw (unresolved) container whose value is still ``${ecjax.unset:}``."""
+    from .schema import UNSET
+
+    if isinstance(raw, Mapping):
+        for k, v in raw.items():
+            yield from _unset_paths(v, (*path, k))
+    elif isinstance(raw, str) and raw == UNSET:
+        yield path
+
+
+def _prune(d: dict, paths) -> dict:
+    """Remove `paths` from the nested dict `d`, and mappings they leave empty."""
+    for p in paths:
+        chain = [d]
+        for k in p[:-1]:
+            chain.append(chain[-1][k])
+        chain[-1].pop(p[-1], None)
+        for i in range(len(p) - 1, 0, -1):  # a section that held only unset settings
+            if chain[i] == {}:
+                chain[i - 1].pop(p[i - 1], None)
+    return d
+
+
+def to_dict(cfg, resolve: bool = True) -> dict:
+    """The plain-dict form of a composed DictConfig: resolved (`resolve`), choices as their
+    names, without the settings left to their section's default (``${ecjax.unset:}``), so the
+    mapping is what the YAML files and overrides give. A missing ``???`` value or a value the
+    schema refuses raises ConfigError naming its key."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    from .schema import config_error
+
     register_resolvers()
     try:
-        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        raw = OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
+        unset = list(_unset_paths(raw))
+        if not resolve:
+            return _prune(raw, unset)
+        return _prune(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True, enum_to_str=True), unset)
     except OmegaConfBaseException as e:
-        key = getattr(e, "full_key", None)
-        raise ConfigError(f"{key}: {e.msg if hasattr(e, 'msg') else e}" if key else str(e)) from None
+        raise config_error(e) from None
 
 
 def lookup(config: Mapping, key: str):

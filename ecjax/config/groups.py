@@ -29,7 +29,7 @@ class ScenarioConfig(Section):
 @dataclasses.dataclass(frozen=True)
 class CCMPCConfig(Section):
     key = "ccmpc"
-    deltas: list = setting([], Free(), required=True)  # risk levels δ, checked below
+    deltas: list[float] = setting([], Free(), required=True)  # risk levels δ, checked below
     tightening: str = setting(None, Choice(TIGHTENINGS), required=True)
     tighten_consumers: bool = setting(False, Flag())
 

@@ -115,8 +115,8 @@ class IrradianceConfig(Section):
 @dataclasses.dataclass(frozen=True)
 class LoadsConfig(Section):
     key = "data.loads"
-    kinds: list | None = setting(None, HouseholdTypes())  # null: all household types
-    scale_range: tuple = setting(D.DEFAULT_SCALE_RANGE, ScaleRange())
+    kinds: list[str] | None = setting(None, HouseholdTypes())  # null: all household types
+    scale_range: tuple[float, float] = setting(D.DEFAULT_SCALE_RANGE, ScaleRange())
     shift_hours: int = setting(0, Int(-12, 12))
     seed: int | None = setting(None, Int(0, 2**31 - 1, null=True))  # null: the data's seed
 
