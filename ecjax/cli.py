@@ -168,12 +168,13 @@ def _run(argv: list[str], cwd: str | None = None) -> int:
         if args.cfg:
             from omegaconf import OmegaConf
 
-            from .config.compose import compose
+            from .config.compose import compose, to_dict
 
             if args.resolve:
                 print(OmegaConf.to_yaml(OmegaConf.create(plan.base)), end="")
-            else:
-                print(OmegaConf.to_yaml(compose(plan.overrides, args.config_dir)), end="")
+            else:  # as composed, without the settings no file sets (their sections' defaults)
+                print(OmegaConf.to_yaml(to_dict(compose(plan.overrides, args.config_dir), resolve=False)),
+                      end="")
             print(f"# {len(plan.cells)} cell(s): " + ", ".join(c.id for c in plan.cells))
             return 0
         t0 = time.perf_counter()
@@ -240,15 +241,15 @@ def _info(what: str, overrides: list[str], config_dir) -> int:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
 
-    from .config import ConfigError
-    from .config.compose import CONFIG_NAME
+    from .config.compose import CONFIG_NAME, typed_overrides
+    from .config.schema import config_error
 
-    plain = _single_values(overrides)
+    plain = typed_overrides(_single_values(overrides))
     try:
         with _hydra_session(plain, config_dir), _root_logger_kept():
             GlobalHydra.instance().hydra.show_info(what, CONFIG_NAME, plain)
     except HydraException as e:
-        raise ConfigError(str(e).strip()) from None
+        raise config_error(e) from None
     return 0
 
 
@@ -278,10 +279,10 @@ def _print_hydra_cfg(which: str, overrides: list[str], config_dir, resolve: bool
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from .config import ConfigError
-    from .config.compose import CONFIG_NAME
+    from .config.compose import CONFIG_NAME, typed_overrides
+    from .config.schema import config_error
 
-    plain = _single_values(overrides)
+    plain = typed_overrides(_single_values(overrides))
     try:
         with _hydra_session(plain, config_dir):
             cfg = _compose(CONFIG_NAME, overrides=plain, return_hydra_config=True)
@@ -295,7 +296,7 @@ def _print_hydra_cfg(which: str, overrides: list[str], config_dir, resolve: bool
             cfg = OmegaConf.masked_copy(cfg, "hydra")
         print(OmegaConf.to_yaml(cfg), end="")
     except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(str(e).strip()) from None
+        raise config_error(e) from None
 
 
 def _notes(store: str, checks) -> None:

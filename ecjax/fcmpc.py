@@ -42,10 +42,8 @@ from .community import Community
 from .layout import AgentLayout
 from .plan import Plan, Stage, plan_from_vectors
 from .qp import IPM, Operator, Solution, Status, prepare, solve
+from .scenario import WEIGHT_RULES, WeightRule  # noqa: F401  (the rules, written once there)
 from .weights import CostWeights
-
-
-WEIGHT_RULES = ("uniform", "optimal")
 
 
 class FCMPCSettings(eqx.Module):

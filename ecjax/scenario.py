@@ -1,17 +1,21 @@
-"""The scenarios of MODEL §8, the tightening modes of MODEL §5, and the rule that ties the
-standard DMPC to its risk level. Plain Python: the config schema reads these names without
-importing JAX."""
+"""The scenarios of MODEL §8, the tightening modes of MODEL §5, the FC-MPC combination rules
+(MODEL §6, docs/fcmpc.md), and the rule that ties the standard DMPC to its risk level. Plain
+Python: the config schema (`ecjax.config.schema`) types its choices with these names without
+importing JAX. Each choice is written once, as a Literal; its tuple is the Literal's arguments."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
 Scenario = Literal["islanded", "ccdmpc", "dmpc", "centralized"]
-SCENARIOS = ("islanded", "ccdmpc", "dmpc", "centralized")
+SCENARIOS: tuple[str, ...] = get_args(Scenario)
 Tightening = Literal["cumulative", "per_step"]
-TIGHTENINGS = ("cumulative", "per_step")
+TIGHTENINGS: tuple[str, ...] = get_args(Tightening)
+# `ecjax.fcmpc.FCMPCSettings.weights`: uniform w (the paper), or a λ per prosumer minimizing Φ
+WeightRule = Literal["uniform", "optimal"]
+WEIGHT_RULES: tuple[str, ...] = get_args(WeightRule)
 
 DMPC_DELTA = 0.5  # `dmpc` is the standard (deterministic) MPC: δ = 0.5, z = 0
 

@@ -191,9 +191,7 @@ def plan(argv: Sequence[str] = (), config_dir=None, cwd=None) -> SweepPlan:
         _set(base, key, value)
     given = {o.key_or_group for o in parsed}
     axes: dict[str, list[str]] = {}
-    params = ((base.get("sweep") or {}).get("params")) or {}
-    if not isinstance(params, Mapping):
-        raise ConfigError(f"sweep.params must be a mapping, got {params!r}.")
+    params = ((base.get("sweep") or {}).get("params")) or {}  # a mapping: the schema types it
     for key, value in params.items():
         if key in given or value is None:
             continue

@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import numbers
 import re
+from typing import Literal, get_args
 
-from ..scenario import SCENARIOS, TIGHTENINGS
+from ..scenario import SCENARIOS, TIGHTENINGS, WEIGHT_RULES
 from ._fields import (
     ConfigError, Choice, DefaultOf, Flag, Free, Int, Num, Section, Table, Text, EnvName, fail,
     object_error, setting,
@@ -14,8 +15,13 @@ from ._fields import (
 
 # where `ecjax.sweep` runs cells: this process, a local dask cluster, or a batch system's
 # workers through dask-jobqueue (`ecjax.cluster`)
-CLUSTERS = ("none", "local", "jobqueue")
-CHAIN_KINDS = ("tester", "anvil", "rpc")  # `ecjax.chain.replay.open_chain` kinds
+Cluster = Literal["none", "local", "jobqueue"]
+CLUSTERS: tuple[str, ...] = get_args(Cluster)
+# `ecjax.chain.replay.open_chain` kinds (`ecjax.chain.replay.CHAINS`, the same names: the config
+# does not import the chain's web3 stack to read them; tests/engine/test_config.py compares)
+ChainKind = Literal["tester", "anvil", "rpc"]
+CHAIN_KINDS: tuple[str, ...] = get_args(ChainKind)
+SolverMethod = Literal["ipm"]  # the one QP method of the engine (`ecjax.qp.IPM`)
 SEED = Int(0, 2**31 - 1)
 _SCHEDULER = re.compile(r"^(tcp|tls|inproc|ucx)://")
 
@@ -49,7 +55,7 @@ class FCMPCConfig(Section):
     kappa: float = setting(1e-3, Num(0.0, lo_open=True))
     p_max: int = setting(30, Int(1, 10_000))
     w: float | None = setting(None, Num(0.0, 1.0, lo_open=True, null=True))  # null: 1/|P|
-    weights: str = setting("uniform", Choice(("uniform", "optimal")))  # combination rule
+    weights: str = setting("uniform", Choice(WEIGHT_RULES))  # combination rule
 
     def settings(self, community):
         """`ecjax.fcmpc.FCMPCSettings`, checked against `community` (w <= 1/|P|)."""
@@ -105,7 +111,7 @@ class SolverConfig(Section):
     """
 
     key = "solver"
-    method: str = setting("ipm", Choice(("ipm",)))
+    method: str = setting("ipm", Choice(get_args(SolverMethod)))
     eps_abs: float = setting(IPM_DEFAULT, Num(0.0))
     eps_rel: float = setting(IPM_DEFAULT, Num(0.0))
     eps_pinf: float = setting(IPM_DEFAULT, Num(0.0, lo_open=True))

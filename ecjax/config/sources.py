@@ -8,6 +8,7 @@ import inspect
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -17,9 +18,13 @@ from ._fields import (
 )  # fmt: skip
 from .groups import SEED
 
-COMMUNITY_KINDS = ("paper", "generated")  # ecjax.community.paper_case | generate_community
-DATA_KINDS = ("real", "synthetic")  # ecjax.data tables | ecjax.disturbance.synthetic_profiles
-PRICE_SOURCES = ("builtin", "csv", "omie", "synthetic")
+# What the config builds, dispatched here (CommunityConfig.build, DataConfig.profiles):
+CommunityKind = Literal["paper", "generated"]  # ecjax.community.paper_case | generate_community
+COMMUNITY_KINDS: tuple[str, ...] = get_args(CommunityKind)
+DataKind = Literal["real", "synthetic"]  # ecjax.data tables | ecjax.disturbance.synthetic_profiles
+DATA_KINDS: tuple[str, ...] = get_args(DataKind)
+PriceSource = Literal["builtin", "csv", "omie", "synthetic"]
+PRICE_SOURCES: tuple[str, ...] = get_args(PriceSource)
 _NOT_PARAMS = ("prosumers", "ev_avail", "dt")  # what a community kind itself decides
 
 
