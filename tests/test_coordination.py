@@ -298,8 +298,8 @@ def test_centralized_optimum_is_a_fixed_point(case, rule):
         assert err <= 1e-3, (rule, k, err)
 
 
-def test_rule_is_checked_and_the_audit_refuses_optimal_weights():
-    from ecjax.chain.sample import SampleError, check_compatible
+def test_rule_is_checked():
+    """(The on-chain audit of both rules: tests/chain/test_chain_weights.py.)"""
     from ecjax.config import ConfigError
     from ecjax.config.groups import FCMPCConfig
 
@@ -310,7 +310,3 @@ def test_rule_is_checked_and_the_audit_refuses_optimal_weights():
     assert FCMPCConfig().settings(c).weights == "uniform"  # the paper's rule is the default
     with pytest.raises(ConfigError, match="fcmpc.weights"):
         FCMPCConfig.parse({"weights": "best"})
-    inputs = types.SimpleNamespace(community=c, options=types.SimpleNamespace(scenario="ccdmpc", T=1),
-                                   fc=FCMPCSettings(weights="optimal"), N=N)  # fmt: skip
-    with pytest.raises(SampleError, match="fcmpc.weights = 'optimal'"):
-        check_compatible(types.SimpleNamespace(), inputs)

@@ -24,8 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from ecjax.chain import fixedpoint as fp
+from ecjax import fcmpc
 from ecjax.fcmpc import (
     Controller,
+    FCMPCSettings,
     _solve_agents,
     accepted,
     cold_start,
@@ -85,6 +87,11 @@ def _cooperative(ctl: Controller, stage: Stage, u_all, base: Solution, x, w) -> 
     return sol, x_star, combine(w, x_star, x)
 
 
+@eqx.filter_jit
+def _weights(ctl: Controller, fc: FCMPCSettings, stage: Stage, x_prev, x_star):
+    return fcmpc.weights(ctl, fc, stage, x_prev, x_star)
+
+
 class ProsumerSolvers:
     """The local solvers of every prosumer (index k = 0..P-1 in `community.prosumers` order).
 
@@ -97,12 +104,13 @@ class ProsumerSolvers:
     options (`tightening`, `tighten_consumers`), the risk level `delta` and the FC-MPC weight `w`.
     """
 
-    def __init__(self, community, profiles, weights, N, solver, dtype, options, delta, w: float):
+    def __init__(self, community, profiles, weights, N, solver, dtype, options, delta, w: float, fc=None):
         self.c = community
         self.N = N
         self.options = options
         self.delta = delta
         self.w = float(w)
+        self.fc = fc if fc is not None else FCMPCSettings(w=self.w)
         self.ctl = make_controller(community, weights, N, solver, dtype)
         self.lay = AgentLayout(community.n, N)
         self.profiles = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), profiles)
@@ -135,6 +143,19 @@ class ProsumerSolvers:
     def _status(self, sol: Solution) -> None:
         self.qp_status = np.maximum(self.qp_status, np.asarray(sol.status, dtype=np.int64))
 
+    def optimal_weights(self) -> np.ndarray:
+        """The weights λ^p [P] of the last cooperative iteration by the batch engine's rule
+        (`ecjax.fcmpc.weights` with the run's `fcmpc` settings: the optimal λ, or the uniform
+        weight where its QP falls back), from every prosumer's previous iterate and optimum."""
+        lam, _ = _weights(self.ctl, self.fc, self.stage, self._x_prev, self._x_star)
+        return np.asarray(lam, dtype=np.float64)
+
+    def apply_weights(self, lam) -> None:
+        """Each prosumer's iterate with the weights λ applied on chain:
+        x_i^p = λ_i·x_i* + (1 − λ_i)·x_i^{p−1} (`ecjax.fcmpc.combine`)."""
+        lam = jnp.asarray(np.asarray(lam, dtype=np.float64), self.dtype)
+        self._x = combine(lam[:, None], self._x_star, self._x_prev)
+
     def islanded(self) -> np.ndarray:
         """Iterate 0 of every prosumer: its own problem, trades fixed at 0. Returns u^0 [P, nu] (real)."""
         sol, x = _islanded(self.ctl, self.stage, self._warm[0], self._fallback)
@@ -148,7 +169,9 @@ class ProsumerSolvers:
         subproblem optima u^{p,*} [P, nu]."""
         base = self._sol if self._sol is not None else self._warm[1]
         u_all = jnp.asarray(u_all, self.dtype)
+        self._x_prev = self._x
         sol, x_star, self._x = _cooperative(self.ctl, self.stage, u_all, base, self._x, self._w)
+        self._x_star = x_star
         self._status(sol)
         self._sol = sol  # not solved: the previous iterate proposed
         return np.asarray(x_star[:, : self.lay.nu], dtype=np.float64)

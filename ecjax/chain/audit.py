@@ -263,6 +263,41 @@ def compare(sample: StoredSample, rep: Replay, inputs: RunInputs, tol: AuditTole
     return chk, detail
 
 
+def compare_weights(rep: Replay, chk: _Checker, detail: dict) -> None:
+    """Weighted iterations (fcmpc.weights = optimal): the weights on chain (rebuilt from the
+    events; the contract combined every iterate with them, and `Coordinator.history` checked
+    each committed iterate bit-exactly against them) must be those the proposer sent; per
+    step, the largest |λ_chain − λ_reference|, λ_reference the proposer's real λ (solve mode:
+    the batch engine's optimal rule recomputed off chain from the prosumers' iterates; stored
+    mode: the stored run's λ read back from its iterates), goes to `detail["weights"]`."""
+    if not rep.weights or rep.history is None:
+        return
+    its = {(it.t, it.p): it for st in rep.history.steps for it in st.iterations}
+    steps: dict[int, dict] = {}
+    for w in rep.weights:
+        it = its.get((w.t, w.p))
+        got = None if it is None or it.weights is None else it.weights
+        if got is None or not np.array_equal(got, w.q):
+            chk.diffs.append(Difference("weights", step=w.t, iteration=w.p,
+                                        note="the weights on chain are not those proposed"))  # fmt: skip
+            continue
+        chk.exact("weights", 0, 0)
+        d = float(np.max(np.abs(got / fp.WEIGHT_ONE - w.reference), initial=0.0))
+        s = steps.setdefault(w.t, {"step": w.t, "iterations": 0, "reference": w.source, "max_abs": 0.0})
+        s["iterations"] += 1
+        s["max_abs"] = max(s["max_abs"], d)
+        if w.source != s["reference"]:
+            s["reference"] = "mixed"
+    detail["weights"] = list(steps.values())
+    if steps:
+        worst = max(s["max_abs"] for s in steps.values())
+        ref = "the batch engine's optimal λ recomputed off chain" if rep.mode == "solve" else "the stored run's λ"
+        detail["notes"].append(
+            f"weights proposed on chain in {sum(s['iterations'] for s in steps.values())} iterations; the largest "
+            f"|λ_chain − λ_reference| is {worst:.3g} (reference: {ref}; fixed point 1/{fp.WEIGHT_ONE})"
+        )
+
+
 def _stored_indices(sample: StoredSample, c, gamma: float) -> dict[str, float]:
     import types
 
@@ -335,6 +370,8 @@ def build_report(
         "coordination": rep.coordination,
         "solver": {"eps_abs": inputs.solver.eps_abs, "eps_rel": inputs.solver.eps_rel},
     }
+    if getattr(inputs.fc, "weights", "uniform") != "uniform":
+        run["weights"] = inputs.fc.weights
     diffs = list(chk.diffs)
     if chain["config_hash"] != chain["config_hash_on_chain"]:
         diffs.insert(0, Difference("config_hash", note="the deployed configHash differs from the run's configuration"))
@@ -355,6 +392,7 @@ def build_report(
         seconds=seconds,
         notes=detail["notes"],
         replay=rep,
+        weights=detail.get("weights"),
     )
 
 
@@ -412,6 +450,7 @@ def audit_run(
         t1 = time.perf_counter()
         tol = derive(inputs, mode, scale, float(rep.config.w))
         chk, detail = compare(sample, rep, inputs, tol)
+        compare_weights(rep, chk, detail)
         if rep.coordination == "commit":
             from ecjax.chain.commit import check_replay
 

@@ -51,7 +51,7 @@ from ecjax.chain.client import (
 )
 from ecjax.chain.config import CoordinatorConfig
 from ecjax.chain.mirror import Mirror
-from ecjax.chain.sample import RunInputs, StoredSample, check_compatible
+from ecjax.chain.sample import RunInputs, SampleError, StoredSample, check_compatible
 
 CHAINS = ("tester", "anvil", "rpc")
 MODES = ("solve", "stored")
@@ -115,6 +115,10 @@ def weight(inputs: RunInputs) -> Fraction:
     return Fraction(1, P) if w is None else Fraction(float(w)).limit_denominator(10**6)
 
 
+def _optimal(inputs: RunInputs) -> bool:
+    return getattr(inputs.fc, "weights", "uniform") == "optimal"
+
+
 def coordinator_config(
     inputs: RunInputs, delta: float, T: int, *, sample: int | None = None, scale: int = fp.SCALE, period_s: int = 600
 ) -> CoordinatorConfig:
@@ -127,7 +131,8 @@ def coordinator_config(
         "profiles": _plain(inputs.profiles),
         "weights": _plain(inputs.weights),
         "solver": _plain(inputs.solver),
-        "fcmpc": {"kappa": float(inputs.fc.kappa), "p_max": int(inputs.fc.p_max), "w": _plain(inputs.fc.w)},
+        "fcmpc": {"kappa": float(inputs.fc.kappa), "p_max": int(inputs.fc.p_max), "w": _plain(inputs.fc.w),
+                  **({"weights": inputs.fc.weights} if _optimal(inputs) else {})},
         "options": _plain(inputs.options),
         "N": int(inputs.N),
         "T": int(T),
@@ -167,6 +172,7 @@ class ChainIteration:
     committed: np.ndarray  # [P, nu] fixed point, after the iteration
     states: dict[int, tuple[int, int]]  # p = 0: prosumer -> (eb, eev) fixed point
     terminated: bool
+    weights: np.ndarray | None = None  # weighted iteration: the weights applied (fixed point)
 
 
 class ChainView:
@@ -191,38 +197,49 @@ class ChainView:
         account), its `IterationClosed` is read from the logs since `from_block`."""
         here = lambda e: (e["args"]["t"], e["args"].get("p", 0)) == (t, p)  # noqa: E731
         name = "InitialUploaded" if p == 0 else "Uploaded"
-        ups = [e for e in events if e["event"] == name and here(e)]
+        ups = [e for e in events if e["event"] in (name, "Submitted") and here(e)]
+        applied = [e for e in events if e["event"] == "WeightsApplied" and here(e)]
         closed = [e for e in events if e["event"] == "IterationClosed" and here(e)]
         if not closed and from_block is not None:
             ev = self.coord.contract.events.IterationClosed()
             closed = list(ev.get_logs(argument_filters={"t": t, "p": p}, from_block=from_block, to_block="latest"))
+        if len(applied) > 1:
+            raise ChainMismatch(f"step {t} iteration {p}: {len(applied)} WeightsApplied events.")
+        q = fp.unpack(applied[0]["args"]["lam"], self.P) if applied else None
         new = self.committed.copy()
         states = {}
         if p == 0:
             new[:] = 0  # who did not upload gets the zero plan
+        hashes = {}  # prosumer -> the hash its event names for the rebuilt iterate
         for e in ups:
             a = e["args"]
             k = a["agent"]
             if p == 0:
                 new[k] = fp.unpack(a["u"], self.nu)
                 states[k] = (int(a["eb"]), int(a["eev"]))
-            else:
+            elif e["event"] == "Uploaded":
                 new[k] = fp.combine(fp.unpack(a["uStar"], self.nu), self.committed[k], self.w_num, self.w_den)
-        seen = set()
-        for e in ups:
-            a = e["args"]
-            seen.add(a["agent"])
-            if keccak(fp.pack(new[a["agent"]])) != bytes(a["committedHash"]):
-                raise ChainMismatch(f"step {t} iteration {p}: prosumer {a['agent']}'s rebuilt iterate differs from its event.")
+            elif q is not None:  # submitted, combined with the proposed weight
+                new[k] = fp.combine_weight(fp.unpack(a["uStar"], self.nu), self.committed[k], int(q[k]))
+            if e["event"] != "Submitted":
+                hashes[k] = bytes(a["committedHash"])
+        if applied:
+            hashes.update({k: bytes(h) for k, h in enumerate(applied[0]["args"]["committedHash"])})
         for k in range(self.P):
-            if k not in seen and keccak(fp.pack(new[k])) != self.coord.committed_hash(k):
+            want = hashes.get(k)
+            if want is not None and keccak(fp.pack(new[k])) != want:
+                raise ChainMismatch(f"step {t} iteration {p}: prosumer {k}'s rebuilt iterate differs from its event.")
+            if want is None and keccak(fp.pack(new[k])) != self.coord.committed_hash(k):
                 raise ChainMismatch(f"step {t} iteration {p}: prosumer {k}'s rebuilt iterate differs from the stored hash.")
-        if ups and bytes(ups[-1]["args"]["head"]) != self.coord.head():
+        heads = ups + applied
+        if heads and bytes(max(heads, key=lambda e: (e["blockNumber"], e["logIndex"]))["args"]["head"]) != self.coord.head():
             raise ChainMismatch(f"step {t} iteration {p}: the contract's hash chain head holds uploads not read.")
         if len(closed) != 1:
             raise ChainMismatch(f"step {t} iteration {p}: expected one IterationClosed event, found {len(closed)}.")
         self.committed = new
-        return ChainIteration(t=t, p=p, committed=new, states=states, terminated=bool(closed[0]["args"]["terminated"]))
+        return ChainIteration(
+            t=t, p=p, committed=new, states=states, terminated=bool(closed[0]["args"]["terminated"]), weights=q
+        )
 
 
 # ------------------------------------------------------------------ replay
@@ -230,7 +247,7 @@ class ChainView:
 
 @dataclasses.dataclass(frozen=True)
 class TxRecord:
-    kind: str  # deploy | fund | initial | upload | commit | refund
+    kind: str  # deploy | fund | initial | upload | submit | weights | commit | refund
     tx_hash: str
     gas_used: int
     block: int
@@ -268,6 +285,21 @@ class Replay:
     seconds: dict[str, float]
     coordination: str = "full"
     records: list = dataclasses.field(default_factory=list)  # commit mode: the steps' `StepRecord`s
+    weights: list = dataclasses.field(default_factory=list)  # weighted iterations: `ProposedWeights`
+
+
+@dataclasses.dataclass(frozen=True)
+class ProposedWeights:
+    """The weights proposed at iteration p of step t: `reference` λ (reals) as the proposer
+    computed it (solve mode: the batch engine's rule, `ecjax.fcmpc.weights`; stored mode: the
+    stored run's λ read back from its iterates), `q` what went on chain (fixed point)."""
+
+    t: int
+    p: int
+    proposer: int
+    reference: np.ndarray
+    q: np.ndarray
+    source: str  # optimal | stored | held
 
     @property
     def chain(self) -> Chain:
@@ -280,6 +312,7 @@ class FullCoordination:
 
     def __init__(self, coord: Coordinator):
         self.coord, self.view = coord, ChainView(coord)
+        self._stars: dict[int, np.ndarray] = {}
         self._events: list = []
         self._block: int | None = None
 
@@ -296,6 +329,22 @@ class FullCoordination:
         events, block = self._events, self._block
         self._events, self._block = [], None
         return self.view.read(t, p, events, block)
+
+    def submit(self, k: int, t: int, p: int, q) -> TxRecord:
+        res = self.coord.submit(k, t, p, q)
+        self._stars[k] = np.asarray(q)
+        self._events += res.events
+        self._block = res.block if self._block is None else self._block
+        return TxRecord("submit", res.tx_hash, res.gas_used, res.block, t, p, k)
+
+    def propose(self, k: int, t: int, p: int, q) -> TxRecord:
+        stars = [self._stars.get(i) for i in range(self.view.P)]
+        prevs = [self.view.committed[i] if stars[i] is not None else None for i in range(self.view.P)]
+        self._stars = {}
+        res = self.coord.propose_weights(k, t, p, q, stars, prevs)
+        self._events += res.events
+        self._block = res.block if self._block is None else self._block
+        return TxRecord("weights", res.tx_hash, res.gas_used, res.block, t, p, k)
 
     def end_step(self, t: int) -> list[TxRecord]:
         return []
@@ -400,6 +449,12 @@ def replay(
     if coordination not in COORDINATIONS:
         raise ValueError(f"`coordination` must be one of {COORDINATIONS}, got {coordination!r}.")
     check_compatible(sample, inputs)
+    optimal = _optimal(inputs)
+    if optimal and coordination == "commit":
+        raise SampleError(
+            "fcmpc.weights = 'optimal' cannot be replayed in the commit mode: its leaves carry no weights "
+            "(FCMPCCommitCoordinator combines with the uniform weight only); use coordination 'full'."
+        )
     t_start = time.perf_counter()
     c = inputs.community
     scenario = inputs.options.scenario
@@ -426,16 +481,18 @@ def replay(
     if mode == "solve":
         solvers = ProsumerSolvers(
             c, inputs.profiles, inputs.weights, inputs.N, inputs.solver, inputs.dtype, inputs.options, delta,
-            float(config.w),
+            float(config.w), inputs.fc,
         )  # fmt: skip
     uploads: list[Upload] = []
     qp_status = np.zeros(T, dtype=np.int64)
     t_solve = 0.0
     bar = tqdm(total=T, desc=f"replay ({mode}, {chain.kind})", unit="step", disable=not progress, leave=False)
 
+    proposed: list[ProposedWeights] = []
+
     def send(t, p, k, plan, source, state=None):
         enc = encode(plan, bounds.block_bounds(k, p), scale)
-        tx = net.send(k, t, p, enc.q, state)
+        tx = net.submit(k, t, p, enc.q) if optimal and p >= 1 else net.send(k, t, p, enc.q, state)
         if tx is not None:
             txs.append(tx)
         uploads.append(Upload(t, p, k, source, np.asarray(plan), enc.outside, tx))
@@ -480,6 +537,18 @@ def replay(
                     else:
                         plan, source = sample.u_iter[t, stop, k], "held"
                     send(t, p, k, plan, source)
+                if optimal:  # every optimum is on chain: one prosumer proposes the weights
+                    if solvers is not None:
+                        lam, src = solvers.optimal_weights(), "optimal"
+                    elif p <= stop:
+                        lam, src = sample.weights(t, p), "stored"
+                    else:
+                        lam, src = np.full(P, float(config.w)), "held"
+                    q = fp.weights_to_fixed(lam)
+                    txs.append(net.propose(t % P, t, p, q))
+                    proposed.append(ProposedWeights(t, p, t % P, lam, q, src))
+                    if solvers is not None:
+                        solvers.apply_weights(q / fp.WEIGHT_ONE)
                 it = net.read(t, p)
             txs += net.end_step(t)
             if solvers is not None:
@@ -504,5 +573,5 @@ def replay(
     return Replay(
         mode=mode, config=config, coordinator=coord, history=history, mismatch=mismatch, txs=txs,
         uploads=uploads, qp_status=qp_status, seconds=seconds, coordination=coordination,
-        records=list(getattr(net, "records", [])),
+        records=list(getattr(net, "records", [])), weights=proposed,
     )  # fmt: skip

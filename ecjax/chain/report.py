@@ -89,6 +89,8 @@ class AuditReport:
     replay: Any = dataclasses.field(default=None, repr=False, compare=False)  # in memory only
     origin: dict[str, Any] | None = None  # the sample run again from the stored config (`ecjax.chain.origin`)
     receipt_path: str | None = None  # where the store keeps this audit's receipt, once written
+    # weighted iterations (fcmpc.weights = optimal), per step: iterations, the largest |λ_chain − λ_reference|
+    weights: list[dict[str, Any]] | None = None
 
     @property
     def verdict(self) -> str:
@@ -147,6 +149,7 @@ class AuditReport:
                 "differences": [dataclasses.asdict(d) for d in self.differences[:MAX_LISTED]],
                 "iterations": self.iterations,
                 "indices": self.indices,
+                "weights": self.weights,
                 "gas": self.gas,
                 "tx_count": self.tx_count,
                 "seconds": self.seconds,
@@ -210,6 +213,11 @@ class AuditReport:
             out += ["", "## Indices (MODEL §8)", "", "| index | chain | stored | tolerance |", "|---|---|---|---|"]
             for k, v in self.indices.items():
                 out.append(f"| {k} | {_num(v['chain'])} | {_num(v['stored'])} | {_num(v['tolerance'])} |")
+        if self.weights:
+            out += ["", "## Weights proposed on chain (fcmpc.weights = optimal)", "",
+                    "| step | weighted iterations | reference | max abs(λ_chain − λ_reference) |", "|---|---|---|---|"]
+            for w in self.weights:
+                out.append(f"| {w['step']} | {w['iterations']} | {w['reference']} | {_num(w['max_abs'])} |")
         g, tc = self.gas, self.tx_count
         out += ["", "## Gas and transactions", ""]
         out.append(f"Transactions: {tc['total']} ({', '.join(f'{k}: {v}' for k, v in tc['by_kind'].items())}); "

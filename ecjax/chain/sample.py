@@ -95,6 +95,19 @@ class StoredSample:
             return eb0, np.zeros_like(eb0)
         return self.eb[t - 1], self.eev[t - 1]
 
+    def weights(self, t: int, p: int) -> np.ndarray:
+        """The weights λ^p [P] the stored run applied at iteration p >= 1 of step t, read back
+        from its iterates: u_i^p = λ_i·u_i^{p,*} + (1 − λ_i)·u_i^{p−1} (MODEL §6), so
+        λ_i = ⟨u_i^p − u_i^{p−1}, d_i⟩ / ‖d_i‖², d_i = u_i^{p,*} − u_i^{p−1} (0 where d_i = 0),
+        clipped to [0, 1] and scaled to Σ λ <= 1."""
+        prev = self.u_iter[t, p - 1]
+        d = self.u_star[t, p - 1] - prev
+        dd = np.sum(d * d, axis=1)
+        lam = np.where(dd > 0, np.sum((self.u_iter[t, p] - prev) * d, axis=1) / np.where(dd > 0, dd, 1.0), 0.0)
+        lam = np.clip(lam, 0.0, 1.0)
+        total = float(lam.sum())
+        return lam / total if total > 1.0 else lam
+
 
 def _one(ds: xr.Dataset, dim: str, value=None) -> xr.Dataset:
     if dim not in ds.dims:
@@ -166,11 +179,6 @@ def check_compatible(s: StoredSample, inputs: RunInputs) -> None:
         raise SampleError(
             f"scenario {scenario!r} cannot be audited on chain: only {AUDITABLE} have agents "
             "that negotiate their own plans."
-        )
-    if inputs.fc.weights != "uniform":
-        raise SampleError(
-            f"fcmpc.weights = {inputs.fc.weights!r} cannot be audited on chain yet: the coordinator "
-            "combines every proposal with one uniform weight (fcmpc.weights = 'uniform')."
         )
     nu = (c.n + 3) * inputs.N
     P = len(c.prosumers)

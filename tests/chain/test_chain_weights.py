@@ -184,3 +184,95 @@ def test_mirror_refuses_as_the_contract(rng):
     m.propose(0, 0, 1, [ONE, 0, 0])
     with pytest.raises(ProtocolError, match="WeightsAlreadyProposed"):
         m.propose(0, 0, 1, [ONE, 0, 0])
+
+
+# ---------------------------------------------------------------- audit of an optimal-weights run
+
+
+@pytest.fixture(scope="module")
+def optimal_run():
+    """The audit tests' tiny run (n = 4, 2 prosumers, N = 5, T = 3, p_max = 4) with
+    fcmpc.weights = optimal."""
+    from ecjax.experiment import run_batch
+    from ecjax.fcmpc import FCMPCSettings
+
+    from .conftest import StoredRun
+
+    from ecjax.chain.sample import Inputs
+    from ecjax.community import generate_community
+    from ecjax.disturbance import synthetic_profiles
+    from ecjax.qp import IPM
+    from ecjax.simulate import Options
+    from ecjax.weights import CostWeights
+
+    c = generate_community(4, prosumer_share=0.5, seed=1)
+    prof = synthetic_profiles(4, seed=1)
+    inputs = Inputs(
+        community=c, profiles=prof, options=Options(T=3, record_plans=True), N=5,
+        fc=FCMPCSettings(kappa=1e-3, p_max=4, weights="optimal"), weights=CostWeights(r_ugb=1e-3, r_ev=1e-3),
+        solver=IPM(eps_abs=1e-8, eps_rel=1e-8), seed=3,
+    )  # fmt: skip
+    res = run_batch(
+        c, prof, [0.05], 1, seed=3, options=inputs.options, N=5, fc=inputs.fc, weights=inputs.weights,
+        solver=inputs.solver, keep=1,
+    )  # fmt: skip
+    return StoredRun(inputs=inputs, trajectories=res.trajectories, summary=res.summary, delta=0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["stored", "solve"])
+def test_optimal_weights_run_verifies(optimal_run, mode):
+    from ecjax.chain.audit import audit_run
+
+    r = audit_run(optimal_run.trajectories, optimal_run.inputs, "tester", mode, summary=optimal_run.summary)
+    assert r.verified, r.summary_line()
+    assert r.run["weights"] == "optimal"
+    rep = r.replay
+    assert rep.weights and r.weights and r.checks["weights"].count == len(rep.weights)
+    kinds = r.gas["by_kind"]
+    assert "upload" not in kinds and kinds["submit"]["count"] > 0 and kinds["weights"]["count"] == len(rep.weights)
+    # each proposal is the reference λ rounded down to 1e-9
+    assert max(w["max_abs"] for w in r.weights) <= 2e-9
+    # the weights are not all the uniform one: the optimal rule chose them
+    lam = np.concatenate([w.q for w in rep.weights]) / ONE
+    assert np.abs(lam - 0.5).max() > 1e-3
+    for st in rep.history.steps[:3]:
+        assert all(it.weighted and it.weights is not None for it in st.iterations[1:])
+    data = r.to_dict()
+    assert data["weights"] == r.weights
+
+
+@pytest.mark.slow
+def test_tampered_weights_are_detected(optimal_run, monkeypatch):
+    """A proposal that is not the run's λ (here: half of it) commits iterates that are not the
+    stored ones: the audit fails on them."""
+    from ecjax.chain.audit import audit_run
+    from ecjax.chain.sample import StoredSample
+
+    honest = StoredSample.weights
+    monkeypatch.setattr(StoredSample, "weights", lambda self, t, p: 0.5 * honest(self, t, p))
+    r = audit_run(optimal_run.trajectories, optimal_run.inputs, "tester", "stored", summary=optimal_run.summary)
+    assert not r.verified
+    assert r.first_difference.quantity in ("u_iter", "theta", "iterations")
+
+
+@pytest.mark.slow
+def test_tampered_store_is_detected(optimal_run):
+    """A changed stored iterate changes the λ read back from the store and the committed iterate
+    on chain no longer matches it."""
+    from ecjax.chain.audit import audit_run
+
+    ds = optimal_run.trajectories.copy(deep=True)
+    ds["u_iter"][dict(time=0, iterate0=1, prosumer=0, input=0)] += 0.05
+    r = audit_run(ds, optimal_run.inputs, "tester", "stored", summary=optimal_run.summary)
+    assert not r.verified
+
+
+def test_commit_mode_refuses_optimal_weights(stored_run):
+    from ecjax.chain.audit import audit_run
+    from ecjax.chain.sample import SampleError
+    from ecjax.fcmpc import FCMPCSettings
+
+    inputs = dataclasses.replace(stored_run.inputs, fc=FCMPCSettings(kappa=1e-3, p_max=4, weights="optimal"))
+    with pytest.raises(SampleError, match="commit mode"):
+        audit_run(stored_run.trajectories, inputs, "tester", "stored", coordination="commit")
