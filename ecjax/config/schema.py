@@ -138,11 +138,12 @@ def parts(key: str) -> list:
     return [int(i) if i else n for n, i in _PART.findall(key)]
 
 
-def locate(key: str):
-    """Where a dotted key falls in the schema: ``(section, field, rest)``, where `field` is the
-    dataclass field of `section` the key names (None: the section has no such field) and
-    `rest` the parts below it (list items, mapping entries)."""
-    sec, ps = root_section(), parts(key)
+def locate(key: str, root: type[Section] | None = None):
+    """Where a dotted key falls in the schema of `root` (default: the whole config):
+    ``(section, field, rest)``, where `field` is the dataclass field of `section` the key names
+    (None: the section has no such field) and `rest` the parts below it (list items, mapping
+    entries)."""
+    sec, ps = root or root_section(), parts(key)
     while ps:
         head, ps = ps[0], ps[1:]
         f = next((f for f in dataclasses.fields(sec) if f.name == head), None)
@@ -152,9 +153,9 @@ def locate(key: str):
     return sec, None, []
 
 
-def unknown(key: str, where: str = "") -> ConfigError:
+def unknown(key: str, where: str = "", root: type[Section] | None = None) -> ConfigError:
     """A `ConfigError` for a key the schema does not have."""
-    sec, _, _ = locate(key)
+    sec, _, _ = locate(key, root)
     names = [f.name for f in dataclasses.fields(sec)]
     last = str(parts(key)[-1]) if parts(key) else key
     near = difflib.get_close_matches(last, names, n=1)
@@ -182,9 +183,9 @@ def _find(e: BaseException, kind):
     return None
 
 
-def _type_words(key: str) -> str | None:
+def _type_words(key: str, root: type[Section] | None = None) -> str | None:
     """The allowed type of `key` in the schema's words, where the schema types it."""
-    sec, f, rest = locate(key)
+    sec, f, rest = locate(key, root)
     if f is None or "section" in f.metadata:
         return None
     typ = _omega_type(typing.get_type_hints(sec)[f.name], f.metadata["check"])
@@ -205,22 +206,22 @@ def _type_words(key: str) -> str | None:
     return None if words is None else words + (" or null" if null else "")
 
 
-def value_error(key: str, value) -> ConfigError:
+def value_error(key: str, value, root: type[Section] | None = None) -> ConfigError:
     """A value the schema refuses, worded by the section's check of that setting (or by its
     type, for an item of a list)."""
-    sec, f, rest = locate(key)
+    sec, f, rest = locate(key, root)
     if f is not None and "section" not in f.metadata and not rest:
         try:
             f.metadata["check"](key, value)
         except ConfigError as e:
             return e
-    words = _type_words(key)
+    words = _type_words(key, root)
     return ConfigError(f"{key} must be {words}, got {value!r}." if words else f"{key}: got {value!r}.")
 
 
-def config_error(e: BaseException) -> ConfigError:
+def config_error(e: BaseException, root: type[Section] | None = None) -> ConfigError:
     """A Hydra/OmegaConf error of composing or resolving, as a `ConfigError` that names the
-    full key in the sections' words."""
+    full key in the sections' words (`root`: the section of the whole config)."""
     from omegaconf.errors import (
         ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError,
     )  # fmt: skip
@@ -235,12 +236,12 @@ def config_error(e: BaseException) -> ConfigError:
         key = m.group(1) if m else None
     if key and (isinstance(oe, (ConfigKeyError, ConfigAttributeError))
                 or re.search(r"Key '[^']+' not in '", text)):
-        return unknown(key, at)
+        return unknown(key, at, root)
     if key and isinstance(oe, MissingMandatoryValue):
         return ConfigError(f"{key} is required (the config leaves it ???){at}.")
     if key and isinstance(oe, ValidationError) and "dereferencing interpolation" not in text:
         got = getattr(oe, "value", None)
-        err = value_error(key, got)
+        err = value_error(key, got, root)
         return ConfigError(f"{str(err).rstrip('.')}{at}.") if at else err
     if key:
         msg = getattr(oe, "msg", None) or text

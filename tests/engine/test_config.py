@@ -3,7 +3,9 @@ compilation with the key named; the typed cell inputs match the config and the d
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
+from typing import Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +16,7 @@ import ecjax.data as D
 from ecjax import sweep
 from ecjax.cli import main
 from ecjax.config import ConfigError, cell_inputs, check_config, config_hash
+from ecjax.config._fields import Choice, Section, setting, subsection
 from ecjax.qp import IPM
 
 from .conftest import CONF, ECJAX, TINY, subprocess_env
@@ -259,3 +262,115 @@ def test_real_data_wiring(tmp_path):
     bad.write_text("hour,price\n0,1\n")
     with pytest.raises(ConfigError, match="data.price"):
         _cfg(tmp_path, "data=price_csv", f"data.price.path={bad}")
+
+
+# ------------------------------------------------------------------ the Hydra schema
+SCHEMA_BAD = [
+    (["ccmpc.deltaz=[0.1]"], "ccmpc.deltaz is not a known setting (known: deltas, tightening, "
+     "tighten_consumers). Did you mean ccmpc.deltas?"),
+    (["+ccmpc.deltaz=[0.1]"], "ccmpc.deltaz is not a known setting"),
+    (["sim.S=many"], "sim.S must be an integer [1, 100000000], got 'many'."),
+    (["sim.gap=maybe"], "sim.gap must be true or false, got 'maybe'."),
+    (["ccmpc.deltas=[0.1,low]"], "ccmpc.deltas[1] must be a number, got 'low'."),
+    (["ccmpc.tightening=both"], "ccmpc.tightening must be one of ['cumulative', 'per_step'], got 'both'."),
+    (["fcmpc.weights=best"], "fcmpc.weights must be one of ['uniform', 'optimal'], got 'best'."),
+    (["sweep.params=3"], "sweep.params must be a mapping, got 3."),
+]
+
+
+@pytest.mark.parametrize("overrides,message", SCHEMA_BAD, ids=[b[0][0] for b in SCHEMA_BAD])
+def test_hydra_refuses_typos_and_types_while_composing(overrides, message, tmp_path, capsys):
+    """A typo key or a wrongly typed value is refused by Hydra itself (the schema), in the
+    sections' words, before any cell is planned; the command exits 2 with that message."""
+    from ecjax.config import compose
+
+    with pytest.raises(ConfigError) as e:
+        compose([*TINY, *overrides], CONF)
+    assert message in str(e.value)
+    rc = main(["--config-dir", str(CONF), f"out.dir={tmp_path}", *TINY, *overrides])
+    assert rc == 2
+    assert f"ecjax: error: {message}" in capsys.readouterr().err
+    assert not (tmp_path / "results.zarr").exists()
+
+
+def test_unknown_key_in_a_group_file_is_refused(tmp_path):
+    """A group file of one's own (hydra.searchpath) is typed by the same schema."""
+    (tmp_path / "mine" / "sim").mkdir(parents=True)
+    (tmp_path / "mine" / "sim" / "fast.yaml").write_text(
+        "defaults:\n  - default\n  - _self_\nS: 2\nseeed: 3\n")
+    (tmp_path / "mine" / "sim" / "default.yaml").write_text((CONF / "sim" / "default.yaml").read_text())
+    with pytest.raises(ConfigError, match=r"sim\.seeed is not a known setting \(in sim/fast.yaml\).*"
+                       r"Did you mean sim\.seed\?"):
+        sweep.plan([f"hydra.searchpath=[file://{tmp_path / 'mine'}]", "sim=fast", f"out.dir={tmp_path}"], CONF)
+
+
+def test_config_store_holds_a_schema_for_every_group():
+    """The schema stored in Hydra's ConfigStore has a typed node for every group of conf/,
+    derived from that group's section (no second list of settings)."""
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    from ecjax.config import Config
+    from ecjax.config.schema import SCHEMA_NAME, register, schema_of
+
+    register()
+    node = ConfigStore.instance().load(f"{SCHEMA_NAME}.yaml").node
+    assert OmegaConf.get_type(node) is schema_of(Config)
+    sections = {f.name: f.metadata["section"] for f in dataclasses.fields(Config) if "section" in f.metadata}
+    groups = {p.name for p in CONF.iterdir() if p.is_dir() and any(p.glob("*.yaml"))} - {"experiment"}
+    assert groups <= set(sections)
+    for name, section in sections.items():
+        assert OmegaConf.get_type(node[name]) is schema_of(section)
+        assert set(node[name].keys()) == {f.name for f in dataclasses.fields(section)}
+    assert "ecjax_schema" in (CONF / "config.yaml").read_text().split("defaults:")[1].split("\n")[1]
+
+
+def test_composed_mapping_holds_only_what_the_files_give(tmp_path):
+    """Settings no file sets stay out of the resolved mapping (their sections' defaults
+    apply), so a config keeps its hash; `+key` of a schema key still works."""
+    cfg = _cfg(tmp_path, "solver=ipm")
+    assert "weak_p" not in cfg["solver"] and "title" not in cfg and "seed" not in cfg["data"]
+    assert check_config(cfg).solver.weak_p == IPM().weak_p
+    cfg = _cfg(tmp_path, "+solver.weak_p=0.5", "+title=t")
+    assert cfg["solver"]["weak_p"] == 0.5 and cfg["title"] == "t"
+
+
+_Mode = Literal["cumulative", "per_step", "new_mode"]  # a mode added in code
+
+
+@dataclasses.dataclass(frozen=True)
+class _Demo(Section):
+    key = "demo"
+    mode: str = setting("cumulative", Choice(get_args(_Mode)))
+
+
+@dataclasses.dataclass(frozen=True)
+class _DemoConfig(Section):
+    demo: _Demo = subsection(_Demo)
+
+
+def test_choices_come_from_the_code():
+    """Each choice setting is typed by the code's own names; a name added in code is allowed,
+    and listed in the error, without a change to the config."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ValidationError
+
+    from ecjax import scenario
+    from ecjax.chain.replay import CHAINS
+    from ecjax.config.groups import CHAIN_KINDS, CCMPCConfig, FCMPCConfig, ScenarioConfig
+    from ecjax.config.schema import config_error, schema_of
+
+    def options(cls, name):
+        return next(f for f in dataclasses.fields(cls) if f.name == name).metadata["check"].options
+
+    assert options(ScenarioConfig, "name") == get_args(scenario.Scenario)
+    assert options(CCMPCConfig, "tightening") == get_args(scenario.Tightening)
+    assert options(FCMPCConfig, "weights") == get_args(scenario.WeightRule)
+    assert CHAIN_KINDS == CHAINS
+
+    cfg = OmegaConf.structured(schema_of(_DemoConfig))
+    cfg.demo.mode = "new_mode"  # allowed by Hydra's typing
+    with pytest.raises(ValidationError) as e:
+        cfg.demo.mode = "both"
+    msg = str(config_error(e.value, root=_DemoConfig))
+    assert msg == "demo.mode must be one of ['cumulative', 'per_step', 'new_mode'], got 'both'."
