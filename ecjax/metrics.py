@@ -107,3 +107,20 @@ def binomial_interval_around(p: float, n: int, level: float = 0.99):
 
     a = 1.0 - level
     return binom.ppf(a / 2, n, p) / n, binom.ppf(1 - a / 2, n, p) / n
+
+
+def agreement_gap(cost, phi_central, floor: float = 1e-9):
+    """Share of the islanded iterate's excess cost still left after each FC-MPC iterate:
+
+        g_p = (Φ_p − Φ_c) / (Φ_0 − Φ_c),
+
+    0 at the centralized optimum Φ_c, 1 before any cooperation. `cost`: (..., p_max + 1) the
+    costs Φ_0..Φ_p_max of the iterates; `phi_central`: (...) Φ_c. Where the islanded iterate is
+    already within `floor`·max(1, |Φ_c|) of Φ_c, there is nothing to agree on: NaN.
+    """
+    cost = np.asarray(cost, float)
+    phi_c = np.asarray(phi_central, float)[..., None]
+    excess = cost[..., :1] - phi_c
+    ok = excess > floor * np.maximum(1.0, np.abs(phi_c))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ok, (cost - phi_c) / np.where(ok, excess, 1.0), np.nan)

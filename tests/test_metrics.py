@@ -265,3 +265,15 @@ def test_binomial_interval_around_is_the_central_quantile_range(p, n, level):
     assert lo * n == pytest.approx(quantile(a / 2), abs=1e-9)
     assert hi * n == pytest.approx(quantile(1 - a / 2), abs=1e-9)
     assert lo <= p <= hi
+
+
+def test_agreement_gap_planted():
+    """g_p = (Φ_p − Φ_c)/(Φ_0 − Φ_c) on planted costs; NaN where the islanded iterate is
+    already at the centralized cost; shapes broadcast over leading axes."""
+    cost = np.array([[10.0, 6.0, 4.0, 2.0], [5.0, 5.0, 5.0, 5.0], [-3.0, -4.0, -5.0, -5.0]])
+    phi_c = np.array([2.0, 5.0 - 1e-12, -5.0])
+    g = metrics.agreement_gap(cost, phi_c)
+    np.testing.assert_allclose(g[0], [1.0, 0.5, 0.25, 0.0])
+    assert np.isnan(g[1]).all()  # excess 1e-12 below the floor: nothing to agree on
+    np.testing.assert_allclose(g[2], [1.0, 0.5, 0.0, 0.0])
+    assert metrics.agreement_gap(cost[None], phi_c[None]).shape == (1, 3, 4)

@@ -79,6 +79,9 @@ def make_report(store_path, out_dir, verify: bool = True) -> ReportPaths:
     size = tables.community_size(views)
     if size is not None:
         tabs.append(size)
+    agree = tables.agreement(views)
+    if agree is not None:
+        tabs.append(agree)
     ol = tables.open_loop(views)
     if ol is not None:
         tabs.append(ol)
@@ -105,6 +108,9 @@ def make_report(store_path, out_dir, verify: bool = True) -> ReportPaths:
         if size is not None:
             figs.append(("Cost, trading, iterations and run time against community size",
                          plots.community_size(views, out / "community_size.png")))
+        if agree is not None:
+            figs.append(("FC-MPC gap to the centralized optimum against the iteration, per community size",
+                         plots.agreement(views, out / "agreement.png")))
         if ol is not None:
             figs.append(("Open-loop violation rate of the first plan against the model probability",
                          plots.open_loop([v for v in views if v.open_loop is not None],

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 
 from .. import store as _store
-from ..metrics import INDEX_NAMES, clopper_pearson
+from ..metrics import INDEX_NAMES, agreement_gap, clopper_pearson
 
 LEVEL = 0.95  # confidence level of the reported Clopper-Pearson intervals
 
@@ -43,6 +43,33 @@ class OpenLoop:
     model: np.ndarray  # (R, entries)
     lo: np.ndarray
     hi: np.ndarray
+
+
+@dataclasses.dataclass
+class Agreement:
+    """How far the FC-MPC iterates got toward the centralized optimum, per iterate p = 0..p_max:
+    the gap g_p (`ecjax.metrics.agreement_gap`) over the kept samples' steps, at the first risk
+    level. Steps whose centralized solve was not solved, or whose islanded iterate was already
+    at the centralized cost, are left out (`steps` counts the rest)."""
+
+    mean: np.ndarray  # (p_max + 1,)
+    worst: np.ndarray  # (p_max + 1,)
+    steps: int
+
+
+def _agreement(cell) -> Agreement | None:
+    """From the kept trajectories of a cell run with `sim.gap` (the centralized solve each step)."""
+    tr = cell.trajectories
+    if not (cell.config.get("sim") or {}).get("gap") or tr is None or "cost_trace" not in tr:
+        return None
+    cost = tr["cost_trace"].isel(risk=0).transpose("sample", "time", "iterate0").values
+    phi_c = tr["phi_central"].isel(risk=0).transpose("sample", "time").values
+    solved = tr["central_status"].isel(risk=0).transpose("sample", "time").values == 0
+    g = agreement_gap(cost, phi_c)[solved]
+    g = g[np.isfinite(g).all(axis=1)]
+    if not len(g):
+        return None
+    return Agreement(mean=g.mean(axis=0), worst=g.max(axis=0), steps=len(g))
 
 
 def _open_loop(ds) -> OpenLoop:
@@ -99,6 +126,7 @@ class CellView:
     qp_fallback: np.ndarray  # (R,) fallback plans applied (first plan not solved), per sample-day
     has_trajectories: bool
     open_loop: OpenLoop | None = None
+    agreement: Agreement | None = None
 
     @property
     def label(self) -> str:
@@ -162,6 +190,7 @@ def view(path, cell_id: str, verify: str | bool = "full") -> CellView:
         qp_fallback=_per_day(s, "qp_fallback"),
         has_trajectories=cell.trajectories is not None,
         open_loop=_open_loop(cell.open_loop) if cell.open_loop is not None else None,
+        agreement=_agreement(cell),
     )
 
 

@@ -163,6 +163,30 @@ def community_size(views: list[CellView], path: Path) -> Path:
     return _save(fig, path)
 
 
+def agreement(views: list[CellView], path: Path) -> Path:
+    """FC-MPC gap to the centralized optimum against the iteration: a panel per community size,
+    a line per combination rule (mean over steps solid, worst dashed)."""
+    vs = [v for v in views if v.agreement is not None]
+    sizes = sorted({v.n for v in vs})
+    fig = Figure(figsize=(4.2 * len(sizes), 3.8), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(sizes), sharey=True))
+    for ax, n in zip(axes, sizes):
+        for v in sorted((v for v in vs if v.n == n), key=lambda x: x.label):
+            a = v.agreement
+            p = np.arange(len(a.mean))
+            label = ", ".join(f"{k.split('.')[-1]}={x}" for k, x in v.params.items() if k != "community.n") or v.label
+            line = ax.semilogy(p, np.maximum(a.mean, 1e-8), "-", label=f"{label} (mean)")[0]
+            ax.semilogy(p, np.maximum(a.worst, 1e-8), "--", color=line.get_color(), label=f"{label} (worst)")
+        ax.set_xlabel("FC-MPC iteration p")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"n = {n}", fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("gap (Φ_p − Φ_c) / (Φ_0 − Φ_c)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("FC-MPC agreement with the centralized optimum", fontsize=10)
+    return _save(fig, path)
+
+
 def open_loop(views: list[CellView], path: Path) -> Path:
     """Open-loop violation rate of every (bound, prosumer, step) against its model probability."""
     fig = Figure(figsize=(6.5, 5), layout="constrained")

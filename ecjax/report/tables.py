@@ -254,6 +254,45 @@ def community_size(views: list[CellView]) -> Table | None:
                  "At the first stored risk level of each cell.", meanings)
 
 
+AGREEMENT_AT = (1, 5, 10, 30)
+AGREEMENT_GAPS = (1e-2, 1e-3)
+
+
+def _rule(v: CellView) -> str:
+    return str(((v.config.get("fcmpc") or {}).get("weights")) or "uniform")
+
+
+def agreement(views: list[CellView]) -> Table | None:
+    """FC-MPC gap to the centralized optimum against the iteration, per cell run with `sim.gap`."""
+    vs = sorted((v for v in views if v.agreement is not None), key=lambda x: (x.n, _rule(x), x.label))
+    if not vs:
+        return None
+    p_max = max(len(v.agreement.mean) - 1 for v in vs)
+    at = [p for p in AGREEMENT_AT if p < p_max] + [p_max]
+    header = ["cell", "n", "|P|", "weights", "steps", *(f"g at p = {p}" for p in at),
+              *(f"p to g <= {g:g}" for g in AGREEMENT_GAPS)]
+    meanings = ["the cell (its swept settings)", "agents", "prosumers",
+                "FC-MPC combination rule (fcmpc.weights)",
+                "closed-loop steps of the kept samples that entered the figures",
+                *(f"gap (Φ_p − Φ_c)/(Φ_0 − Φ_c) after {p} iterations: mean / worst over those steps "
+                  "(held after a step's stop)" for p in at),
+                *(f"first iteration at which the worst step's gap is at most {g:g} (-: not within p_max)"
+                  for g in AGREEMENT_GAPS)]  # fmt: skip
+    rows = []
+    for v in vs:
+        a = v.agreement
+        last = len(a.mean) - 1
+        gaps = [f"{a.mean[min(p, last)]:.2e} / {a.worst[min(p, last)]:.2e}" for p in at]
+        reach = []
+        for g in AGREEMENT_GAPS:
+            hit = np.flatnonzero(a.worst <= g)
+            reach.append(str(int(hit[0])) if len(hit) else "-")
+        rows.append([v.label, v.n, v.n_prosumers, _rule(v), a.steps, *gaps, *reach])
+    return Table("agreement", "FC-MPC agreement with the centralized optimum", header, rows,
+                 "At the first stored risk level of each cell, over the kept samples (`sim.keep`); Φ_c from "
+                 "the centralized solve of each step (`sim.gap`).", meanings)
+
+
 def open_loop(views: list[CellView]) -> Table | None:
     vs = [v for v in views if v.open_loop is not None]
     if not vs:

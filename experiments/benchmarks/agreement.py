@@ -49,6 +49,7 @@ from ecjax import evaluate, ocp  # noqa: E402
 from ecjax.config import cell_inputs, compose, to_dict  # noqa: E402
 from ecjax.experiment import run_batch  # noqa: E402
 from ecjax.fcmpc import FCMPCSettings, fcmpc, make_controller  # noqa: E402
+from ecjax.metrics import agreement_gap  # noqa: E402
 from ecjax.plan import make_stage, plan_from_vectors  # noqa: E402
 from ecjax.simulate import Options  # noqa: E402
 
@@ -162,7 +163,7 @@ def main(argv=None) -> dict:
         print(f"\nn = {n} ({row['prosumers']} prosumers), stages at hours {hours.tolist()}, centralized by Clarabel {t_c:.1f} s")
         for rule in RULES:
             cost = cur[rule]["cost"]
-            g = (cost - phi_c[:, None]) / np.maximum(cost[:, :1] - phi_c[:, None], 1e-12)
+            g = np.nan_to_num(agreement_gap(cost, phi_c), nan=0.0)  # a stage with nothing to agree on: reached
             at = {p: (float(g[:, p].mean()), float(g[:, p].max())) for p in AT if p <= args.iters}
             need = {gap: reach(g, gap) for gap in GAPS}
             row[rule] = dict(gap_at={str(p): v for p, v in at.items()}, iters_to={str(k): v for k, v in need.items()},

@@ -17,6 +17,7 @@ import xarray as xr
 import ecjax
 from ecjax import cf, store, sweep
 from ecjax.cli import main
+from ecjax.report.data import collect
 
 from .conftest import CONF, TINY
 from .test_config import EXPERIMENTS
@@ -41,6 +42,12 @@ TINY_RUNS = {
         ["community.n=3,4", "scenario=ccdmpc"],
         ["community.n=3", "community.n=4"],
         {"indices.png", "calibration.png", "community_size.png"},
+    ),
+    "agreement": (
+        ["community.n=4"],
+        ["fcmpc.weights=uniform", "fcmpc.weights=optimal"],
+        {"indices.png", "calibration.png", "agreement.png", "traj_fcmpc.weights_uniform.png",
+         "traj_fcmpc.weights_optimal.png"},
     ),
     "mc_validation": (
         ["sim.S=4", "sim.block=2", "ccmpc.deltas=[0.1,0.2]", "ccmpc.tightening=cumulative",
@@ -116,6 +123,13 @@ def test_experiment_runs_tiny_and_reports(name, tmp_path, capsys):
     for b64 in images:  # embedded, decodable
         assert mpimg.imread(io.BytesIO(base64.b64decode(b64)), format="png").size > 0
     assert not re.search(r'(src|href)="(?!data:)', html)  # nothing external
+    if name == "agreement":  # the gap from the kept samples' cost traces and centralized solves
+        assert "FC-MPC agreement with the centralized optimum" in md and "| weights |" in md
+        for v in collect(path):
+            assert v.agreement is not None and v.agreement.steps > 0
+            assert len(v.agreement.mean) == v.config["fcmpc"]["p_max"] + 1
+            np.testing.assert_allclose(v.agreement.mean[0], 1.0)  # the islanded iterate: no cooperation yet
+            assert np.all(v.agreement.worst >= v.agreement.mean)
     if name == "paper_table1":  # beside the paper's values, its relations marked
         assert "Table 1 beside the paper's published values" in md and "| E1 [€] | 38.59 |" in md
         assert "of 12 held by ecjax's means" in md and "| E4 = 0 islanded | Table 1; §6.2" in md

@@ -104,3 +104,23 @@ def test_community_size_axis_counts_agents_in_integers(tmp_path, monkeypatch):
         loc = ax.xaxis.get_major_locator()
         assert isinstance(loc, MaxNLocator) and loc._integer
         assert all(float(t).is_integer() for t in ax.get_xticks()), ax.get_xticks()
+
+
+def test_agreement_table_reads_the_gap_curves():
+    from ecjax.report.data import Agreement
+
+    views = []
+    for rule, worst in (("uniform", [1.0, 0.5, 0.02, 0.009, 0.009]), ("optimal", [1.0, 0.1, 5e-4, 5e-4, 5e-4])):
+        v = view("ccdmpc", 2, paper.MEANS["ccdmpc"], n=15)
+        v.params = {"fcmpc.weights": rule}
+        v.config = {"fcmpc": {"weights": rule}}
+        v.agreement = Agreement(mean=np.asarray(worst) / 2, worst=np.asarray(worst), steps=40)
+        views.append(v)
+    views.append(view("islanded", 2, paper.MEANS["islanded"]))  # no gap recorded: no row
+    t = tables.agreement(views)
+    assert [r[3] for r in t.rows] == ["optimal", "uniform"] and len(t.meanings) == len(t.header)
+    assert t.header[-2:] == ["p to g <= 0.01", "p to g <= 0.001"]
+    assert t.rows[0][-2:] == ["2", "2"] and t.rows[1][-2:] == ["3", "-"]
+    assert t.header[5:7] == ["g at p = 1", "g at p = 4"]  # p = 5, 10, 30 beyond p_max = 4
+    assert t.rows[1][5] == "2.50e-01 / 5.00e-01"
+    assert tables.agreement([views[-1]]) is None
