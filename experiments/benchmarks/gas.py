@@ -18,7 +18,11 @@ every step runs them all), T = 24 steps per community-day:
 Last line: `gas: full_per_day=<x> commit_per_day=<x> ratio=<full/commit> challenge=<x>` (paper size).
 
 `--upload`: the gas of every kind of full-mode upload at the paper size, one step of
---iterations (default here 4). Last line: `gas: max_upload_gas=<x> tx_per_step=<x>`.
+--iterations (default here 4), then a second step of weighted iterations (optimal convex
+weights: every prosumer submits its optimum, then one proposes the weights, here λ_i = 1/|P|
+minus a little, and the contract combines): the gas per iteration of both kinds. Lines:
+`gas_weights: uniform_per_iteration=<x> weighted_per_iteration=<x> submit=<x> propose=<x>`
+(means over the iterations p >= 1), then `gas: max_upload_gas=<x> tx_per_step=<x>`.
 
 `--replay`: a real negotiation instead. A closed-loop batch run (`run_batch`, one kept sample
 with its FC-MPC iterates) of a generated community of --n agents, then its replay through the
@@ -95,9 +99,37 @@ def run(chain: Chain, iterations: int, seed: int = 0) -> dict:
     print(f"upload p>=1:          min {min(gas1)}  max {max(gas1)}  mean {np.mean(gas1):.0f}")
     print(f"upload p>=1, closing: min {min(closing)}  max {max(closing)}")
     print(f"transactions per MPC step ({p + 1} iterations x {n_p} prosumers): {txs}")
-    out = dict(max_upload_gas=max(gas0 + gas1 + closing), tx_per_step=txs)
+    uniform_iter = (sum(gas1) + sum(closing)) / p
+    weighted = weighted_step(coord, config, rng, target, p)
+    print(f"gas_weights: uniform_per_iteration={uniform_iter:.0f} weighted_per_iteration={weighted['per_iteration']:.0f} "
+          f"submit={weighted['submit']:.0f} propose={weighted['propose']:.0f}")  # fmt: skip
+    out = dict(max_upload_gas=max(gas0 + gas1 + closing), tx_per_step=txs, uniform_per_iteration=uniform_iter,
+               weighted=weighted)  # fmt: skip
     print(f"gas: max_upload_gas={out['max_upload_gas']} tx_per_step={out['tx_per_step']}")
     return out
+
+
+def weighted_step(coord: Coordinator, config: CoordinatorConfig, rng, target, iterations: int) -> dict:
+    """Step t = 1 with weighted iterations p = 1..iterations: every prosumer submits the same
+    optima as the uniform step, prosumer p mod P proposes λ_i = (1/|P|)·(1 − 10⁻³·i)."""
+    n_p = config.n_prosumers
+    for i in range(n_p):
+        coord.upload_state(i, 1, int(rng.integers(0, 4 * fp.SCALE)), int(rng.integers(0, 8 * fp.SCALE)),
+                           rng.integers(0, upper(config, i, 0) + 1))  # fmt: skip
+    lam = fp.weights_to_fixed([(1 - 1e-3 * i) / n_p for i in range(n_p)])
+    sub, prop, per_iter = [], [], []
+    for p in range(1, iterations + 1):
+        g = [coord.submit(i, 1, p, target[i]).gas_used for i in range(n_p)]
+        res = coord.propose_weights(p % n_p, 1, p, lam)
+        sub += g
+        prop.append(res.gas_used)
+        per_iter.append(sum(g) + res.gas_used)
+        if res.terminated:
+            break
+    coord.history()
+    print(f"weighted p>=1: submit min {min(sub)} max {max(sub)} mean {np.mean(sub):.0f}; "
+          f"proposeWeights (P combinations, closing) min {min(prop)} max {max(prop)}")  # fmt: skip
+    return dict(submit=float(np.mean(sub)), propose=float(np.mean(prop)), per_iteration=float(np.mean(per_iter)))
 
 
 def synthetic(config: CoordinatorConfig, seed: int):
