@@ -1,10 +1,22 @@
 """Configuration at the edge: Hydra composition, typed validation, and the objects of a cell.
 
-The `ecjax` command composes `conf/` with Hydra (`compose`, `to_dict`). A resolved config is
-a plain dict; `check_config` builds from it one typed section per config group (`Config`), each
-checking its own fields when built, before anything is compiled: errors name the key and the
-allowed range, e.g. ``ccmpc.deltas[2] must be in (0, 0.5], got 0.7``. `cell_inputs` rebuilds
-from it exactly the typed objects that produce a cell. Numerical code never sees a config.
+Every setting is declared once, as a field of the typed section of its config group
+(`Config` and its sections in `groups.py`, `sources.py`: type, default and allowed range as
+field metadata; choices from the code's own Literals). The flow:
+
+1. `schema.register` derives Hydra structured configs from those sections (`schema_of`) and
+   stores the whole config's schema in Hydra's ConfigStore (``ecjax_schema``), first in the
+   defaults list of `conf/config.yaml`.
+2. `compose` composes `conf/` with Hydra into that schema: an unknown key or a value of the
+   wrong type (in a group file or an override) is refused by Hydra itself, and reported as a
+   `ConfigError` in the sections' words, e.g. ``ccmpc.deltaz is not a known setting (known:
+   deltas, tightening, tighten_consumers). Did you mean ccmpc.deltas?``.
+3. `to_dict` resolves it into a plain dict holding what the files and overrides give (a
+   setting none sets keeps its section's default and stays out: `config_hash` is unchanged).
+4. `check_config` builds the typed `Config` from it: each section checks its ranges and
+   cross-field rules in `__post_init__`, before anything is compiled, e.g.
+   ``ccmpc.deltas[2] must be in (0, 0.5], got 0.7.``; `cell_inputs` rebuilds exactly the typed
+   objects that produce a cell. Numerical code never sees a config.
 """
 
 from ._fields import ConfigError as ConfigError
