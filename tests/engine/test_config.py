@@ -374,3 +374,35 @@ def test_choices_come_from_the_code():
         cfg.demo.mode = "both"
     msg = str(config_error(e.value, root=_DemoConfig))
     assert msg == "demo.mode must be one of ['cumulative', 'per_step', 'new_mode'], got 'both'."
+
+
+def test_choice_lists_in_conf_comments_are_the_codes():
+    """A comment listing a choice's options (``tightening: cumulative  # cumulative | per_step``)
+    lists exactly the names the code allows, so no second list drifts from the code."""
+    import re
+
+    from ecjax.config.schema import locate
+
+    line_re = re.compile(r"^( *)(\w+):(?: *(\S+))? *(?:#\s*(?:\w+:\s*)?([\w/]+(?:\s*\|\s*[\w/]+)+)\b)?")
+    checked = 0
+    for path in sorted(CONF.glob("*/*.yaml")):
+        if path.parent.name == "experiment":
+            continue
+        stack: list[tuple[int, str]] = []
+        for line in path.read_text().splitlines():
+            m = line_re.match(line)
+            if not m:
+                continue
+            indent, key, value, listed = len(m.group(1)), m.group(2), m.group(3), m.group(4)
+            stack = [(i, k) for i, k in stack if i < indent]
+            if value is None:
+                stack.append((indent, key))
+                continue
+            if not listed:
+                continue
+            full = ".".join([path.parent.name, *(k for _, k in stack), key])
+            _, f, _ = locate(full)
+            assert f is not None and isinstance(f.metadata.get("check"), Choice), full
+            assert {s.strip() for s in listed.split("|")} == set(f.metadata["check"].options), full
+            checked += 1
+    assert checked >= 6
