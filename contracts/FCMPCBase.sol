@@ -146,38 +146,90 @@ abstract contract FCMPCBase {
         }
     }
 
+    /// @dev Lanes, eight to a 32-byte word (lane j of a word in bits [224 - 32j, 256 - 32j)):
+    /// the word of ones in every lane, the top bit of every lane, and the low lane of every
+    /// 64-bit slot (lanes 1, 3, 5, 7), with the ones and the low 64-bit slot of every 128-bit
+    /// slot for the same arithmetic on wider slots.
+    uint256 internal constant ONES32 = 0x0000000100000001000000010000000100000001000000010000000100000001;
+    uint256 internal constant TOP32 = 0x8000000080000000800000008000000080000000800000008000000080000000;
+    uint256 internal constant LOW64 = 0x00000000ffffffff00000000ffffffff00000000ffffffff00000000ffffffff;
+    uint256 internal constant ONES64 = 0x0000000000000001000000000000000100000000000000010000000000000001;
+    uint256 internal constant LOW128 = 0x0000000000000000ffffffffffffffff0000000000000000ffffffffffffffff;
+
     /// @dev Revert OutOfBounds unless every lane of u is <= its block's bound (unsigned compare:
-    /// a negative int32 reads as >= 2^31 > any bound).
+    /// a negative int32 reads as >= 2^31 > any bound). A word at a time: every lane's top bit
+    /// clear, then (bound | 2^31) - a keeps the top bit of every lane where a <= bound (no lane
+    /// borrows from the next: both sides are below 2^31). Only a word that fails is read lane by
+    /// lane, to name its first lane out of bounds.
     function _checkBounds(uint256 b, bytes calldata u) internal view {
         uint256 n_ = nu;
         uint256 N = horizon;
         bytes4 sel = OutOfBounds.selector;
         assembly {
-            let bound := shr(224, b)
-            let k := 0
-            let blk := 0
-            let l := 0
             let nw := shr(3, add(n_, 7))
+            // block blk of the current word's first lane, the first lane of the next block (edge),
+            // and blk's bound in every lane (blocks 4.. are the trades: one bound)
+            let blk := 0
+            let edge := N
+            let full := mul(shr(224, b), ONES32)
             for { let w := 0 } lt(w, nw) { w := add(w, 1) } {
+                let l0 := shl(3, w)
+                if iszero(lt(l0, edge)) {
+                    blk := div(l0, N)
+                    if gt(blk, 4) { blk := 4 }
+                    edge := mul(add(blk, 1), N)
+                    if eq(blk, 4) { edge := not(0) }
+                    full := mul(and(shr(sub(224, shl(5, blk)), b), LANE), ONES32)
+                }
+                let bw := full
+                if and(gt(add(l0, 8), edge), lt(edge, n_)) { bw := boundWord(b, w, N, n_) }
                 let A := calldataload(add(u.offset, shl(5, w)))
-                for { let sh := 224 } and(lt(l, n_), lt(sh, 256)) { sh := sub(sh, 32) } {
-                    let a := and(shr(sh, A), LANE)
+                {
+                    let k := sub(n_, l0)
+                    if lt(k, 8) { A := and(A, not(shr(shl(5, k), not(0)))) }
+                }
+                if or(and(A, TOP32), and(not(sub(or(bw, TOP32), A)), TOP32)) {
+                    firstOutOfBounds(b, A, w, N, n_, sel)
+                }
+            }
+
+            /// bound of lane l: its block's (bc, bd, ugb, ev, then bt for every trade block)
+            function laneBound(bb, l, n) -> bound {
+                let q := div(l, n)
+                if gt(q, 4) { q := 4 }
+                bound := and(shr(sub(224, shl(5, q)), bb), LANE)
+            }
+            /// the bounds of the eight lanes of word w, packed like the word
+            function boundWord(bb, w, n, nTotal) -> bw {
+                let l0 := shl(3, w)
+                let last := add(l0, 7)
+                if iszero(lt(last, nTotal)) { last := sub(nTotal, 1) }
+                let q0 := div(l0, n)
+                if gt(q0, 4) { q0 := 4 }
+                let q1 := div(last, n)
+                if gt(q1, 4) { q1 := 4 }
+                switch eq(q0, q1)
+                case 1 { bw := mul(and(shr(sub(224, shl(5, q0)), bb), LANE), ONES32) }
+                default {
+                    for { let j := 0 } lt(j, 8) { j := add(j, 1) } {
+                        bw := or(bw, shl(sub(224, shl(5, j)), laneBound(bb, add(l0, j), n)))
+                    }
+                }
+            }
+            /// revert OutOfBounds(first lane of word w above its bound, its value, the bound)
+            function firstOutOfBounds(bb, word, w, n, nTotal, selector) {
+                for { let j := 0 } lt(j, 8) { j := add(j, 1) } {
+                    let l := add(shl(3, w), j)
+                    if iszero(lt(l, nTotal)) { break }
+                    let a := and(shr(sub(224, shl(5, j)), word), LANE)
+                    let bound := laneBound(bb, l, n)
                     if gt(a, bound) {
                         let m := mload(0x40)
-                        mstore(m, sel)
+                        mstore(m, selector)
                         mstore(add(m, 4), l)
                         mstore(add(m, 36), a)
                         mstore(add(m, 68), bound)
                         revert(m, 100)
-                    }
-                    l := add(l, 1)
-                    k := add(k, 1)
-                    if eq(k, N) {
-                        k := 0
-                        blk := add(blk, 1)
-                        let q := blk
-                        if gt(q, 4) { q := 4 }
-                        bound := and(shr(sub(224, shl(5, q)), b), LANE)
                     }
                 }
             }
@@ -193,60 +245,71 @@ abstract contract FCMPCBase {
         return _combineWith(b, uStar, uPrev, wNum, wDen);
     }
 
-    /// @dev Bounds check of uStar, then lane by lane, with the weight num / den (0 <= num <= den)
-    /// c = (num * a + (den - num) * b + den / 2) / den, theta2 += (c - b)^2; returns theta2
-    /// and keccak256 of the packed committed iterate.
+    /// @dev Bounds check of uStar, then with the weight num / den (0 <= num <= den < 2^32), lane
+    /// by lane c = (num * a + (den - num) * b + den / 2) / den and theta2 = sum (c - b)^2; returns
+    /// theta2 and keccak256 of the packed committed iterate.
+    ///
+    /// A word of eight lanes at a time, split into its even and odd lanes, each lane in the low
+    /// half of a 64-bit slot: the numerators of four lanes are one multiply-add (a slot stays
+    /// below den * 2^32 < 2^64, so no slot carries into the next), and only the division is
+    /// per lane. theta2 from the same slots: with o = 2^32, every slot of C + o - B holds
+    /// d + o in (0, 2^33) (c and b are below 2^32); the squares of two such slots come out of one
+    /// product with the slots swapped (x0 + x1 2^128)(x1 + x0 2^128) = x0 x1 + (x0^2 + x1^2) 2^128
+    /// mod 2^256, and sum (d + o)^2 - 2 o sum (d + o) + n o^2 = sum d^2 over the n lanes read
+    /// (lanes past nu are read as 0 on both sides: d = 0). Every step is exact, so the result is
+    /// the lane-by-lane formula's, bit for bit (ecjax.chain.fixedpoint.combine mirrors it).
     function _combineWith(uint256 b, bytes calldata uStar, bytes calldata uPrev, uint256 num, uint256 den)
         internal
         view
         returns (uint256 th2, bytes32 h)
     {
+        _checkBounds(b, uStar);
         uint256 n_ = nu;
-        uint256 N = horizon;
-        bytes4 sel = OutOfBounds.selector;
         assembly {
             let cmp := sub(den, num)
-            let half := shr(1, den)
+            let halves := mul(shr(1, den), ONES64)
+            let off := shl(32, ONES64)
             let out := mload(0x40)
-            let bound := shr(224, b)
-            let k := 0
-            let blk := 0
-            let l := 0
             let nw := shr(3, add(n_, 7))
+            let sq := 0
+            let sum := 0
             for { let w := 0 } lt(w, nw) { w := add(w, 1) } {
-                let off := shl(5, w)
-                let A := calldataload(add(uStar.offset, off))
-                let B := calldataload(add(uPrev.offset, off))
-                let C := 0
-                for { let sh := 224 } and(lt(l, n_), lt(sh, 256)) { sh := sub(sh, 32) } {
-                    let a := and(shr(sh, A), LANE)
-                    if gt(a, bound) {
-                        let m := mload(0x40)
-                        mstore(m, sel)
-                        mstore(add(m, 4), l)
-                        mstore(add(m, 36), a)
-                        mstore(add(m, 68), bound)
-                        revert(m, 100)
-                    }
-                    let pb := and(shr(sh, B), LANE)
-                    let c := div(add(add(mul(num, a), mul(cmp, pb)), half), den)
-                    C := or(C, shl(sh, c))
-                    // (c - pb) mod 2^256 squared equals (c - pb)^2 mod 2^256 (exact: < 2^64)
-                    let d := sub(c, pb)
-                    th2 := add(th2, mul(d, d))
-                    l := add(l, 1)
-                    k := add(k, 1)
-                    if eq(k, N) {
-                        k := 0
-                        blk := add(blk, 1)
-                        let q := blk
-                        if gt(q, 4) { q := 4 }
-                        bound := and(shr(sub(224, shl(5, q)), b), LANE)
+                let at := shl(5, w)
+                let A := calldataload(add(uStar.offset, at))
+                let B := calldataload(add(uPrev.offset, at))
+                {
+                    let k := sub(n_, shl(3, w))
+                    if lt(k, 8) {
+                        let m := not(shr(shl(5, k), not(0)))
+                        A := and(A, m)
+                        B := and(B, m)
                     }
                 }
-                mstore(add(out, off), C)
+                let Bo := and(B, LOW64)
+                let Be := and(shr(32, B), LOW64)
+                let Co := quotients(add(add(mul(num, and(A, LOW64)), mul(cmp, Bo)), halves), den)
+                let Ce := quotients(add(add(mul(num, and(shr(32, A), LOW64)), mul(cmp, Be)), halves), den)
+                mstore(add(out, at), or(Co, shl(32, Ce)))
+                let Do := sub(add(Co, off), Bo)
+                let De := sub(add(Ce, off), Be)
+                sq := add(sq, add(add(squares2(and(Do, LOW128)), squares2(and(shr(64, Do), LOW128))),
+                    add(squares2(and(De, LOW128)), squares2(and(shr(64, De), LOW128)))))
+                sum := add(sum, shr(192, mul(add(Do, De), ONES64)))
             }
+            th2 := sub(add(sq, shl(64, shl(3, nw))), shl(33, sum))
             h := keccak256(out, shl(2, n_))
+
+            /// the four 64-bit slots of x, each divided by d
+            function quotients(x, d) -> q {
+                q := or(
+                    or(div(and(x, 0xffffffffffffffff), d), shl(64, div(and(shr(64, x), 0xffffffffffffffff), d))),
+                    or(shl(128, div(and(shr(128, x), 0xffffffffffffffff), d)), shl(192, div(shr(192, x), d)))
+                )
+            }
+            /// x0^2 + x1^2 of x = x0 + x1 2^128 (x0, x1 < 2^64)
+            function squares2(x) -> s {
+                s := shr(128, mul(x, or(shr(128, x), shl(128, x))))
+            }
         }
     }
 }

@@ -367,3 +367,40 @@ def test_events_from_receipts_equal_the_logs(chain, rng):
     h = coord.history()
     assert [it.p for it in h.steps[0].iterations] == [0, 1, 2]
     assert u0  # the islanded plans were uploaded
+
+
+@pytest.mark.parametrize("N", [5, 8])
+def test_word_arithmetic_at_the_extremes(chain, N):
+    """The contract works eight lanes per word (bounds check, combination, θ²): at bounds of
+    2^31 - 1 (the largest int32), operands at 0 and at the bound (the largest |c - b|), blocks
+    that straddle words and a last word of fewer than eight lanes, the committed iterate and θ²
+    equal the lane-by-lane mirror bit for bit, and the first lane out of bounds is the one named."""
+    top = (2**31 - 1) / fp.SCALE
+    config = small_config(N=N, bounds=[(top, top / 2, top / 3, 1.0, top)] * 3, p_max=4)
+    coord = Coordinator.deploy(chain, config)
+    rng = np.random.default_rng(N)
+    prev = {}
+    for i in range(config.n_prosumers):
+        hi = upper(config, i, 0)
+        prev[i] = np.where(np.arange(config.nu) % 2 == 0, hi, 0)
+        coord.upload_state(i, 0, 0, 0, prev[i])
+    num, den = coord.params["w_num"], coord.params["w_den"]
+    for p in (1, 2):
+        for i in range(config.n_prosumers):
+            hi = upper(config, i, p)
+            u = np.where(prev[i] == 0, hi, 0) if p == 1 else rng.integers(0, hi + 1, dtype=np.int64)
+            if p == 2 and i == 0:
+                ev = 3 * N + 2  # an EV lane (bound 1 kW); its word straddles into the trades at N = 5
+                last = config.nu - 2  # in the last word (partial at N = 5)
+                for k, value, read in ((ev, hi[ev] + 1, hi[ev] + 1), (last, -1, 2**32 - 1)):
+                    bad = u.copy()
+                    bad[k] = value
+                    bad[-1] = -1  # a later lane out of bounds too: the first is named
+                    with pytest.raises(CoordinatorError) as e:
+                        coord.upload(i, 0, p, bad)
+                    assert errname(e) == "OutOfBounds" and e.value.values == (k, read, hi[k])
+            res = coord.upload(i, 0, p, u)
+            c = fp.combine(u, prev[i], num, den)
+            assert res.theta2 == fp.theta2(c, prev[i])
+            assert res.committed_hash == keccak(fp.pack(c))
+            prev[i] = c
