@@ -18,7 +18,7 @@ const solc = require("solc");
 
 const NAMES = ["FCMPCCoordinator", "FCMPCCommitCoordinator"];
 const SETTINGS = {
-  optimizer: { enabled: true, runs: 200 },
+  optimizer: { enabled: true, runs: 1000000 },
   viaIR: true,
   evmVersion: "prague",
   metadata: { bytecodeHash: "none", appendCBOR: false },

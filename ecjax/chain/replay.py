@@ -52,8 +52,7 @@ from ecjax.chain.client import (
 from ecjax.chain.config import CoordinatorConfig
 from ecjax.chain.mirror import Mirror
 from ecjax.chain.sample import RunInputs, SampleError, StoredSample, check_compatible
-
-CHAINS = ("tester", "anvil", "rpc")
+from ecjax.config.groups import CHAIN_KINDS as CHAINS  # the `chain.kind` choices: one list
 MODES = ("solve", "stored")
 COORDINATIONS = ("full", "commit")
 
@@ -496,7 +495,7 @@ def replay(
         if tx is not None:
             txs.append(tx)
         uploads.append(Upload(t, p, k, source, np.asarray(plan), enc.outside, tx))
-        bar.set_postfix(t=t, p=p, tx=len(txs))
+        bar.set_postfix(t=t, p=p, tx=len(txs), refresh=False)  # drawn at tqdm's own pace
 
     failure = None
     t = p = 0

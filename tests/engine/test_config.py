@@ -356,8 +356,7 @@ def test_choices_come_from_the_code():
     from omegaconf.errors import ValidationError
 
     from ecjax import scenario
-    from ecjax.chain.replay import CHAINS
-    from ecjax.config.groups import CHAIN_KINDS, CCMPCConfig, FCMPCConfig, ScenarioConfig
+    from ecjax.config.groups import CCMPCConfig, FCMPCConfig, ScenarioConfig
     from ecjax.config.schema import config_error, schema_of
 
     def options(cls, name):
@@ -366,7 +365,6 @@ def test_choices_come_from_the_code():
     assert options(ScenarioConfig, "name") == get_args(scenario.Scenario)
     assert options(CCMPCConfig, "tightening") == get_args(scenario.Tightening)
     assert options(FCMPCConfig, "weights") == get_args(scenario.WeightRule)
-    assert CHAIN_KINDS == CHAINS
 
     cfg = OmegaConf.structured(schema_of(_DemoConfig))
     cfg.demo.mode = "new_mode"  # allowed by Hydra's typing
