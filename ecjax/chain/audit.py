@@ -6,7 +6,9 @@ stored config by the batch code, as the run computed them (same seed and sample 
 same disturbance draws): every stored array of the sample (states, draws, price, controls,
 FC-MPC iterates and optima, θ, iterations, QP statuses) and its summary row (E1..E8, Φ,
 counts) against the re-run, floats within a hundredth of the solver's tolerance, integers
-exactly. A store changed after the run, or a config changed after the run, differs here.
+exactly. A store changed after the run, or a config changed after the run, differs here. The
+re-run goes on in a thread beside the replay (`origin_in_background`); its differences come
+first in the report all the same.
 
 Then on chain, compared for every MPC step (tolerances from `ecjax.chain.tolerance`):
 - the measured states uploaded at p = 0 with the stored plant's states;
@@ -49,6 +51,7 @@ data that cannot be audited, 3 the chain could not be used.
 from __future__ import annotations
 
 import argparse
+from concurrent.futures import Future, ThreadPoolExecutor
 import contextlib
 import dataclasses
 import sys
@@ -486,7 +489,7 @@ def audit_store(
     from ecjax import store as store_mod
 
     traj, summ, inputs, c = load_cell_sample(store, cell, sample, risk)
-    origin = check_origin(c, sample, risk)
+    origin = origin_in_background(c, sample, risk)
     report = audit_loaded(
         traj, summ, inputs, cell, chain=chain, url=url, key_env=key_env, keystore=keystore,
         password_env=password_env, mode=mode, progress=progress, origin=origin,
@@ -562,7 +565,7 @@ def audit_loaded(
     *,
     mode: str = "stored",
     progress: bool = False,
-    origin: OriginCheck | None = None,
+    origin: OriginCheck | Future | None = None,
     earlier: list[dict] = (),
     coordination: str = "full",
     challenge: bool = False,
@@ -572,7 +575,8 @@ def audit_loaded(
     (chain=kind, url, key_env, keystore, password_env). `origin`, the check of the sample
     against its stored config, comes first in the report and its differences fail the audit;
     `earlier`, the cell's receipts of earlier audits, are checked against the chain
-    (`check_receipts`)."""
+    (`check_receipts`). `origin` may be a `Future` of that check (`origin_in_background`): it
+    then runs beside the replay and is waited for after it."""
     spec = chain_settings(inputs, kind=chain.pop("chain", None), **chain)
     with open_chain(
         spec["kind"], url=spec.get("url"), key_env=spec.get("key_env"), keystore=spec.get("keystore"),
@@ -583,6 +587,7 @@ def audit_loaded(
             period_s=int(spec.get("period_s", 600)), progress=progress, label=cell, coordination=coordination,
             challenge=challenge,
         )  # fmt: skip
+        origin = resolve_origin(origin)
         diffs, notes = check_receipts(earlier, report, inputs, origin, ch)
     if origin is not None:
         report.origin = origin.to_dict()
@@ -592,6 +597,25 @@ def audit_loaded(
     report.notes += notes
     report.verified = not report.differences
     return report
+
+
+def origin_in_background(cell, sample: int, risk: float) -> Future:
+    """`check_origin` in a thread beside the replay: the re-run of the sample spends most of its
+    time in compiled XLA code, which releases the GIL, while the replay is Python (web3, and
+    py-evm on the in-process chain); on two cores the two overlap. Nothing is shared but
+    JAX's compilation cache, set up here before the thread starts."""
+    from ecjax.sweep import jax_setup
+
+    jax_setup(cell.config)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecjax-origin")
+    future = pool.submit(check_origin, cell, sample, risk)
+    pool.shutdown(wait=False)
+    return future
+
+
+def resolve_origin(origin: OriginCheck | Future | None) -> OriginCheck | None:
+    """The check of the origin, waited for if it runs in the background (its error raised here)."""
+    return origin.result() if isinstance(origin, Future) else origin
 
 
 def keep_records(store, cell: str, report: AuditReport) -> Path | None:
@@ -756,20 +780,28 @@ def main(argv: list[str] | None = None) -> int:
         if not args.quiet:
             print(f"ecjax audit: cell {args.cell}, sample {args.sample}, δ = {args.risk:g}: run again from the "
                   "stored config", file=sys.stderr)  # fmt: skip
-        origin = check_origin(cell, args.sample, args.risk)
+        origin = origin_in_background(cell, args.sample, args.risk)
     except (SampleError, StoreError, ConfigError) as e:
         print(f"ecjax audit: error: {e}", file=sys.stderr)
         return 2
     if not args.quiet:
         kind = chain_settings(inputs, kind=args.chain)["kind"]
-        print(f"ecjax audit: replay on {kind} ({args.mode} mode)", file=sys.stderr)
+        print(f"ecjax audit: replay on {kind} ({args.mode} mode), beside the run", file=sys.stderr)
     try:
         report = audit_loaded(
             traj, summ, inputs, args.cell, chain=args.chain, url=args.url, key_env=args.key_env,
             keystore=args.keystore, password_env=args.password_env, mode=args.mode, progress=not args.quiet,
             origin=origin, earlier=earlier, coordination=args.coordination, challenge=args.challenge,
         )  # fmt: skip
-    except SampleError as e:
+    except (SampleError, StoreError, ConfigError) as e:
+        try:
+            origin = resolve_origin(origin)
+        except (SampleError, StoreError, ConfigError) as e2:
+            print(f"ecjax audit: error: {e2}", file=sys.stderr)
+            return 2
+        if not isinstance(e, SampleError):
+            print(f"ecjax audit: error: {e}", file=sys.stderr)
+            return 2
         if origin.differences:  # the stored sample is not the config's run; no replay of it either
             print(f"ecjax audit: the replay on chain cannot run: {e}", file=sys.stderr)
             print(f"not verified: first difference: {origin.differences[0].describe()}")
