@@ -43,11 +43,10 @@ TINY_RUNS = {
         ["community.n=3", "community.n=4"],
         {"indices.png", "calibration.png", "community_size.png"},
     ),
-    "agreement": (
-        ["community.n=4"],
-        ["fcmpc.weights=uniform", "fcmpc.weights=optimal"],
-        {"indices.png", "calibration.png", "agreement.png", "traj_fcmpc.weights_uniform.png",
-         "traj_fcmpc.weights_optimal.png"},
+    "agreement": (  # one cell of the sweep (the tables of both rules: test_report_tables)
+        ["community.n=4", "fcmpc.weights=optimal"],
+        ["scenario=ccdmpc"],
+        {"indices.png", "calibration.png", "agreement.png", "traj_scenario_ccdmpc.png"},
     ),
     "mc_validation": (
         ["sim.S=4", "sim.block=2", "ccmpc.deltas=[0.1,0.2]", "ccmpc.tightening=cumulative",
