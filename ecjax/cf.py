@@ -133,6 +133,8 @@ TRAJECTORIES: dict[str, dict] = {
                                          "horizon"},
     "cost_trace": {"units": EUR, "long_name": "global MPC cost Φ of FC-MPC iterate p (held after the stop)"},
     "theta_trace": {"units": KW, "long_name": "max_i θ_i of FC-MPC iteration p (0 after the stop)"},
+    "lam_trace": {"units": ONE, "long_name": "weight λ_i of prosumer i at FC-MPC iteration p: u_i^p = λ_i u_i^{p,*} + "
+                                            "(1 − λ_i) u_i^{p−1} (fcmpc.weights; 0 after the stop)"},
     "phi_central": {"units": EUR, "long_name": "Φ of the centralized plan of the step (= phi when not asked)"},
     "u_iter": {"units": KW, "long_name": "inputs u_i of FC-MPC iterate p (held after the stop)"},
     "u_star": {"units": KW, "long_name": "subproblem optimum z_i* of FC-MPC iteration p"},

@@ -349,6 +349,8 @@ def _trajectory_dataset(c: Community, deltas, ids, rec, opt: Options) -> xr.Data
             data[f.name] = (("risk", "sample", "time", "iterate0"), v)
         elif f.name == "theta_trace":
             data[f.name] = (("risk", "sample", "time", "iteration"), v)
+        elif f.name == "lam_trace":
+            data[f.name] = (("risk", "sample", "time", "iteration", "prosumer"), v)
         elif f.name == "u_iter":
             data[f.name] = (("risk", "sample", "time", "iterate0", "prosumer", "input"), v)
         elif f.name == "u_star":

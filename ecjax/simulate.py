@@ -104,6 +104,9 @@ class StepRecord(eqx.Module):
     # FC-MPC iterations whose optimal-weight λ-QP fell back to the uniform weight (`fcmpc.weights`;
     # None in a hand-made record: read as 0)
     qp_weight_fallback: Int[Array, ""] | None = None
+    # weight λ_i^p of each prosumer at each FC-MPC iteration (0 past the stop; None in a hand-made
+    # record)
+    lam_trace: Float[Array, "p P"] | None = None
 
 
 def _single_plan_result(ctl: Controller, fc: FCMPCSettings, stage, xs, sol, status, steps, record, ok):
@@ -269,6 +272,7 @@ def closed_loop(
             theta=jnp.where(res.iters > 0, theta_max[jnp.maximum(res.iters - 1, 0)], 0.0),
             cost_trace=res.cost,
             theta_trace=theta_max,
+            lam_trace=res.weights,
             phi=phi,
             phi_central=phi_c,
             central_status=c_status,

@@ -272,7 +272,7 @@ def compare_weights(rep: Replay, chk: _Checker, detail: dict) -> None:
     each committed iterate bit-exactly against them) must be those the proposer sent; per
     step, the largest |λ_chain − λ_reference|, λ_reference the proposer's real λ (solve mode:
     the batch engine's optimal rule recomputed off chain from the prosumers' iterates; stored
-    mode: the stored run's λ read back from its iterates), goes to `detail["weights"]`."""
+    mode: the stored run's λ, `lam_trace`), goes to `detail["weights"]`."""
     if not rep.weights or rep.history is None:
         return
     its = {(it.t, it.p): it for st in rep.history.steps for it in st.iterations}

@@ -291,7 +291,7 @@ class Replay:
 class ProposedWeights:
     """The weights proposed at iteration p of step t: `reference` λ (reals) as the proposer
     computed it (solve mode: the batch engine's rule, `ecjax.fcmpc.weights`; stored mode: the
-    stored run's λ read back from its iterates), `q` what went on chain (fixed point)."""
+    stored run's λ, `lam_trace`), `q` what went on chain (fixed point)."""
 
     t: int
     p: int

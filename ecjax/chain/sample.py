@@ -78,6 +78,7 @@ class StoredSample:
     qp_status: np.ndarray  # [T]
     prosumers: np.ndarray  # [P] community index of each prosumer
     indices: dict[str, float] | None = None  # stored E1..E8 (summary), if given
+    lam_trace: np.ndarray | None = None  # [T, p_max, P] weights λ_i^p (None: a store without them)
 
     @property
     def T(self) -> int:
@@ -96,10 +97,13 @@ class StoredSample:
         return self.eb[t - 1], self.eev[t - 1]
 
     def weights(self, t: int, p: int) -> np.ndarray:
-        """The weights λ^p [P] the stored run applied at iteration p >= 1 of step t, read back
-        from its iterates: u_i^p = λ_i·u_i^{p,*} + (1 − λ_i)·u_i^{p−1} (MODEL §6), so
+        """The weights λ^p [P] the stored run applied at iteration p >= 1 of step t: stored
+        (`lam_trace`), or in a store without them read back from its iterates:
+        u_i^p = λ_i·u_i^{p,*} + (1 − λ_i)·u_i^{p−1} (MODEL §6), so
         λ_i = ⟨u_i^p − u_i^{p−1}, d_i⟩ / ‖d_i‖², d_i = u_i^{p,*} − u_i^{p−1} (0 where d_i = 0),
         clipped to [0, 1] and scaled to Σ λ <= 1."""
+        if self.lam_trace is not None:
+            return self.lam_trace[t, p - 1]
         prev = self.u_iter[t, p - 1]
         d = self.u_star[t, p - 1] - prev
         dd = np.sum(d * d, axis=1)
@@ -168,6 +172,8 @@ def stored_sample(trajectories: xr.Dataset, summary: xr.Dataset | None = None) -
         qp_status=f("qp_status").astype(np.int64),
         prosumers=f("prosumer_agent").astype(np.int64),
         indices=indices,
+        lam_trace=(np.asarray(ds["lam_trace"].transpose("time", "iteration", "prosumer").values, dtype=np.float64)
+                   if "lam_trace" in ds else None),
     )
 
 

@@ -240,6 +240,13 @@ def test_optimal_weights_run_verifies(optimal_run, mode):
         assert all(it.weighted and it.weights is not None for it in st.iterations[1:])
     data = r.to_dict()
     assert data["weights"] == r.weights
+    # the store keeps the λ the run applied; stored mode proposes exactly those (rounded down)
+    from ecjax.chain.sample import stored_sample
+
+    s = stored_sample(optimal_run.trajectories)
+    assert s.lam_trace is not None and s.lam_trace.shape == s.theta_trace.shape + (len(s.prosumers),)
+    assert (s.lam_trace >= 0).all() and (s.lam_trace.sum(axis=-1) <= 1 + 1e-12).all()
+    np.testing.assert_array_equal(s.weights(0, 1), s.lam_trace[0, 0])
 
 
 @pytest.mark.slow
