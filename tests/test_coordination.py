@@ -219,6 +219,11 @@ def test_weights_against_a_grid_over_the_simplex(case, runs):
         assert on_grid.min() - at_lam <= 0.05 * (on_grid.max() - on_grid.min()), p
 
 
+# compiled once per size, the problem data as arguments (called eagerly, every problem's
+# constants would be compiled into a program of its own)
+SIMPLEX_QP = jax.jit(coordination.simplex_qp)
+
+
 def test_brute_force_two_prosumers():
     """|P| = 2: `simplex_qp` against a fine grid of the triangle on λ-QPs from Φ's own
     structure (random PSD M, singular ones included) and against Clarabel."""
@@ -230,7 +235,7 @@ def test_brute_force_two_prosumers():
         A = rng.normal(size=(2, 1 if trial % 3 == 0 else 2))
         M = A @ A.T
         b = rng.normal(size=2) * (3.0 if trial % 2 else 0.3)
-        sol = coordination.simplex_qp(jnp.asarray(M), jnp.asarray(b))
+        sol = SIMPLEX_QP(jnp.asarray(M), jnp.asarray(b))
         assert int(sol.status) == Status.solved
         lam = np.asarray(sol.lam)
         vals = b[0] * L1 + b[1] * L2 + 0.5 * (M[0, 0] * L1**2 + 2 * M[0, 1] * L1 * L2 + M[1, 1] * L2**2)
@@ -247,7 +252,7 @@ def test_simplex_qp_matches_cvxpy_on_random_problems(P):
         A = rng.normal(size=(P, rank)) * rng.uniform(0.01, 10.0)
         M = A @ A.T
         b = rng.normal(size=P) * rng.uniform(0.01, 10.0)
-        sol = coordination.simplex_qp(jnp.asarray(M), jnp.asarray(b))
+        sol = SIMPLEX_QP(jnp.asarray(M), jnp.asarray(b))
         assert int(sol.status) == Status.solved, (P, rank)
         lam = np.asarray(sol.lam)
         assert lam.min() >= 0 and lam.sum() <= 1.0 + 1e-12
@@ -257,7 +262,7 @@ def test_simplex_qp_matches_cvxpy_on_random_problems(P):
         if rank == P:
             np.testing.assert_allclose(lam, ref, atol=1e-5)
     # a non-finite problem ends in numerical_error, which the engine turns into the uniform weight
-    bad = coordination.simplex_qp(jnp.full((P, P), jnp.nan), jnp.zeros(P))
+    bad = SIMPLEX_QP(jnp.full((P, P), jnp.nan), jnp.zeros(P))
     assert int(bad.status) == Status.numerical_error
 
 
