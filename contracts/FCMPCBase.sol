@@ -182,7 +182,7 @@ abstract contract FCMPCBase {
                     full := mul(and(shr(sub(224, shl(5, blk)), b), LANE), ONES32)
                 }
                 let bw := full
-                if and(gt(add(l0, 8), edge), lt(edge, n_)) { bw := boundWord(b, w, N, n_) }
+                if and(gt(add(l0, 8), edge), lt(edge, n_)) { bw := boundWord(b, w, N) }
                 let A := calldataload(add(u.offset, shl(5, w)))
                 {
                     let k := sub(n_, l0)
@@ -199,21 +199,12 @@ abstract contract FCMPCBase {
                 if gt(q, 4) { q := 4 }
                 bound := and(shr(sub(224, shl(5, q)), bb), LANE)
             }
-            /// the bounds of the eight lanes of word w, packed like the word
-            function boundWord(bb, w, n, nTotal) -> bw {
+            /// the bounds of the eight lanes of word w, packed like the word, lane by lane (for a
+            /// word across a block edge; lanes past nu get a bound too, and are read as 0)
+            function boundWord(bb, w, n) -> bw {
                 let l0 := shl(3, w)
-                let last := add(l0, 7)
-                if iszero(lt(last, nTotal)) { last := sub(nTotal, 1) }
-                let q0 := div(l0, n)
-                if gt(q0, 4) { q0 := 4 }
-                let q1 := div(last, n)
-                if gt(q1, 4) { q1 := 4 }
-                switch eq(q0, q1)
-                case 1 { bw := mul(and(shr(sub(224, shl(5, q0)), bb), LANE), ONES32) }
-                default {
-                    for { let j := 0 } lt(j, 8) { j := add(j, 1) } {
-                        bw := or(bw, shl(sub(224, shl(5, j)), laneBound(bb, add(l0, j), n)))
-                    }
+                for { let j := 0 } lt(j, 8) { j := add(j, 1) } {
+                    bw := or(bw, shl(sub(224, shl(5, j)), laneBound(bb, add(l0, j), n)))
                 }
             }
             /// revert OutOfBounds(first lane of word w above its bound, its value, the bound)

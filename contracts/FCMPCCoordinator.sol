@@ -183,23 +183,12 @@ contract FCMPCCoordinator is FCMPCBase {
         uint256 len = nu << 2;
         if (uStar.length != len) revert BadLength(uStar.length, len);
         if (uPrev.length != len) revert BadLength(uPrev.length, len);
-        bytes32 ph;
-        assembly {
-            let m := mload(0x40)
-            calldatacopy(m, uPrev.offset, len)
-            ph := keccak256(m, len)
-        }
+        bytes32 ph = _hash(uPrev);
         bytes32 ch = committedHash[i];
         if (ph != ch) revert PreviousIterateMismatch(ph, ch);
         (uint256 th2, bytes32 h) = _combine(packedBounds[i], uStar, uPrev);
         committedHash[i] = h;
-        bytes32 dh;
-        assembly {
-            let m := mload(0x40)
-            calldatacopy(m, uStar.offset, len)
-            dh := keccak256(m, len)
-        }
-        bytes32 hd = _chain(t, p, dh);
+        bytes32 hd = _chain(t, p, _hash(uStar));
         emit Uploaded(t, p, i, uStar, th2, h, hd);
         _record(r, bit, th2);
     }

@@ -51,11 +51,11 @@ data that cannot be audited, 3 the chain could not be used.
 from __future__ import annotations
 
 import argparse
-from concurrent.futures import Future, ThreadPoolExecutor
 import contextlib
 import dataclasses
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
